@@ -1,0 +1,198 @@
+//! Owns the life of one meteomesh instance: binds the sockets, opens storage, starts the
+//! bus and the modules, serves HTTP, and runs the one shutdown path that stops them in
+//! order (HTTP, modules, broker, then a WAL checkpoint) so work in flight is committed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{BrokerListeners, Bus, BusError};
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::modules::system::{self, SystemService};
+use crate::storage::{self, Db, StorageError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen for HTTP on {0}: {1}")]
+    HttpBind(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+    #[error("not ready after {0:?}: the bus did not answer a round trip")]
+    NotReady(Duration),
+}
+
+/// Every socket the app serves, bound up front so port 0 resolves before start.
+pub struct Listeners {
+    http: TcpListener,
+    broker: Option<BrokerListeners>,
+}
+
+impl Listeners {
+    /// Binds the HTTP listener and, in embedded mode, the broker's. Needs the runtime.
+    pub async fn bind(config: &Config) -> Result<Listeners, AppError> {
+        let http = TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|e| AppError::HttpBind(config.http.listen, e))?;
+        let broker = Bus::bind(&config.bus)?;
+        Ok(Listeners { http, broker })
+    }
+
+    pub fn addresses(&self) -> Addresses {
+        Addresses {
+            http: self.http.local_addr().ok(),
+            mqtt: self.broker.as_ref().and_then(|b| b.tcp_addr()),
+            ws: self.broker.as_ref().and_then(|b| b.ws_addr()),
+        }
+    }
+}
+
+/// The addresses actually bound (`None` for a disabled listener).
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    pub http: Option<SocketAddr>,
+    pub mqtt: Option<SocketAddr>,
+    pub ws: Option<SocketAddr>,
+}
+
+/// A started instance. Stop it with [`RunningApp::shutdown`] or by cancelling the token
+/// it was started with and awaiting [`RunningApp::wait`].
+pub struct RunningApp {
+    pub addresses: Addresses,
+    pub node_id: String,
+    shutdown: CancellationToken,
+    system: SystemService,
+    http_task: JoinHandle<std::io::Result<()>>,
+    module_tasks: Vec<JoinHandle<()>>,
+    bus: Bus,
+    db: Db,
+}
+
+impl RunningApp {
+    /// Starts everything; returns once HTTP is listening and the modules are running.
+    pub async fn start(
+        config: &Config,
+        listeners: Listeners,
+        shutdown: CancellationToken,
+    ) -> Result<RunningApp, AppError> {
+        let addresses = listeners.addresses();
+        let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
+        let db = Db::open(&config.storage.path, config.storage.busy_timeout).await?;
+        let node_id = db.call(storage::node_id).await?;
+        let started_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+
+        let bus = Bus::start(&config.bus, listeners.broker, &node_id, metrics.clone()).await?;
+        let (system, system_task) =
+            system::start(&bus, &node_id, started_at, shutdown.clone()).await?;
+
+        let state = AppState {
+            db: db.clone(),
+            metrics,
+            system: system.clone(),
+            bus_mode: bus.mode(),
+            request_timeout: config.http.request_timeout,
+        };
+        let router = http::router(state, &config.http);
+        let http_task = tokio::spawn(http::serve(listeners.http, router, shutdown.clone()));
+        tracing::info!(
+            node = node_id,
+            http = ?addresses.http,
+            mqtt = ?addresses.mqtt,
+            ws = ?addresses.ws,
+            bus = ?config.bus.mode,
+            db = %config.storage.path.display(),
+            "meteomesh started"
+        );
+        Ok(RunningApp {
+            addresses,
+            node_id,
+            shutdown,
+            system,
+            http_task,
+            module_tasks: vec![system_task],
+            bus,
+            db,
+        })
+    }
+
+    /// Waits until a message makes the round trip through the bus (broker up, module
+    /// subscriptions live). Retries quickly; fails after `timeout`.
+    pub async fn ready(&self, timeout: Duration) -> Result<Duration, AppError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(AppError::NotReady(timeout));
+            }
+            let attempt = left.min(Duration::from_millis(500));
+            if self.system.bus_connected() {
+                if let Ok(rtt) = self.system.roundtrip(attempt).await {
+                    return Ok(rtt);
+                }
+            } else {
+                // Not connected yet: wait for the session instead of pinging into nothing.
+                let _ = self.system.wait_connected(attempt).await;
+            }
+            if self.shutdown.is_cancelled() {
+                return Err(AppError::NotReady(timeout));
+            }
+        }
+    }
+
+    /// Triggers the shutdown path and waits for it to finish.
+    pub async fn shutdown(self) -> Result<(), AppError> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits for the shutdown token, then stops everything in order.
+    pub async fn wait(self) -> Result<(), AppError> {
+        self.shutdown.cancelled().await;
+        tracing::info!("shutting down");
+        let http = self.http_task.await;
+        for task in self.module_tasks {
+            let _ = task.await;
+        }
+        self.bus.stop();
+        self.db.checkpoint().await?;
+        tracing::info!("stopped cleanly");
+        match http {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(AppError::Http(e)),
+            Err(e) => Err(AppError::Http(std::io::Error::other(e))),
+        }
+    }
+}
+
+/// The testable entry point: start, report readiness, serve until `shutdown`, stop.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
+    let app = RunningApp::start(&config, listeners, shutdown).await?;
+    match app.ready(Duration::from_secs(30)).await {
+        Ok(rtt) => tracing::info!(
+            http = ?app.addresses.http,
+            mqtt = ?app.addresses.mqtt,
+            ws = ?app.addresses.ws,
+            bus_roundtrip_ms = rtt.as_secs_f64() * 1000.0,
+            "meteomesh ready"
+        ),
+        // Stay up: /readyz reports the problem and the bus client keeps reconnecting.
+        Err(e) => tracing::warn!(error = %e, "meteomesh is serving but not ready"),
+    }
+    app.wait().await
+}

@@ -1,0 +1,209 @@
+//! Owns the embedded rmqtt broker: its listeners (public TCP and WebSocket, and one
+//! loopback listener reserved for meteomesh's own modules), their limits, the
+//! authentication hook, retained messages, and the traffic counters in metrics.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::sync::Arc;
+
+use rmqtt::context::ServerContext;
+use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
+use rmqtt::net::{Builder, Listener};
+use rmqtt::server::MqttServer;
+use rmqtt::types::Reason;
+use tokio::task::JoinHandle;
+
+use super::BusError;
+use super::auth::{Accounts, AuthHandler};
+use crate::config::BusConfig;
+use crate::metrics::Metrics;
+
+const TCP_LISTENER_ID: u16 = 1;
+const WS_LISTENER_ID: u16 = 2;
+const INTERNAL_LISTENER_ID: u16 = 3;
+
+/// The broker's sockets, bound before start so callers (and tests using port 0) know
+/// the real addresses.
+pub struct BrokerListeners {
+    tcp: Option<Listener>,
+    ws: Option<Listener>,
+    internal: Listener,
+}
+
+impl BrokerListeners {
+    /// Binds every enabled listener. Must run inside the tokio runtime.
+    pub fn bind(cfg: &BusConfig) -> Result<BrokerListeners, BusError> {
+        let bind =
+            |name: &str, addr: SocketAddr| limits(cfg, Builder::new().name(name).laddr(addr));
+        let tcp = if cfg.tcp_enabled {
+            Some(
+                bind("tcp", cfg.tcp_listen)
+                    .bind()
+                    .and_then(|l| l.tcp())
+                    .map_err(|e| BusError::Bind(cfg.tcp_listen, e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let ws = if cfg.ws_enabled {
+            Some(
+                bind("ws", cfg.ws_listen)
+                    .bind()
+                    .and_then(|l| l.ws())
+                    .map_err(|e| BusError::Bind(cfg.ws_listen, e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let internal = bind("internal", loopback)
+            .bind()
+            .and_then(|l| l.tcp())
+            .map_err(|e| BusError::Bind(loopback, e.to_string()))?;
+        Ok(BrokerListeners { tcp, ws, internal })
+    }
+
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws.as_ref().and_then(|l| l.local_addr().ok())
+    }
+    pub fn internal_addr(&self) -> Result<SocketAddr, BusError> {
+        self.internal
+            .local_addr()
+            .map_err(|e| BusError::Bind(SocketAddr::from(([127, 0, 0, 1], 0)), e.to_string()))
+    }
+}
+
+fn limits(cfg: &BusConfig, b: Builder) -> Builder {
+    let inflight = NonZeroU16::new(cfg.max_inflight).unwrap_or(NonZeroU16::MIN);
+    b.max_connections(cfg.max_connections)
+        .max_packet_size(cfg.max_packet_size)
+        .max_inflight(inflight)
+        .max_mqueue_len(cfg.max_queued_messages)
+        .session_expiry_interval(cfg.session_expiry)
+        .allow_anonymous(cfg.allow_anonymous)
+        // Keepalive 0 ("never ping") is legal MQTT; battery devices use it.
+        .allow_zero_keepalive(true)
+        .nodelay(true)
+        .reuseaddr(Some(true))
+}
+
+/// A running embedded broker.
+pub struct EmbeddedBroker {
+    task: JoinHandle<()>,
+}
+
+impl EmbeddedBroker {
+    pub async fn start(
+        cfg: &BusConfig,
+        listeners: BrokerListeners,
+        internal_password: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<EmbeddedBroker, BusError> {
+        let retainer_config = format!(
+            "storage = {{ type = \"ram\" }}\nmax_retained_messages = 10000\nmax_payload_size = \"{}B\"\n",
+            cfg.max_packet_size
+        );
+        let scx = ServerContext::new()
+            // rmqtt's busy check refuses clients while the host CPU is loaded; on a small
+            // device that would lock users out exactly when it is working hardest.
+            .busy_check_enable(false)
+            .mqtt_max_sessions(cfg.max_connections as isize)
+            .plugins_config_map_add("rmqtt-retainer", retainer_config)
+            .build()
+            .await;
+        rmqtt_retainer::register(&scx, true, false)
+            .await
+            .map_err(|e| BusError::Broker(format!("retained-message store: {e}")))?;
+
+        let register = scx.extends.hook_mgr().register();
+        register
+            .add(
+                Type::ClientAuthenticate,
+                Box::new(AuthHandler {
+                    accounts: Accounts::new(&cfg.users, internal_password),
+                }),
+            )
+            .await;
+        for typ in [
+            Type::ClientConnected,
+            Type::ClientDisconnected,
+            Type::MessagePublish,
+            Type::MessageDelivered,
+            Type::MessageDropped,
+        ] {
+            register
+                .add(
+                    typ,
+                    Box::new(TrafficCounter {
+                        metrics: metrics.clone(),
+                    }),
+                )
+                .await;
+        }
+        register.start().await;
+
+        let mut server = MqttServer::new(scx.clone());
+        if let Some(tcp) = listeners.tcp {
+            server = server.listener_by_id(tcp, TCP_LISTENER_ID);
+        }
+        if let Some(ws) = listeners.ws {
+            server = server.listener_by_id(ws, WS_LISTENER_ID);
+        }
+        server = server.listener_by_id(listeners.internal, INTERNAL_LISTENER_ID);
+        let server = server.build();
+        let task = tokio::spawn(async move {
+            if let Err(e) = server.run().await {
+                tracing::error!(error = %e, "embedded broker stopped");
+            }
+        });
+        Ok(EmbeddedBroker { task })
+    }
+
+    /// Stops accepting connections. Sessions still open end with the runtime.
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+/// Counts broker traffic into metrics. Never changes what the broker does.
+struct TrafficCounter {
+    metrics: Arc<Metrics>,
+}
+
+fn drop_reason(reason: &Reason) -> &'static str {
+    match reason {
+        Reason::MessageQueueFull => "queue_full",
+        Reason::InflightWindowFull => "inflight_full",
+        Reason::MessageExpiration => "expired",
+        Reason::SubscribeRefused | Reason::PublishResult(_) => "refused",
+        _ => "other",
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for TrafficCounter {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        let m = &self.metrics;
+        match param {
+            Parameter::ClientConnected(_) => {
+                m.bus_connections.inc();
+                m.bus_connects.inc();
+            }
+            Parameter::ClientDisconnected(..) => m.bus_connections.dec(),
+            Parameter::MessagePublish(Some(_), ..) => m.bus_messages_received.inc(),
+            Parameter::MessageDelivered(..) => m.bus_messages_delivered.inc(),
+            Parameter::MessageDropped(_, _, _, reason) => {
+                let reason = drop_reason(reason);
+                if reason == "queue_full" {
+                    tracing::warn!("embedded broker dropped a message: a client's queue is full");
+                }
+                m.bus_messages_dropped.with_label_values(&[reason]).inc();
+            }
+            _ => {}
+        }
+        (true, acc)
+    }
+}

@@ -1,0 +1,151 @@
+//! Owns the message bus every module talks over: the embedded rmqtt broker (or, in
+//! external mode, the address of an existing broker) and the factory for typed
+//! [`BusClient`] sessions. Topic names and payloads live in [`topics`] only.
+
+mod auth;
+mod broker;
+mod client;
+pub mod topics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+pub use auth::INTERNAL_USERNAME;
+pub use broker::BrokerListeners;
+pub use client::{BusClient, ConnectOptions, Incoming};
+
+use crate::config::{BrokerUrl, BusConfig, BusMode};
+use crate::metrics::Metrics;
+use broker::EmbeddedBroker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, String),
+    #[error("embedded broker failed to start: {0}")]
+    Broker(String),
+    #[error("not connected to the broker after {0:?}")]
+    NotConnected(Duration),
+    #[error("the bus client is closed")]
+    Closed,
+    #[error("cannot encode a bus message: {0}")]
+    Encode(String),
+    #[error("bad payload on {topic}: {message}")]
+    Decode { topic: String, message: String },
+    #[error("invalid bus configuration: {0}")]
+    Config(String),
+}
+
+/// Where module sessions connect, with which credential.
+#[derive(Clone)]
+struct Endpoint {
+    host: String,
+    port: u16,
+    username: String,
+    password: String,
+}
+
+/// The running bus: an embedded broker (or none, in external mode) and the endpoint
+/// every module client connects to.
+pub struct Bus {
+    broker: Option<EmbeddedBroker>,
+    endpoint: Endpoint,
+    client_id_base: String,
+    max_packet_size: usize,
+    mode: BusMode,
+}
+
+impl Bus {
+    /// Binds the embedded broker's listeners (`None` in external mode).
+    pub fn bind(cfg: &BusConfig) -> Result<Option<BrokerListeners>, BusError> {
+        match cfg.mode {
+            BusMode::Embedded => BrokerListeners::bind(cfg).map(Some),
+            BusMode::External => Ok(None),
+        }
+    }
+
+    pub async fn start(
+        cfg: &BusConfig,
+        listeners: Option<BrokerListeners>,
+        node_id: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Bus, BusError> {
+        let client_id_base = format!("{}-{node_id}", cfg.client_id_prefix);
+        let max_packet_size = cfg.max_packet_size as usize;
+        match (cfg.mode, listeners) {
+            (BusMode::Embedded, Some(listeners)) => {
+                let internal = listeners.internal_addr()?;
+                let password = random_hex(32);
+                let broker = EmbeddedBroker::start(cfg, listeners, &password, metrics).await?;
+                Ok(Bus {
+                    broker: Some(broker),
+                    endpoint: Endpoint {
+                        host: internal.ip().to_string(),
+                        port: internal.port(),
+                        username: INTERNAL_USERNAME.to_owned(),
+                        password,
+                    },
+                    client_id_base,
+                    max_packet_size,
+                    mode: cfg.mode,
+                })
+            }
+            (BusMode::Embedded, None) => Err(BusError::Config(
+                "embedded mode needs bound listeners".into(),
+            )),
+            (BusMode::External, _) => {
+                let url = BrokerUrl::parse(&cfg.url).map_err(BusError::Config)?;
+                Ok(Bus {
+                    broker: None,
+                    endpoint: Endpoint {
+                        host: url.host,
+                        port: url.port,
+                        username: cfg.username.clone(),
+                        password: cfg.password.expose().to_owned(),
+                    },
+                    client_id_base,
+                    max_packet_size,
+                    mode: cfg.mode,
+                })
+            }
+        }
+    }
+
+    pub fn mode(&self) -> BusMode {
+        self.mode
+    }
+
+    /// Starts a session named `name` (the client id is `{prefix}-{node}-{name}`).
+    pub fn client(
+        &self,
+        name: &str,
+        last_will: Option<(String, Vec<u8>, topics::Qos, bool)>,
+    ) -> (BusClient, JoinHandle<()>) {
+        BusClient::start(ConnectOptions {
+            host: self.endpoint.host.clone(),
+            port: self.endpoint.port,
+            client_id: format!("{}-{name}", self.client_id_base),
+            username: self.endpoint.username.clone(),
+            password: self.endpoint.password.clone(),
+            keep_alive: Duration::from_secs(30),
+            max_packet_size: self.max_packet_size,
+            last_will,
+        })
+    }
+
+    /// Stops the embedded broker, if any. Call after the module clients disconnected.
+    pub fn stop(self) {
+        if let Some(broker) = self.broker {
+            broker.stop();
+        }
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}

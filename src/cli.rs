@@ -1,0 +1,59 @@
+//! Owns the command line: subcommands and the flags that override config.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::CliOverrides;
+
+/// Weather alerts and an MQTT message mesh in one small binary.
+#[derive(Debug, Parser)]
+#[command(name = "meteomesh", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Config file (TOML). Default: ./meteomesh.toml when it exists.
+    #[arg(long, short = 'c', global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Override http.listen, e.g. 127.0.0.1:8080.
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Override storage.path (the SQLite file).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub database: Option<PathBuf>,
+    /// Override log.level, e.g. debug or `meteomesh=debug,info`.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Load and validate the config, then exit 0 (or 2 with the problem).
+    CheckConfig,
+    /// Print the effective config as TOML, secrets redacted.
+    PrintConfig,
+    /// Exit 0 when the local service answers /healthz, 1 otherwise.
+    Healthcheck {
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
+    /// Write a consistent copy of the database to FILE while the service runs.
+    Backup {
+        /// Target file; must not exist yet.
+        file: PathBuf,
+    },
+}
+
+impl Cli {
+    pub fn overrides(&self) -> CliOverrides {
+        CliOverrides {
+            http_listen: self.listen,
+            database: self.database.clone(),
+            log_level: self.log_level.clone(),
+        }
+    }
+}

@@ -1,0 +1,607 @@
+//! Owns the configuration: the serde structs, the layered load
+//! (defaults → TOML file → `METEOMESH__SECTION__KEY` env → CLI flags), validation with
+//! messages that say how to fix a bad value, and redaction of secrets.
+//!
+//! Every struct denies unknown keys so a typo fails at start instead of being ignored.
+//! Secrets are wrapped in [`Secret`], whose `Debug` and `Serialize` never show the value.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the config file looked up in the working directory when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "meteomesh.toml";
+/// Prefix of environment overrides: `METEOMESH__HTTP__LISTEN=127.0.0.1:9000`.
+pub const ENV_PREFIX: &str = "METEOMESH";
+const ENV_SEPARATOR: &str = "__";
+/// Service accounts from the environment: `user:password[,user:password...]`.
+pub const ENV_USERS: &str = "METEOMESH__BUS__USERS";
+
+fn parse_env_users(value: &str) -> Result<Vec<BusUser>, ConfigError> {
+    value
+        .split(',')
+        .filter(|entry| !entry.trim().is_empty())
+        .map(|entry| {
+            let (username, password) = entry.trim().split_once(':').ok_or_else(|| {
+                ConfigError::invalid(
+                    ENV_USERS,
+                    "write it as user:password[,user:password...] (no commas in passwords)",
+                )
+            })?;
+            Ok(BusUser {
+                username: username.to_owned(),
+                password: Secret::new(password),
+            })
+        })
+        .collect()
+}
+
+/// A configuration problem found at start; the message names the key and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(String),
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A string that must never be printed: `Debug` and `Serialize` show `[redacted]`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+const REDACTED: &str = "[redacted]";
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str(REDACTED)
+        }
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { REDACTED })
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub log: LogConfig,
+    pub storage: StorageConfig,
+    pub http: HttpConfig,
+    pub bus: BusConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `meteomesh=debug,info`. `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// The SQLite database file; its folder is created at start.
+    pub path: PathBuf,
+    /// How long a statement waits for a lock held by another connection.
+    #[serde(with = "humantime_serde")]
+    pub busy_timeout: Duration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: PathBuf::from("./data/meteomesh.db"),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// A request that takes longer is answered 503.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            max_body_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusMode {
+    /// Start the embedded rmqtt broker; modules connect to it over loopback.
+    Embedded,
+    /// Do not start a broker; every module talks to `bus.url`.
+    External,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    pub mode: BusMode,
+    /// External mode only: `mqtt://host:port` of the broker to use.
+    pub url: String,
+    /// External mode only: credentials of meteomesh's own connection.
+    pub username: String,
+    pub password: Secret,
+    /// Prefix of the MQTT client ids meteomesh's modules use; must be unique per node
+    /// on a shared external broker.
+    pub client_id_prefix: String,
+    /// Embedded broker: plain MQTT listener.
+    pub tcp_enabled: bool,
+    pub tcp_listen: SocketAddr,
+    /// Embedded broker: MQTT over WebSocket listener (for browsers).
+    pub ws_enabled: bool,
+    pub ws_listen: SocketAddr,
+    /// Embedded broker: connections accepted at once, per listener.
+    pub max_connections: usize,
+    /// Embedded broker: largest MQTT packet, in bytes; larger ones are refused.
+    pub max_packet_size: u32,
+    /// Embedded broker: unacknowledged QoS 1/2 messages in flight per client.
+    pub max_inflight: u16,
+    /// Embedded broker: messages queued per client beyond the inflight window. A client
+    /// that lets more pile up loses the oldest (counted in metrics).
+    pub max_queued_messages: usize,
+    /// Embedded broker: how long the session of a disconnected persistent client is kept.
+    #[serde(with = "humantime_serde")]
+    pub session_expiry: Duration,
+    /// Embedded broker: accept clients that send no username. Off by default.
+    pub allow_anonymous: bool,
+    /// Embedded broker: service accounts allowed to connect (full topic access).
+    pub users: Vec<BusUser>,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            mode: BusMode::Embedded,
+            url: "mqtt://127.0.0.1:1883".into(),
+            username: String::new(),
+            password: Secret::default(),
+            client_id_prefix: "meteomesh".into(),
+            tcp_enabled: true,
+            tcp_listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            ws_enabled: true,
+            ws_listen: SocketAddr::from(([0, 0, 0, 0], 8083)),
+            max_connections: 1024,
+            max_packet_size: 256 * 1024,
+            max_inflight: 32,
+            max_queued_messages: 4096,
+            session_expiry: Duration::from_secs(2 * 60 * 60),
+            allow_anonymous: false,
+            users: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusUser {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// Overrides given on the command line; they win over every other layer.
+#[derive(Debug, Clone, Default)]
+pub struct CliOverrides {
+    pub http_listen: Option<SocketAddr>,
+    pub database: Option<PathBuf>,
+    pub log_level: Option<String>,
+}
+
+/// Where the config came from, for `print-config` and the start-up log.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads the layers in order. `file` is `--config`; without it `./meteomesh.toml` is
+    /// read when present. `env` is the process environment (a parameter so tests can
+    /// pass their own).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        cli: &CliOverrides,
+    ) -> Result<Loaded, ConfigError> {
+        let file = match file {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(ConfigError::Read {
+                        path: path.to_owned(),
+                        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+                    });
+                }
+                Some(path.to_owned())
+            }
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()),
+        };
+
+        // `bus.users` is a list of tables, which env vars cannot spell; take it in the
+        // `user:password,user:password` form here instead.
+        let mut env_users = None;
+        let env: std::collections::HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, v)| {
+                if k == ENV_USERS {
+                    env_users = Some(v.clone());
+                    false
+                } else {
+                    true
+                }
+            })
+            .collect();
+        let env_users = env_users.map(|v| parse_env_users(&v)).transpose()?;
+
+        let mut builder = config::Config::builder();
+        if let Some(path) = &file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            // Parse with toml first: its errors carry line and column.
+            toml::from_str::<toml::Table>(&text)
+                .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?;
+            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator(ENV_SEPARATOR)
+                .separator(ENV_SEPARATOR)
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let layered = builder
+            .build()
+            .map_err(|e| describe_error(e, file.as_deref()))?;
+        let mut config: Config = layered
+            .try_deserialize()
+            .map_err(|e| describe_error(e, file.as_deref()))?;
+
+        if let Some(users) = env_users {
+            config.bus.users = users;
+        }
+        if let Some(listen) = cli.http_listen {
+            config.http.listen = listen;
+        }
+        if let Some(db) = &cli.database {
+            config.storage.path = db.clone();
+        }
+        if let Some(level) = &cli.log_level {
+            config.log.level = level.clone();
+        }
+        config.validate()?;
+        Ok(Loaded { config, file })
+    }
+
+    /// Checks values serde cannot: ranges, combinations, URLs.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if tracing_subscriber::EnvFilter::builder()
+            .parse(&self.log.level)
+            .is_err()
+        {
+            return Err(ConfigError::invalid(
+                "log.level",
+                format!(
+                    "`{}` is not a log filter; use one of error, warn, info, debug, trace \
+                     (or a directive such as `meteomesh=debug,info`)",
+                    self.log.level
+                ),
+            ));
+        }
+        if self.storage.path.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "storage.path",
+                "must name a file, e.g. \"./data/meteomesh.db\"",
+            ));
+        }
+        if self.storage.busy_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "storage.busy_timeout",
+                "must be more than 0, e.g. \"5s\"",
+            ));
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "http.max_body_bytes",
+                "must be at least 1024 bytes",
+            ));
+        }
+        if self.http.request_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "http.request_timeout",
+                "must be more than 0, e.g. \"30s\"",
+            ));
+        }
+        let bus = &self.bus;
+        if bus.client_id_prefix.is_empty()
+            || bus.client_id_prefix.len() > 32
+            || !bus
+                .client_id_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::invalid(
+                "bus.client_id_prefix",
+                "use 1 to 32 characters of [A-Za-z0-9_-]",
+            ));
+        }
+        match bus.mode {
+            BusMode::External => {
+                BrokerUrl::parse(&bus.url).map_err(|m| ConfigError::invalid("bus.url", m))?;
+            }
+            BusMode::Embedded => {
+                if bus.max_connections == 0 {
+                    return Err(ConfigError::invalid(
+                        "bus.max_connections",
+                        "must be at least 1",
+                    ));
+                }
+                if bus.max_packet_size < 1024 {
+                    return Err(ConfigError::invalid(
+                        "bus.max_packet_size",
+                        "must be at least 1024 bytes",
+                    ));
+                }
+                if bus.max_inflight == 0 {
+                    return Err(ConfigError::invalid(
+                        "bus.max_inflight",
+                        "must be at least 1",
+                    ));
+                }
+                if bus.max_queued_messages == 0 {
+                    return Err(ConfigError::invalid(
+                        "bus.max_queued_messages",
+                        "must be at least 1",
+                    ));
+                }
+                if bus.tcp_enabled && bus.ws_enabled && bus.tcp_listen == bus.ws_listen {
+                    return Err(ConfigError::invalid(
+                        "bus.ws_listen",
+                        "must differ from bus.tcp_listen",
+                    ));
+                }
+                for (i, user) in bus.users.iter().enumerate() {
+                    let key = format!("bus.users[{i}]");
+                    if user.username.is_empty() || user.username.starts_with('$') {
+                        return Err(ConfigError::invalid(
+                            &format!("{key}.username"),
+                            "must be non-empty and must not start with `$` (reserved)",
+                        ));
+                    }
+                    if user.password.expose().len() < 8 {
+                        return Err(ConfigError::invalid(
+                            &format!("{key}.password"),
+                            "must be at least 8 characters",
+                        ));
+                    }
+                    if bus.users[..i].iter().any(|u| u.username == user.username) {
+                        return Err(ConfigError::invalid(
+                            &format!("{key}.username"),
+                            format!("`{}` is listed twice", user.username),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective config as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Turns the layered loader's error into one that names the key and the fix.
+fn describe_error(e: config::ConfigError, file: Option<&Path>) -> ConfigError {
+    let origin = file
+        .map(|p| format!(" (in {} or a METEOMESH__* variable)", p.display()))
+        .unwrap_or_else(|| " (in a METEOMESH__* variable)".to_owned());
+    let text = e.to_string();
+    let hint = if text.contains("unknown field") {
+        "; remove it or check its spelling against config.example.toml"
+    } else if text.contains("invalid socket address") {
+        "; write it as IP:PORT, e.g. \"0.0.0.0:8080\""
+    } else if text.contains("time unit") || text.contains("duration") {
+        "; write a duration such as \"500ms\", \"15s\", \"10m\" or \"2h\""
+    } else if text.contains("unknown variant") {
+        "; use one of the values listed"
+    } else {
+        "; see config.example.toml for the expected form"
+    };
+    ConfigError::Parse(format!("{text}{origin}{hint}"))
+}
+
+/// `mqtt://host:port` of an external broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let fix = "write it as mqtt://HOST:PORT, e.g. \"mqtt://127.0.0.1:1883\"";
+        let rest = url
+            .strip_prefix("mqtt://")
+            .or_else(|| url.strip_prefix("tcp://"))
+            .ok_or_else(|| format!("`{url}` has no mqtt:// scheme; {fix}"))?;
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => {
+                let port = p
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("`{p}` is not a port; {fix}"))?;
+                (h, port)
+            }
+            None => (rest, 1883),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains('/') || host.contains('@') {
+            return Err(format!("`{url}` has no valid host; {fix}"));
+        }
+        Ok(BrokerUrl {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_env(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load(None, env, &CliOverrides::default()).map(|l| l.config)
+    }
+
+    #[test]
+    fn secret_never_shows_in_debug_or_serialize() {
+        let mut c = Config::default();
+        c.bus.password = Secret::new("hunter2-very-secret");
+        c.bus.users.push(BusUser {
+            username: "svc".into(),
+            password: Secret::new("another-secret"),
+        });
+        let debug = format!("{c:?}");
+        let toml = c.to_redacted_toml();
+        for out in [&debug, &toml] {
+            assert!(!out.contains("hunter2"), "{out}");
+            assert!(!out.contains("another-secret"), "{out}");
+            assert!(out.contains(REDACTED));
+        }
+    }
+
+    #[test]
+    fn env_overrides_nested_keys_and_parses_types() {
+        let c = load_env(&[
+            ("METEOMESH__HTTP__LISTEN", "127.0.0.1:9999"),
+            ("METEOMESH__BUS__WS_ENABLED", "false"),
+            ("METEOMESH__BUS__MAX_INFLIGHT", "7"),
+            ("METEOMESH__STORAGE__BUSY_TIMEOUT", "250ms"),
+            ("OTHER_VAR", "ignored"),
+        ])
+        .unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:9999".parse().unwrap());
+        assert!(!c.bus.ws_enabled);
+        assert_eq!(c.bus.max_inflight, 7);
+        assert_eq!(c.storage.busy_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn env_service_accounts() {
+        let c = load_env(&[(ENV_USERS, "svc:pass-word-1, other:p:w-long-1")]).unwrap();
+        assert_eq!(c.bus.users.len(), 2);
+        assert_eq!(c.bus.users[0].username, "svc");
+        assert_eq!(c.bus.users[1].password.expose(), "p:w-long-1");
+        let err = load_env(&[(ENV_USERS, "nocolon")]).unwrap_err().to_string();
+        assert!(err.contains(ENV_USERS), "{err}");
+        let err = load_env(&[(ENV_USERS, "svc:short")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bus.users[0].password"), "{err}");
+    }
+
+    #[test]
+    fn broker_url_forms() {
+        assert_eq!(
+            BrokerUrl::parse("mqtt://broker.lan:1884").unwrap(),
+            BrokerUrl {
+                host: "broker.lan".into(),
+                port: 1884
+            }
+        );
+        assert_eq!(BrokerUrl::parse("mqtt://10.0.0.2").unwrap().port, 1883);
+        assert_eq!(BrokerUrl::parse("mqtt://[::1]:1883").unwrap().host, "::1");
+        assert!(BrokerUrl::parse("http://x:1").is_err());
+        assert!(BrokerUrl::parse("mqtt://:1883").is_err());
+        assert!(BrokerUrl::parse("mqtt://h:0").is_err());
+        assert!(BrokerUrl::parse("mqtt://h:99999").is_err());
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = load_env(&[("METEOMESH__HTTP__LISTEN", "localhost")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("http.listen") && err.contains("IP:PORT"),
+            "{err}"
+        );
+        let err = load_env(&[("METEOMESH__STORAGE__BUSY_TIMEOUT", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("busy_timeout") && err.contains("duration"),
+            "{err}"
+        );
+        let err = load_env(&[("METEOMESH__HTTP__COLOUR", "blue")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("colour") && err.contains("spelling"), "{err}");
+        let err = load_env(&[("METEOMESH__LOG__LEVEL", "loud[")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.level"), "{err}");
+    }
+}

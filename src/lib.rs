@@ -1,0 +1,17 @@
+//! meteomesh: a weather-alert hub and an MQTT message mesh in one process.
+//!
+//! Layers (see docs and ARCHITECTURE): `http` turns requests into calls on module
+//! services; `bus` owns the embedded broker and the topic contract; `modules` hold the
+//! behaviour and talk to each other only over the bus; `storage` is the only place that
+//! knows SQL. `app` wires them together and owns the one shutdown path; `config` the
+//! layered configuration; `cli` the command line; `ops` the non-serving subcommands.
+
+pub mod app;
+pub mod bus;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod modules;
+pub mod ops;
+pub mod storage;

@@ -1,0 +1,122 @@
+//! The `meteomesh` binary: parse the command line, load config, hand over to the library.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use meteomesh::app::{self, Listeners};
+use meteomesh::cli::{Cli, Command};
+use meteomesh::config::Config;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for a configuration problem (sysexits' EX_USAGE is 64; 2 is what clap and
+/// most daemons use for "bad invocation", so scripts see one code for both).
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = match Config::load(cli.config.as_deref(), std::env::vars(), &cli.overrides()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("meteomesh: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let config = loaded.config;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config, loaded.file),
+        Command::CheckConfig => {
+            match &loaded.file {
+                Some(f) => println!("config ok ({})", f.display()),
+                None => println!("config ok (defaults and environment; no file)"),
+            }
+            ExitCode::SUCCESS
+        }
+        Command::PrintConfig => {
+            print!("{}", config.to_redacted_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Healthcheck { timeout } => {
+            match meteomesh::ops::healthcheck(&config, Duration::from_secs(timeout.max(1))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("meteomesh: unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Backup { file } => match meteomesh::ops::backup(&config, &file) {
+            Ok(()) => {
+                println!("backup written to {}", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("meteomesh: backup failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn init_tracing(level: &str) {
+    use tracing_subscriber::EnvFilter;
+    // rmqtt logs every client hiccup at info; keep its chatter at warn unless asked.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("rmqtt=warn,rmqtt_net=warn,{level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn serve(config: Config, file: Option<std::path::PathBuf>) -> ExitCode {
+    init_tracing(&config.log.level);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %file.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "defaults".into()),
+        "meteomesh starting"
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meteomesh: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(on_signal(shutdown.clone()));
+        let listeners = Listeners::bind(&config).await?;
+        app::run(config, listeners, shutdown).await
+    });
+    // Sessions the broker still holds are dropped with the runtime; do not wait on them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "meteomesh stopped with an error");
+            eprintln!("meteomesh: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM and SIGINT both lead to the one shutdown path.
+async fn on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}

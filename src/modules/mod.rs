@@ -1,0 +1,5 @@
+//! The behaviour of meteomesh, one module per capability. Each module owns a background
+//! loop (`run`) and a small service API for `http/`; modules affect each other only
+//! through typed messages on the bus.
+
+pub mod system;

@@ -1,0 +1,39 @@
+//! Owns the `meta` table: small facts about this installation that must survive
+//! restarts, such as the node id.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::StorageError;
+
+fn get(conn: &Connection, key: &str) -> Result<Option<String>, StorageError> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?)
+}
+
+/// Returns the stored value for `key`, or stores and returns `make()` the first time.
+fn get_or_init(
+    conn: &mut Connection,
+    key: &str,
+    make: impl FnOnce() -> String,
+) -> Result<String, StorageError> {
+    let tx = conn.transaction()?;
+    let value = match get(&tx, key)? {
+        Some(v) => v,
+        None => {
+            let v = make();
+            tx.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", [key, &v])?;
+            v
+        }
+    };
+    tx.commit()?;
+    Ok(value)
+}
+
+/// This node's stable identity: generated at first start, then read back.
+pub fn node_id(conn: &mut Connection) -> Result<String, StorageError> {
+    get_or_init(conn, "node_id", || {
+        let bytes: [u8; 6] = rand::random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    })
+}

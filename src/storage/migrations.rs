@@ -1,0 +1,61 @@
+//! Owns the numbered schema migrations. Each entry is one schema version; never edit a
+//! released entry, append a new one. The version lives in SQLite's `user_version`.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+use rusqlite_migration::{M, Migrations};
+
+use super::StorageError;
+
+const MIGRATIONS: &[M<'static>] = &[
+    // 1: key/value facts about this installation (node id, generated secrets).
+    M::up(
+        "CREATE TABLE meta (
+            key   TEXT PRIMARY KEY NOT NULL,
+            value TEXT NOT NULL
+        ) STRICT;",
+    ),
+];
+
+/// The schema version this binary writes.
+pub const LATEST_VERSION: usize = MIGRATIONS.len();
+
+pub fn schema_version(conn: &Connection) -> Result<usize, StorageError> {
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    Ok(usize::try_from(v).unwrap_or(usize::MAX))
+}
+
+pub fn refuse_if_too_new(conn: &Connection, path: &Path) -> Result<(), StorageError> {
+    let found = schema_version(conn)?;
+    if found > LATEST_VERSION {
+        return Err(StorageError::TooNew {
+            path: path.to_owned(),
+            found,
+            known: LATEST_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Brings the schema to [`LATEST_VERSION`], all pending steps in one transaction, so a
+/// power cut mid-migration leaves the previous version intact.
+pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StorageError> {
+    refuse_if_too_new(conn, path)?;
+    let from = schema_version(conn)?;
+    Migrations::from_slice(MIGRATIONS).to_latest(conn)?;
+    if from != LATEST_VERSION {
+        tracing::info!(from, to = LATEST_VERSION, "database schema migrated");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid() {
+        Migrations::from_slice(MIGRATIONS).validate().unwrap();
+    }
+}

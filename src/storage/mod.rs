@@ -1,0 +1,153 @@
+//! Owns the one SQLite database: opening it with the pragmas every caller relies on
+//! (WAL, busy timeout, foreign keys, `synchronous=NORMAL`), running the numbered
+//! migrations, and running every statement off the async executor.
+//!
+//! Other modules reach SQL only through [`Db::call`] and the per-aggregate files here.
+//! It publishes and consumes nothing on the bus.
+
+mod meta;
+mod migrations;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+pub use meta::node_id;
+pub use migrations::{LATEST_VERSION, schema_version};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    #[error(
+        "the database {path} has schema version {found}, newer than this binary knows \
+         ({known}); it was written by a newer meteomesh. Run that version, or restore a \
+         backup made for this one"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: usize,
+        known: usize,
+    },
+    #[error("cannot create the database folder {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("backup target {0} already exists; choose a new file name")]
+    BackupExists(PathBuf),
+    #[error("database task failed: {0}")]
+    Task(String),
+}
+
+/// A handle to the database. Cloning is cheap; all clones share one connection, which
+/// is what a single small device wants (SQLite serialises writers anyway).
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+    path: Arc<PathBuf>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("path", &self.path).finish()
+    }
+}
+
+impl Db {
+    /// Opens (creating file and folder) and migrates, on a blocking thread.
+    pub async fn open(path: &Path, busy_timeout: Duration) -> Result<Db, StorageError> {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || Db::open_blocking(&path, busy_timeout))
+            .await
+            .map_err(|e| StorageError::Task(e.to_string()))?
+    }
+
+    pub fn open_blocking(path: &Path, busy_timeout: Duration) -> Result<Db, StorageError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StorageError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let mut conn = Connection::open(path)?;
+        configure(&conn, busy_timeout)?;
+        migrations::migrate(&mut conn, path)?;
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+            path: Arc::new(path.to_owned()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with the connection on tokio's blocking pool.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StorageError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock poisons it; the connection itself is still
+            // consistent (SQLite rolls back), so keep serving.
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StorageError::Task(e.to_string()))?
+    }
+
+    /// Cheap liveness probe for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        self.call(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .await
+            .map(|_| ())
+    }
+
+    /// Folds the WAL back into the main file so a copied or power-cut database is
+    /// complete on its own. Called on shutdown.
+    pub async fn checkpoint(&self) -> Result<(), StorageError> {
+        self.call(|c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(), StorageError> {
+    conn.busy_timeout(busy_timeout)?;
+    // journal_mode returns a row, so it cannot go through execute_batch.
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(mode, "SQLite refused WAL mode; continuing with {mode}");
+    }
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+    Ok(())
+}
+
+/// Writes a consistent copy of the database at `source` into `target` while a server
+/// may be using it (`VACUUM INTO` reads one snapshot). Refuses to overwrite.
+pub fn backup(source: &Path, target: &Path, busy_timeout: Duration) -> Result<(), StorageError> {
+    if target.exists() {
+        return Err(StorageError::BackupExists(target.to_owned()));
+    }
+    let conn = Connection::open_with_flags(
+        source,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(busy_timeout)?;
+    migrations::refuse_if_too_new(&conn, source)?;
+    let target = target
+        .to_str()
+        .ok_or_else(|| StorageError::Task("backup path is not valid UTF-8".into()))?;
+    conn.execute("VACUUM INTO ?1", [target])?;
+    Ok(())
+}
