@@ -108,9 +108,6 @@ impl RunningApp {
         let http_task = tokio::spawn(http::serve(listeners.http, router, shutdown.clone()));
         tracing::info!(
             node = node_id,
-            http = ?addresses.http,
-            mqtt = ?addresses.mqtt,
-            ws = ?addresses.ws,
             bus = ?config.bus.mode,
             db = %config.storage.path.display(),
             "meteomesh started"
@@ -185,9 +182,9 @@ pub async fn run(
     let app = RunningApp::start(&config, listeners, shutdown).await?;
     match app.ready(Duration::from_secs(30)).await {
         Ok(rtt) => tracing::info!(
-            http = ?app.addresses.http,
-            mqtt = ?app.addresses.mqtt,
-            ws = ?app.addresses.ws,
+            http = %show(app.addresses.http),
+            mqtt = %show(app.addresses.mqtt),
+            ws = %show(app.addresses.ws),
             bus_roundtrip_ms = rtt.as_secs_f64() * 1000.0,
             "meteomesh ready"
         ),
@@ -195,4 +192,8 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "meteomesh is serving but not ready"),
     }
     app.wait().await
+}
+
+fn show(addr: Option<SocketAddr>) -> String {
+    addr.map_or_else(|| "off".to_owned(), |a| a.to_string())
 }

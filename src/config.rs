@@ -162,12 +162,25 @@ impl Default for HttpConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum BusMode {
     /// Start the embedded rmqtt broker; modules connect to it over loopback.
     Embedded,
     /// Do not start a broker; every module talks to `bus.url`.
     External,
+}
+
+impl TryFrom<String> for BusMode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "embedded" => Ok(BusMode::Embedded),
+            "external" => Ok(BusMode::External),
+            other => Err(format!(
+                "unknown bus mode `{other}`; use \"embedded\" or \"external\""
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -411,7 +424,21 @@ impl Config {
                         "must be at least 1",
                     ));
                 }
-                if bus.tcp_enabled && bus.ws_enabled && bus.tcp_listen == bus.ws_listen {
+                // Port 0 means "any free port", so only fixed ports can clash.
+                let clash = |a: SocketAddr, b: SocketAddr| a.port() != 0 && a == b;
+                if bus.tcp_enabled && clash(bus.tcp_listen, self.http.listen) {
+                    return Err(ConfigError::invalid(
+                        "bus.tcp_listen",
+                        "must differ from http.listen",
+                    ));
+                }
+                if bus.ws_enabled && clash(bus.ws_listen, self.http.listen) {
+                    return Err(ConfigError::invalid(
+                        "bus.ws_listen",
+                        "must differ from http.listen",
+                    ));
+                }
+                if bus.tcp_enabled && bus.ws_enabled && clash(bus.tcp_listen, bus.ws_listen) {
                     return Err(ConfigError::invalid(
                         "bus.ws_listen",
                         "must differ from bus.tcp_listen",

@@ -1,0 +1,353 @@
+//! Shared test harness: start the real app in-process on ephemeral loopback ports with a
+//! temporary database, a minimal HTTP client, MQTT helpers, and a child-process runner
+//! for the binary.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use meteomesh::app::{Listeners, RunningApp};
+use meteomesh::config::Config;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE_USER: &str = "svc";
+pub const SERVICE_PASSWORD: &str = "svc-password-1";
+/// Upper bound for anything a test waits on; generous for a loaded 2-core machine.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn loopback0() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A config for tests: loopback port 0 everywhere, database in `dir`, one service account.
+pub fn test_config(dir: &Path) -> Config {
+    let mut c = Config::default();
+    c.http.listen = loopback0();
+    c.bus.tcp_listen = loopback0();
+    c.bus.ws_listen = loopback0();
+    c.storage.path = dir.join("data").join("meteomesh.db");
+    c.bus.users.push(meteomesh::config::BusUser {
+        username: SERVICE_USER.into(),
+        password: meteomesh::config::Secret::new(SERVICE_PASSWORD),
+    });
+    c
+}
+
+pub struct TestApp {
+    pub app: RunningApp,
+    pub http: SocketAddr,
+    pub mqtt: Option<SocketAddr>,
+    pub ws: Option<SocketAddr>,
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+}
+
+impl TestApp {
+    pub async fn start() -> TestApp {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(edit: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        edit(&mut config);
+        config.validate().unwrap();
+        let listeners = Listeners::bind(&config).await.unwrap();
+        let app = RunningApp::start(&config, listeners, CancellationToken::new())
+            .await
+            .unwrap();
+        app.ready(WAIT).await.unwrap();
+        TestApp {
+            http: app.addresses.http.unwrap(),
+            mqtt: app.addresses.mqtt,
+            ws: app.addresses.ws,
+            app,
+            dir,
+            config,
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.config.storage.path.clone()
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Sends one HTTP/1.1 request and reads the whole answer (`Connection: close`).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Response {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(ct) = content_type {
+        head.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("HTTP answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (headers, body) = text.split_once("\r\n\r\n").expect("HTTP head");
+    let status = headers
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    Response {
+        status,
+        headers: headers.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Response {
+    http(addr, "GET", path, None, b"").await
+}
+
+pub async fn post_json(addr: SocketAddr, path: &str, body: &str) -> Response {
+    http(
+        addr,
+        "POST",
+        path,
+        Some("application/json"),
+        body.as_bytes(),
+    )
+    .await
+}
+
+/// An external MQTT client (rumqttc) and its event loop, driven by the test.
+pub struct MqttClient {
+    pub client: AsyncClient,
+    pub eventloop: EventLoop,
+}
+
+pub fn mqtt_options(addr: SocketAddr, id: &str, credentials: Option<(&str, &str)>) -> MqttOptions {
+    let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    o.set_keep_alive(Duration::from_secs(10));
+    if let Some((u, p)) = credentials {
+        o.set_credentials(u, p);
+    }
+    o
+}
+
+impl MqttClient {
+    /// Connects and waits for the CONNACK; panics on refusal.
+    pub async fn connect(opts: MqttOptions) -> MqttClient {
+        let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        let ack = tokio::time::timeout(WAIT, async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => return ack,
+                    Ok(_) => {}
+                    Err(e) => panic!("connect failed: {e}"),
+                }
+            }
+        })
+        .await
+        .expect("CONNACK in time");
+        assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success);
+        MqttClient { client, eventloop }
+    }
+
+    /// Subscribes and waits for the SUBACK, so later publishes are sure to arrive.
+    pub async fn subscribe(&mut self, filter: &str, qos: QoS) {
+        self.client.subscribe(filter, qos).await.unwrap();
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Event::Incoming(Packet::SubAck(ack)) = self.eventloop.poll().await.unwrap() {
+                    assert!(
+                        ack.return_codes
+                            .iter()
+                            .all(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure)),
+                        "subscription refused: {ack:?}"
+                    );
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("SUBACK in time");
+    }
+
+    /// Next PUBLISH whose topic passes `pred` (others are skipped).
+    pub async fn next_publish(&mut self, pred: impl Fn(&str) -> bool) -> rumqttc::Publish {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Event::Incoming(Packet::Publish(p)) = self.eventloop.poll().await.unwrap()
+                    && pred(&p.topic)
+                {
+                    return p;
+                }
+            }
+        })
+        .await
+        .expect("message in time")
+    }
+
+    /// Drives the event loop until `client` requests are flushed (a PINGREQ round trip
+    /// is not needed: one poll after publish sends it).
+    pub async fn flush(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_millis(50), self.eventloop.poll()).await;
+    }
+}
+
+/// Tries to connect and returns the CONNACK code or the error text.
+pub async fn try_connect(opts: MqttOptions) -> Result<rumqttc::ConnectReturnCode, String> {
+    let (_client, mut eventloop) = AsyncClient::new(opts, 8);
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => return Ok(ack.code),
+                Ok(_) => {}
+                Err(rumqttc::ConnectionError::ConnectionRefused(code)) => return Ok(code),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .expect("connect outcome in time")
+}
+
+/// The built binary.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_meteomesh"))
+}
+
+/// A `meteomesh serve` child process, its addresses read from the "ready" log line.
+pub struct ServeProcess {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub mqtt: Option<SocketAddr>,
+    pub log: mpsc::Receiver<String>,
+}
+
+fn field(line: &str, name: &str) -> Option<SocketAddr> {
+    let start = line.find(&format!(" {name}="))? + name.len() + 2;
+    line[start..].split_whitespace().next()?.parse().ok()
+}
+
+impl ServeProcess {
+    /// Starts `meteomesh` with `args` and `envs` in `cwd`; waits for "meteomesh ready".
+    pub fn start(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> ServeProcess {
+        let mut child = bin()
+            .args(args)
+            .envs(envs.iter().copied())
+            .env("NO_COLOR", "1")
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        loop {
+            match rx.recv_timeout(WAIT) {
+                Ok(line) if line.contains("meteomesh ready") => {
+                    let http = field(&line, "http").expect("http address in ready line");
+                    let mqtt = field(&line, "mqtt");
+                    return ServeProcess {
+                        child,
+                        http,
+                        mqtt,
+                        log: rx,
+                    };
+                }
+                Ok(line) => seen.push(line),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("no ready line; log so far:\n{}", seen.join("\n"));
+                }
+            }
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit status and the rest of the log.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM failed");
+        let status = wait_child(&mut self.child);
+        (status, self.rest_of_log())
+    }
+
+    /// The log lines after "ready", up to the end of the process's stderr.
+    pub fn rest_of_log(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.log.recv_timeout(WAIT) {
+            lines.push(line);
+        }
+        lines
+    }
+}
+
+/// Waits for a child to exit, killing it after [`WAIT`].
+pub fn wait_child(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit in time");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A TOML config file for child processes: loopback port 0, database in `dir`.
+pub fn write_test_config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("meteomesh-test.toml");
+    let db = dir.join("data").join("meteomesh.db");
+    let text = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = \"{}\"\n\n[bus]\ntcp_listen = \"127.0.0.1:0\"\nws_listen = \"127.0.0.1:0\"\n\n[[bus.users]]\nusername = \"{SERVICE_USER}\"\npassword = \"{SERVICE_PASSWORD}\"\n{extra}",
+        db.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}

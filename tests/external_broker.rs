@@ -1,0 +1,169 @@
+//! External broker mode against Debian's Mosquitto: the modules run with no embedded
+//! broker, through `bus.url` with credentials, and keep the same topic contract.
+//!
+//! Needs `mosquitto` (Debian package `mosquitto`); scripts/test.sh and CI install it.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use meteomesh::bus::topics::{self, BusMessage, NodeState, NodeStatus, Ping, Pong};
+use meteomesh::config::{BusMode, Secret};
+use rumqttc::{ConnectReturnCode, QoS};
+
+const USER: &str = "meteomesh-node";
+const PASSWORD: &str = "node-password-1";
+
+fn find(program: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(program);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("`{program}` not found: install Debian's mosquitto package (scripts/test.sh does)");
+}
+
+struct Mosquitto {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_mosquitto() -> Mosquitto {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    let status = Command::new(find("mosquitto_passwd"))
+        .args(["-c", "-b"])
+        .arg(&passwd)
+        .args([USER, PASSWORD])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // A free port: bind, read, release. Mosquitto takes it a moment later.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\n",
+            passwd.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(find("mosquitto"))
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + WAIT;
+    // Wait for mosquitto to accept connections.
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Mosquitto {
+        child,
+        addr,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modules_use_an_external_mosquitto() {
+    let broker = start_mosquitto();
+    let url = format!("mqtt://{}", broker.addr);
+    let t = TestApp::start_with(|c| {
+        c.bus.mode = BusMode::External;
+        c.bus.url = url.clone();
+        c.bus.username = USER.into();
+        c.bus.password = Secret::new(PASSWORD);
+    })
+    .await;
+    // No embedded broker listeners in external mode.
+    assert!(t.mqtt.is_none() && t.ws.is_none());
+
+    // HTTP reports the mode and a working round trip through Mosquitto.
+    let r = post_json(t.http, "/api/v1/system/bus-check", "{}").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["mode"], "external");
+    assert_eq!(get(t.http, "/readyz").await.status, 200);
+
+    // An ordinary client on Mosquitto sees the node's retained status ...
+    let mut ext =
+        MqttClient::connect(mqtt_options(broker.addr, "ext", Some((USER, PASSWORD)))).await;
+    ext.subscribe(NodeStatus::FILTER, QoS::AtLeastOnce).await;
+    let status: NodeStatus =
+        serde_json::from_slice(&ext.next_publish(|_| true).await.payload).unwrap();
+    assert_eq!(status.node, t.app.node_id);
+    assert_eq!(status.state, NodeState::Online);
+
+    // ... and its ping is answered by the module through Mosquitto.
+    ext.subscribe(topics::PONG, QoS::AtMostOnce).await;
+    let ping = serde_json::to_vec(&Ping {
+        id: "via-mosquitto".into(),
+    })
+    .unwrap();
+    ext.client
+        .publish(topics::PING, QoS::AtMostOnce, false, ping)
+        .await
+        .unwrap();
+    let pong: Pong =
+        serde_json::from_slice(&ext.next_publish(|t| t == topics::PONG).await.payload).unwrap();
+    assert_eq!(pong.id, "via-mosquitto");
+    assert_eq!(pong.node, t.app.node_id);
+
+    // Clean shutdown leaves the retained status `offline` on the external broker.
+    t.app.shutdown().await.unwrap();
+    let offline: NodeStatus =
+        serde_json::from_slice(&ext.next_publish(|_| true).await.payload).unwrap();
+    assert_eq!(offline.state, NodeState::Offline);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_external_credentials_leave_the_node_unready() {
+    let broker = start_mosquitto();
+    // Sanity: Mosquitto itself refuses the wrong password.
+    let refused = try_connect(mqtt_options(broker.addr, "x", Some((USER, "wrong")))).await;
+    assert_ne!(refused, Ok(ConnectReturnCode::Success));
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.bus.mode = BusMode::External;
+    config.bus.url = format!("mqtt://{}", broker.addr);
+    config.bus.username = USER.into();
+    config.bus.password = Secret::new("wrong-password");
+    let listeners = meteomesh::app::Listeners::bind(&config).await.unwrap();
+    let app = meteomesh::app::RunningApp::start(
+        &config,
+        listeners,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(app.ready(Duration::from_millis(1500)).await.is_err());
+    let r = get(app.addresses.http.unwrap(), "/readyz").await;
+    assert_eq!(r.status, 503);
+    let v = r.json();
+    assert_eq!(v["checks"]["bus"]["ok"], false);
+    assert_eq!(v["checks"]["database"]["ok"], true);
+    app.shutdown().await.unwrap();
+}
