@@ -230,3 +230,48 @@ async fn listeners_can_be_disabled() {
     assert_eq!(r.status, 200, "{}", r.body);
     t.app.shutdown().await.unwrap();
 }
+
+/// A PUBLISH over `bus.max_packet_size` ends that client's connection; the broker and
+/// other clients carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_packet_is_refused() {
+    let t = TestApp::start_with(|c| c.bus.max_packet_size = 4096).await;
+    let addr = t.mqtt.unwrap();
+    let mut opts = mqtt_options(addr, "big", Some((SERVICE_USER, SERVICE_PASSWORD)));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let mut big = MqttClient::connect(opts).await;
+    big.client
+        .publish("big/x", QoS::AtLeastOnce, false, vec![b'x'; 8192])
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(WAIT, async {
+        loop {
+            match big.eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => return "acked",
+                Ok(_) => {}
+                Err(_) => return "disconnected",
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(outcome, "disconnected");
+
+    // A normal client still works.
+    let mut ok = MqttClient::connect(mqtt_options(
+        addr,
+        "small",
+        Some((SERVICE_USER, SERVICE_PASSWORD)),
+    ))
+    .await;
+    ok.subscribe("small/x", QoS::AtLeastOnce).await;
+    ok.client
+        .publish("small/x", QoS::AtLeastOnce, false, vec![b'y'; 1024])
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.next_publish(|t| t == "small/x").await.payload.len(),
+        1024
+    );
+    t.app.shutdown().await.unwrap();
+}
