@@ -36,6 +36,8 @@ for name in "$@"; do
   else
     echo "    (no prebuilt std for $target here; building std from source with nightly)"
     rustup component add rust-src --toolchain nightly >/dev/null
+    # rustc passes this (empty) folder to the linker; create it to avoid a warning.
+    mkdir -p "$(rustc +nightly --print sysroot)/lib/rustlib/$target/lib"
     # zig provides the musl C runtime, so rustc's self-contained copy is not linked.
     RUSTFLAGS="-C link-self-contained=no ${RUSTFLAGS:-}" \
       cargo +nightly zigbuild --locked --release --target "$target" -Zbuild-std=std,panic_abort

@@ -87,7 +87,7 @@ impl Metrics {
             &registry,
             IntGauge::new(
                 "bus_connections",
-                "MQTT clients connected to the embedded broker now.",
+                "MQTT clients connected to the embedded broker now, meteomesh's own sessions included.",
             )
             .expect("valid"),
         );

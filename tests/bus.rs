@@ -55,12 +55,7 @@ async fn anonymous_access_can_be_enabled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn module_and_external_client_exchange_messages() {
     let t = TestApp::start().await;
-    let mut ext = MqttClient::connect(mqtt_options(
-        t.mqtt.unwrap(),
-        "ext",
-        Some((SERVICE_USER, SERVICE_PASSWORD)),
-    ))
-    .await;
+    let mut ext = t.service_client("ext").await;
 
     // Module -> external: the retained online status of this node.
     ext.subscribe("meteomesh/v1/nodes/+/status", QoS::AtLeastOnce)
@@ -113,12 +108,7 @@ async fn module_and_external_client_exchange_messages() {
 async fn typed_bus_client_publishes_to_external_subscriber() {
     let t = TestApp::start().await;
     let addr = t.mqtt.unwrap();
-    let mut ext = MqttClient::connect(mqtt_options(
-        addr,
-        "ext-sub",
-        Some((SERVICE_USER, SERVICE_PASSWORD)),
-    ))
-    .await;
+    let mut ext = t.service_client("ext-sub").await;
     ext.subscribe(topics::PING, QoS::AtLeastOnce).await;
 
     let (bus, session) = BusClient::start(ConnectOptions {
@@ -168,12 +158,7 @@ async fn keepalive_zero_client_is_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_status_is_published_on_shutdown() {
     let t = TestApp::start().await;
-    let mut ext = MqttClient::connect(mqtt_options(
-        t.mqtt.unwrap(),
-        "watcher",
-        Some((SERVICE_USER, SERVICE_PASSWORD)),
-    ))
-    .await;
+    let mut ext = t.service_client("watcher").await;
     let topic = topics::node_status(&t.app.node_id);
     ext.subscribe(&topic, QoS::AtLeastOnce).await;
     let first: NodeStatus =
@@ -258,12 +243,7 @@ async fn oversized_packet_is_refused() {
     assert_eq!(outcome, "disconnected");
 
     // A normal client still works.
-    let mut ok = MqttClient::connect(mqtt_options(
-        addr,
-        "small",
-        Some((SERVICE_USER, SERVICE_PASSWORD)),
-    ))
-    .await;
+    let mut ok = t.service_client("small").await;
     ok.subscribe("small/x", QoS::AtLeastOnce).await;
     ok.client
         .publish("small/x", QoS::AtLeastOnce, false, vec![b'y'; 1024])

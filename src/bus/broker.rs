@@ -33,33 +33,16 @@ pub struct BrokerListeners {
 impl BrokerListeners {
     /// Binds every enabled listener. Must run inside the tokio runtime.
     pub fn bind(cfg: &BusConfig) -> Result<BrokerListeners, BusError> {
-        let bind =
-            |name: &str, addr: SocketAddr| limits(cfg, Builder::new().name(name).laddr(addr));
-        let tcp = if cfg.tcp_enabled {
-            Some(
-                bind("tcp", cfg.tcp_listen)
-                    .bind()
-                    .and_then(|l| l.tcp())
-                    .map_err(|e| BusError::Bind(cfg.tcp_listen, e.to_string()))?,
-            )
-        } else {
-            None
-        };
-        let ws = if cfg.ws_enabled {
-            Some(
-                bind("ws", cfg.ws_listen)
-                    .bind()
-                    .and_then(|l| l.ws())
-                    .map_err(|e| BusError::Bind(cfg.ws_listen, e.to_string()))?,
-            )
-        } else {
-            None
-        };
+        let tcp = cfg
+            .tcp_enabled
+            .then(|| listen(cfg, "tcp", cfg.tcp_listen, Transport::Tcp))
+            .transpose()?;
+        let ws = cfg
+            .ws_enabled
+            .then(|| listen(cfg, "ws", cfg.ws_listen, Transport::WebSocket))
+            .transpose()?;
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let internal = bind("internal", loopback)
-            .bind()
-            .and_then(|l| l.tcp())
-            .map_err(|e| BusError::Bind(loopback, e.to_string()))?;
+        let internal = listen(cfg, "internal", loopback, Transport::Tcp)?;
         Ok(BrokerListeners { tcp, ws, internal })
     }
 
@@ -76,9 +59,23 @@ impl BrokerListeners {
     }
 }
 
-fn limits(cfg: &BusConfig, b: Builder) -> Builder {
+enum Transport {
+    Tcp,
+    WebSocket,
+}
+
+/// Binds one listener with the configured limits.
+fn listen(
+    cfg: &BusConfig,
+    name: &str,
+    addr: SocketAddr,
+    transport: Transport,
+) -> Result<Listener, BusError> {
     let inflight = NonZeroU16::new(cfg.max_inflight).unwrap_or(NonZeroU16::MIN);
-    b.max_connections(cfg.max_connections)
+    let bound = Builder::new()
+        .name(name)
+        .laddr(addr)
+        .max_connections(cfg.max_connections)
         .max_packet_size(cfg.max_packet_size)
         .max_inflight(inflight)
         .max_mqueue_len(cfg.max_queued_messages)
@@ -88,6 +85,12 @@ fn limits(cfg: &BusConfig, b: Builder) -> Builder {
         .allow_zero_keepalive(true)
         .nodelay(true)
         .reuseaddr(Some(true))
+        .bind();
+    match transport {
+        Transport::Tcp => bound.and_then(|l| l.tcp()),
+        Transport::WebSocket => bound.and_then(|l| l.ws()),
+    }
+    .map_err(|e| BusError::Bind(addr, e.to_string()))
 }
 
 /// A running embedded broker.

@@ -141,8 +141,17 @@ async fn run(
         }
     }
     let offline = status(&service.node_id, NodeState::Offline, started_at);
-    if let Err(e) = service.client.publish(&status_topic, &offline).await {
-        tracing::warn!(error = %e, "cannot publish offline status");
+    // Bounded: with the broker unreachable and the request queue full this would wait
+    // forever, and the last will says `offline` anyway.
+    match tokio::time::timeout(
+        Duration::from_secs(2),
+        service.client.publish(&status_topic, &offline),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot publish offline status"),
+        Err(_) => tracing::warn!("offline status not queued in time; the last will covers it"),
     }
     service.client.disconnect().await;
     let _ = session.await;

@@ -74,6 +74,16 @@ impl TestApp {
         }
     }
 
+    /// An external MQTT client on the public TCP listener, logged in as the service account.
+    pub async fn service_client(&self, client_id: &str) -> MqttClient {
+        MqttClient::connect(mqtt_options(
+            self.mqtt.expect("TCP listener enabled"),
+            client_id,
+            Some((SERVICE_USER, SERVICE_PASSWORD)),
+        ))
+        .await
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.config.storage.path.clone()
     }
