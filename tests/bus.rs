@@ -255,3 +255,63 @@ async fn oversized_packet_is_refused() {
     );
     t.app.shutdown().await.unwrap();
 }
+
+/// A subscriber that stops reading fills its inflight window and queue; the broker then
+/// drops, and says so in metrics instead of losing messages silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_overflow_is_counted() {
+    let t = TestApp::start_with(|c| {
+        c.bus.max_inflight = 1;
+        c.bus.max_queued_messages = 5;
+    })
+    .await;
+    let mut stalled = t.service_client("stalled").await;
+    stalled.subscribe("burst/#", QoS::AtLeastOnce).await;
+    // From here `stalled` is never polled again: it acknowledges nothing.
+
+    let mut publisher = t.service_client("publisher").await;
+    const SENT: u16 = 40;
+    for i in 0..SENT {
+        publisher
+            .client
+            .publish("burst/x", QoS::AtLeastOnce, false, i.to_be_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    let mut acked = 0;
+    tokio::time::timeout(WAIT, async {
+        while acked < SENT {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) =
+                publisher.eventloop.poll().await.unwrap()
+            {
+                acked += 1;
+            }
+        }
+    })
+    .await
+    .expect("the broker acknowledges every publish");
+
+    // 1 in flight + 5 queued may wait; the rest are dropped and counted. The session
+    // task drops asynchronously, so wait (bounded) for the counter to get there.
+    let expected = u64::from(SENT) - 6 - 1;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let metrics = get(t.http, "/metrics").await.body;
+        let dropped: u64 = metrics
+            .lines()
+            .find(|l| l.starts_with("meteomesh_bus_messages_dropped_total{reason=\"queue_full\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if dropped >= expected {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {dropped} of {expected} drops counted:\n{metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(stalled);
+    t.app.shutdown().await.unwrap();
+}
