@@ -19,4 +19,9 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
   fi
 fi
 
-cargo test --locked "$@"
+# --all-targets: unit and integration tests (this crate has no doc tests to run).
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --locked --all-targets "$@" 2>&1 | tee "$log"
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log" \
+  | tee "${METEOMESH_TEST_SUMMARY:-/dev/null}"
