@@ -317,7 +317,6 @@ impl Config {
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator(ENV_SEPARATOR)
                 .separator(ENV_SEPARATOR)
-                .try_parsing(true)
                 .source(Some(env)),
         );
         let layered = builder
@@ -573,6 +572,19 @@ mod tests {
         assert!(!c.bus.ws_enabled);
         assert_eq!(c.bus.max_inflight, 7);
         assert_eq!(c.storage.busy_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn env_strings_are_not_reinterpreted_as_numbers() {
+        let c = load_env(&[
+            ("METEOMESH__BUS__PASSWORD", "0012345678"),
+            ("METEOMESH__BUS__CLIENT_ID_PREFIX", "007"),
+            ("METEOMESH__BUS__USERNAME", "true"),
+        ])
+        .unwrap();
+        assert_eq!(c.bus.password.expose(), "0012345678");
+        assert_eq!(c.bus.client_id_prefix, "007");
+        assert_eq!(c.bus.username, "true");
     }
 
     #[test]
