@@ -14,6 +14,7 @@ use crate::bus::{BrokerListeners, Bus, BusError};
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::modules::auth::{AuthError, AuthService};
 use crate::modules::system::{self, SystemService};
 use crate::storage::{self, Db, StorageError};
 
@@ -25,6 +26,8 @@ pub enum AppError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Bus(#[from] BusError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
     #[error("not ready after {0:?}: the bus did not answer a round trip")]
@@ -93,14 +96,35 @@ impl RunningApp {
             .map(|d| d.as_secs())
             .unwrap_or_default();
 
-        let bus = Bus::start(&config.bus, listeners.broker, &node_id, metrics.clone()).await?;
+        let auth = AuthService::new(db.clone(), &config.auth, metrics.clone()).await?;
+
+        let bus = Bus::start(
+            &config.bus,
+            listeners.broker,
+            &node_id,
+            Some(Arc::new(auth.clone())),
+            metrics.clone(),
+        )
+        .await?;
         let (system, system_task) =
             system::start(&bus, &node_id, started_at, shutdown.clone()).await?;
+        let (auth_client, auth_session) = bus.client("auth", None);
+        auth.attach_bus(auth_client.clone());
+        let pruner = tokio::spawn(auth.clone().run_pruner(shutdown.clone()));
+        let auth_task = {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                auth_client.disconnect().await;
+                let _ = auth_session.await;
+            })
+        };
 
         let state = AppState {
             db: db.clone(),
             metrics,
             system: system.clone(),
+            auth,
             bus_mode: bus.mode(),
             request_timeout: config.http.request_timeout,
         };
@@ -118,7 +142,7 @@ impl RunningApp {
             shutdown,
             system,
             http_task,
-            module_tasks: vec![system_task],
+            module_tasks: vec![system_task, pruner, auth_task],
             bus,
             db,
         })
@@ -162,7 +186,7 @@ impl RunningApp {
         for task in self.module_tasks {
             let _ = task.await;
         }
-        self.bus.stop();
+        self.bus.stop().await;
         self.db.checkpoint().await?;
         tracing::info!("stopped cleanly");
         match http {

@@ -10,6 +10,7 @@ pub mod app;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod modules;

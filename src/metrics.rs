@@ -28,6 +28,10 @@ pub struct Metrics {
     pub bus_messages_delivered: IntCounter,
     pub bus_messages_dropped: IntCounterVec,
     pub bus_roundtrip: Histogram,
+    pub bus_acl_denied: IntCounterVec,
+    pub users: IntGauge,
+    pub logins: IntCounterVec,
+    pub auth_duration: HistogramVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -137,6 +141,41 @@ impl Metrics {
             )
             .expect("valid"),
         );
+        let bus_acl_denied = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "bus_acl_denied_total",
+                    "Subscriptions and publishes the embedded broker refused by topic ACL.",
+                ),
+                &["action"],
+            )
+            .expect("valid"),
+        );
+        let users = register(
+            &registry,
+            IntGauge::new("users", "Registered user accounts.").expect("valid"),
+        );
+        let logins = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("logins_total", "Password logins, by channel and outcome."),
+                &["channel", "outcome"],
+            )
+            .expect("valid"),
+        );
+        let auth_duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "auth_duration_seconds",
+                    "Time to check a password login, waiting for a hashing slot included.",
+                )
+                .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                &["channel"],
+            )
+            .expect("valid"),
+        );
         Metrics {
             registry,
             started: Instant::now(),
@@ -149,6 +188,10 @@ impl Metrics {
             bus_messages_delivered,
             bus_messages_dropped,
             bus_roundtrip,
+            bus_acl_denied,
+            users,
+            logins,
+            auth_duration,
         }
     }
 

@@ -14,7 +14,8 @@ use rmqtt::types::Reason;
 use tokio::task::JoinHandle;
 
 use super::BusError;
-use super::auth::{Accounts, AuthHandler};
+use super::auth::{Accounts, AuthHandler, UserAuthenticator};
+use super::sessions::SessionRegistry;
 use crate::config::BusConfig;
 use crate::metrics::Metrics;
 
@@ -96,6 +97,8 @@ fn listen(
 /// A running embedded broker.
 pub struct EmbeddedBroker {
     task: JoinHandle<()>,
+    scx: ServerContext,
+    pub registry: Arc<SessionRegistry>,
 }
 
 impl EmbeddedBroker {
@@ -103,6 +106,7 @@ impl EmbeddedBroker {
         cfg: &BusConfig,
         listeners: BrokerListeners,
         internal_password: &str,
+        users: Option<Arc<dyn UserAuthenticator>>,
         metrics: Arc<Metrics>,
     ) -> Result<EmbeddedBroker, BusError> {
         let retainer_config = format!(
@@ -121,15 +125,25 @@ impl EmbeddedBroker {
             .await
             .map_err(|e| BusError::Broker(format!("retained-message store: {e}")))?;
 
+        let registry = Arc::new(SessionRegistry::default());
         let register = scx.extends.hook_mgr().register();
-        register
-            .add(
-                Type::ClientAuthenticate,
-                Box::new(AuthHandler {
-                    accounts: Accounts::new(&cfg.users, internal_password),
-                }),
-            )
-            .await;
+        let auth = Arc::new(AuthHandler {
+            accounts: Accounts::new(&cfg.users, internal_password),
+            users,
+            registry: registry.clone(),
+            metrics: metrics.clone(),
+        });
+        for typ in [
+            Type::ClientAuthenticate,
+            Type::ClientConnected,
+            Type::ClientDisconnected,
+            Type::ClientSubscribeCheckAcl,
+            Type::MessagePublishCheckAcl,
+        ] {
+            register
+                .add(typ, Box::new(SharedHandler(auth.clone())))
+                .await;
+        }
         for typ in [
             Type::ClientConnected,
             Type::ClientDisconnected,
@@ -162,12 +176,38 @@ impl EmbeddedBroker {
                 tracing::error!(error = %e, "embedded broker stopped");
             }
         });
-        Ok(EmbeddedBroker { task })
+        Ok(EmbeddedBroker {
+            task,
+            scx,
+            registry,
+        })
+    }
+
+    /// Disconnects the given sessions (their account was deleted or token revoked).
+    pub async fn kick(&self, ids: Vec<rmqtt::types::Id>) {
+        for id in ids {
+            tracing::info!(client_id = %id.client_id, "disconnecting session: credentials no longer valid");
+            let mut entry = self.scx.extends.shared().await.entry(id.clone());
+            if let Err(e) = entry.kick(true, true, true).await {
+                tracing::debug!(error = %e, "session already gone");
+            }
+            self.registry.disconnected(&id);
+        }
     }
 
     /// Stops accepting connections. Sessions still open end with the runtime.
     pub fn stop(self) {
         self.task.abort();
+    }
+}
+
+/// Lets one handler serve several hook types.
+struct SharedHandler(Arc<AuthHandler>);
+
+#[async_trait::async_trait]
+impl Handler for SharedHandler {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        self.0.hook(param, acc).await
     }
 }
 

@@ -5,6 +5,7 @@
 mod auth;
 mod broker;
 mod client;
+mod sessions;
 pub mod topics;
 
 use std::net::SocketAddr;
@@ -13,13 +14,15 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-pub use auth::INTERNAL_USERNAME;
+pub use auth::{INTERNAL_USERNAME, Refusal, UserAuthenticator};
 pub use broker::BrokerListeners;
 pub use client::{BusClient, ConnectOptions, Incoming};
+pub use sessions::UserSession;
 
 use crate::config::{BrokerUrl, BusConfig, BusMode};
 use crate::metrics::Metrics;
 use broker::EmbeddedBroker;
+use topics::{AccountChange, AccountEvent, BusMessage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -51,7 +54,8 @@ struct Endpoint {
 /// The running bus: an embedded broker (or none, in external mode) and the endpoint
 /// every module client connects to.
 pub struct Bus {
-    broker: Option<EmbeddedBroker>,
+    broker: Option<Arc<EmbeddedBroker>>,
+    enforcer: Option<(BusClient, JoinHandle<()>)>,
     endpoint: Endpoint,
     client_id_base: String,
     max_packet_size: usize,
@@ -71,6 +75,7 @@ impl Bus {
         cfg: &BusConfig,
         listeners: Option<BrokerListeners>,
         node_id: &str,
+        users: Option<Arc<dyn UserAuthenticator>>,
         metrics: Arc<Metrics>,
     ) -> Result<Bus, BusError> {
         let client_id_base = format!("{}-{node_id}", cfg.client_id_prefix);
@@ -79,9 +84,12 @@ impl Bus {
             (BusMode::Embedded, Some(listeners)) => {
                 let internal = listeners.internal_addr()?;
                 let password = random_hex(32);
-                let broker = EmbeddedBroker::start(cfg, listeners, &password, metrics).await?;
-                Ok(Bus {
-                    broker: Some(broker),
+                let broker = Arc::new(
+                    EmbeddedBroker::start(cfg, listeners, &password, users, metrics).await?,
+                );
+                let mut bus = Bus {
+                    broker: Some(broker.clone()),
+                    enforcer: None,
                     endpoint: Endpoint {
                         host: internal.ip().to_string(),
                         port: internal.port(),
@@ -91,7 +99,14 @@ impl Bus {
                     client_id_base,
                     max_packet_size,
                     mode: cfg.mode,
-                })
+                };
+                let (client, session) = bus.client("broker", None);
+                let events = client
+                    .subscribe(AccountEvent::FILTER, AccountEvent::DELIVERY.qos)
+                    .await?;
+                let task = tokio::spawn(enforce_account_changes(broker, events, session));
+                bus.enforcer = Some((client, task));
+                Ok(bus)
             }
             (BusMode::Embedded, None) => Err(BusError::Config(
                 "embedded mode needs bound listeners".into(),
@@ -100,6 +115,7 @@ impl Bus {
                 let url = BrokerUrl::parse(&cfg.url).map_err(BusError::Config)?;
                 Ok(Bus {
                     broker: None,
+                    enforcer: None,
                     endpoint: Endpoint {
                         host: url.host,
                         port: url.port,
@@ -137,11 +153,52 @@ impl Bus {
     }
 
     /// Stops the embedded broker, if any. Call after the module clients disconnected.
-    pub fn stop(self) {
-        if let Some(broker) = self.broker {
+    pub async fn stop(self) {
+        if let Some((client, task)) = self.enforcer {
+            client.disconnect().await;
+            // It holds nothing that needs finishing; end it so the broker can stop.
+            task.abort();
+            let _ = task.await;
+        }
+        if let Some(broker) = self.broker.and_then(Arc::into_inner) {
             broker.stop();
         }
     }
+}
+
+/// Ends the MQTT sessions of accounts that were deleted or whose tokens were revoked,
+/// and of sessions whose login token expired (checked every 30 s).
+async fn enforce_account_changes(
+    broker: Arc<EmbeddedBroker>,
+    mut events: tokio::sync::mpsc::Receiver<Incoming>,
+    session: JoinHandle<()>,
+) {
+    let mut sweep = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            msg = events.recv() => {
+                let Some(msg) = msg else { break };
+                let Ok(event) = msg.decode::<AccountEvent>() else {
+                    tracing::warn!("ignoring malformed account event");
+                    continue;
+                };
+                let jti = match &event.change {
+                    AccountChange::TokenRevoked { jti } => Some(jti.as_str()),
+                    AccountChange::Deleted | AccountChange::TokensRevoked => None,
+                };
+                let ids = broker.registry.sessions_of(event.user_id, jti);
+                broker.kick(ids).await;
+            }
+            _ = sweep.tick() => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or_default();
+                broker.kick(broker.registry.expired(now)).await;
+            }
+        }
+    }
+    let _ = session.await;
 }
 
 fn random_hex(bytes: usize) -> String {

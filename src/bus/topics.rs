@@ -94,6 +94,79 @@ impl BusMessage for Pong {
     };
 }
 
+/// `meteomesh/v1/system/accounts` — internal (service accounts and meteomesh only): an
+/// account changed so that its live sessions must end. Published by the auth module;
+/// consumed by the embedded broker, which disconnects the affected MQTT sessions.
+pub const ACCOUNT_EVENTS: &str = "meteomesh/v1/system/accounts";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum AccountChange {
+    /// The account is gone.
+    Deleted,
+    /// Every token issued so far is void (password changed).
+    TokensRevoked,
+    /// One token was revoked (logout).
+    TokenRevoked { jti: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountEvent {
+    pub user_id: i64,
+    #[serde(flatten)]
+    pub change: AccountChange,
+}
+
+impl BusMessage for AccountEvent {
+    const FILTER: &'static str = ACCOUNT_EVENTS;
+    const DELIVERY: Delivery = Delivery {
+        qos: Qos::AtLeastOnce,
+        retain: false,
+    };
+}
+
+/// `meteomesh/v1/users/{id}` — the root of one user's private topics.
+pub fn user_root(user_id: i64) -> String {
+    format!("{ROOT}/users/{user_id}")
+}
+
+/// Topic filters any logged-in user may subscribe to, besides their own subtree.
+const PUBLIC_SUBSCRIBE: &[&str] = &[NodeStatus::FILTER, PONG];
+/// Topics any logged-in user may publish to.
+const PUBLIC_PUBLISH: &[&str] = &[PING];
+
+/// The access rule for user accounts on the embedded broker (service accounts and
+/// meteomesh itself are not limited): subscribe to their own subtree
+/// `meteomesh/v1/users/{id}/#` and the public filters; nothing wider. An anonymous
+/// session (`user` = None, only when anonymous access is on) gets the public filters.
+pub fn may_subscribe(user: Option<i64>, filter: &str) -> bool {
+    let own = user.is_some_and(|id| filter_within(filter, &format!("{}/#", user_root(id))));
+    own || PUBLIC_SUBSCRIBE.iter().any(|p| filter_within(filter, p))
+}
+
+/// Users publish only where the contract invites them to.
+pub fn may_publish(_user: Option<i64>, topic: &str) -> bool {
+    PUBLIC_PUBLISH.iter().any(|p| filter_matches(p, topic))
+}
+
+/// Whether every topic `filter` can match is also matched by `pattern`.
+pub fn filter_within(filter: &str, pattern: &str) -> bool {
+    let mut f = filter.split('/');
+    let mut p = pattern.split('/');
+    loop {
+        match (f.next(), p.next()) {
+            (_, Some("#")) => return true,
+            (Some("#"), _) => return false,
+            (Some("+"), Some("+")) => {}
+            (Some("+"), _) => return false,
+            (Some(_), Some("+")) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 /// MQTT filter matching (`+` one level, `#` the rest), for routing incoming messages to
 /// the local subscriptions of one bus client.
 pub fn filter_matches(filter: &str, topic: &str) -> bool {
@@ -130,5 +203,40 @@ mod tests {
         assert!(!filter_matches("#", "$SYS/x"));
         assert!(filter_matches(NodeStatus::FILTER, &node_status("n1")));
         assert!(filter_matches("+/+", "/x"));
+    }
+
+    #[test]
+    fn filter_containment() {
+        assert!(filter_within("a/b/c", "a/#"));
+        assert!(filter_within("a/+/c", "a/#"));
+        assert!(filter_within("a/#", "a/#"));
+        assert!(!filter_within("#", "a/#"));
+        assert!(!filter_within("a/+", "a/b"));
+        assert!(filter_within("a/b", "a/+"));
+        assert!(filter_within("a/+", "a/+"));
+        assert!(!filter_within("a/b/c", "a/+"));
+        assert!(!filter_within("a/#", "a/+"));
+    }
+
+    #[test]
+    fn user_acl() {
+        assert!(may_subscribe(Some(7), "meteomesh/v1/users/7/#"));
+        assert!(may_subscribe(Some(7), "meteomesh/v1/users/7/alerts"));
+        assert!(may_subscribe(Some(7), "meteomesh/v1/users/7/+/x"));
+        assert!(!may_subscribe(Some(7), "meteomesh/v1/users/8/#"));
+        assert!(!may_subscribe(Some(7), "meteomesh/v1/users/77/#"));
+        assert!(!may_subscribe(Some(7), "meteomesh/v1/users/+/#"));
+        assert!(!may_subscribe(Some(7), "meteomesh/v1/#"));
+        assert!(!may_subscribe(Some(7), "#"));
+        assert!(!may_subscribe(Some(7), ACCOUNT_EVENTS));
+        assert!(may_subscribe(Some(7), "meteomesh/v1/nodes/+/status"));
+        assert!(may_subscribe(Some(7), "meteomesh/v1/nodes/abc/status"));
+        assert!(may_subscribe(Some(7), PONG));
+        assert!(may_publish(Some(7), PING));
+        assert!(!may_publish(Some(7), PONG));
+        assert!(!may_publish(Some(7), ACCOUNT_EVENTS));
+        assert!(!may_publish(Some(7), "meteomesh/v1/users/7/alerts"));
+        assert!(may_subscribe(None, PONG));
+        assert!(!may_subscribe(None, "meteomesh/v1/users/7/#"));
     }
 }

@@ -4,18 +4,14 @@
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::bus::BusError;
+pub use crate::error::FieldError;
+use crate::modules::auth::AuthError;
 use crate::storage::StorageError;
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -31,6 +27,17 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("invalid input")]
     Validation(Vec<FieldError>),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
@@ -55,6 +62,12 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::TooManyRequests { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
+            }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -92,7 +105,43 @@ impl IntoResponse for ApiError {
                 fields,
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::TooManyRequests { retry_after, .. } => {
+                // Whole seconds, rounded up, so a client that waits exactly this long succeeds.
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        match e {
+            AuthError::Invalid(fields) => ApiError::Validation(fields),
+            AuthError::UsernameTaken => ApiError::Conflict(e.to_string()),
+            AuthError::LastAdmin => ApiError::Conflict(e.to_string()),
+            AuthError::BadCredentials | AuthError::Unauthenticated => {
+                ApiError::Unauthorized(e.to_string())
+            }
+            AuthError::Throttled { retry_after } => ApiError::TooManyRequests {
+                message: e.to_string(),
+                retry_after,
+            },
+            AuthError::RegistrationClosed | AuthError::Forbidden => {
+                ApiError::Forbidden(e.to_string())
+            }
+            AuthError::NotFound => ApiError::NotFound,
+            AuthError::Storage(e) => e.into(),
+            AuthError::Hashing(e) => ApiError::Internal(e),
+        }
     }
 }
 

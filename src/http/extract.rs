@@ -1,10 +1,16 @@
 //! Owns request extraction: a JSON body extractor whose rejections use the API's error
-//! shape (400 malformed, 415 wrong content type, 413 too large, 422 wrong fields).
+//! shape (400 malformed, 415 wrong content type, 413 too large, 422 wrong fields), and
+//! the bearer-token user extractors of the JSON API.
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use super::AppState;
 use super::error::ApiError;
+use crate::modules::auth::{AuthError, Authenticated};
+use crate::storage::users::Role;
 
 pub struct ApiJson<T>(pub T);
 
@@ -18,5 +24,41 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
         Ok(ApiJson(value))
+    }
+}
+
+/// The user behind `Authorization: Bearer <token>` (JSON API). Rejects with 401.
+pub struct ApiUser(pub Authenticated);
+
+impl FromRequestParts<AppState> for ApiUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer <token>`".into()))?;
+        Ok(ApiUser(state.auth.authenticate(token).await?))
+    }
+}
+
+/// An [`ApiUser`] with the admin role. Rejects with 401 or 403.
+pub struct ApiAdmin(pub Authenticated);
+
+impl FromRequestParts<AppState> for ApiAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let ApiUser(auth) = ApiUser::from_request_parts(parts, state).await?;
+        if auth.user.role != Role::Admin {
+            return Err(AuthError::Forbidden.into());
+        }
+        Ok(ApiAdmin(auth))
     }
 }

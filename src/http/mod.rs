@@ -2,6 +2,7 @@
 //! and the ops endpoints; request metrics and timeouts; the 404/405 answers in the API's
 //! error shape. Handlers call module services; they never touch SQL.
 
+mod accounts;
 mod api;
 pub mod error;
 mod extract;
@@ -14,12 +15,13 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BusMode, HttpConfig};
 use crate::metrics::Metrics;
+use crate::modules::auth::AuthService;
 use crate::modules::system::SystemService;
 use crate::storage::Db;
 use error::ApiError;
@@ -29,6 +31,7 @@ pub struct AppState {
     pub db: Db,
     pub metrics: Arc<Metrics>,
     pub system: SystemService,
+    pub auth: AuthService,
     pub bus_mode: BusMode,
     pub request_timeout: Duration,
 }
@@ -39,6 +42,21 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/api/v1/system/bus-check", post(api::bus_check))
+        .route("/api/v1/auth/register", post(accounts::register))
+        .route("/api/v1/auth/login", post(accounts::login))
+        .route("/api/v1/auth/logout", post(accounts::logout))
+        .route(
+            "/api/v1/me",
+            get(accounts::me)
+                .patch(accounts::update_me)
+                .delete(accounts::delete_me),
+        )
+        .route(
+            "/api/v1/admin/users",
+            get(accounts::list_users).post(accounts::create_user),
+        )
+        .route("/api/v1/admin/users/{id}", delete(accounts::delete_user))
+        .route("/api/v1/admin/users/{id}/role", put(accounts::set_role))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
@@ -79,7 +97,10 @@ pub async fn serve(
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
 }

@@ -2,4 +2,5 @@
 //! loop (`run`) and a small service API for `http/`; modules affect each other only
 //! through typed messages on the bus.
 
+pub mod auth;
 pub mod system;

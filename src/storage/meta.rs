@@ -37,3 +37,12 @@ pub fn node_id(conn: &mut Connection) -> Result<String, StorageError> {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     })
 }
+
+/// The login-token key used when none is configured: 32 random bytes, hex, generated
+/// once so tokens stay valid across restarts.
+pub fn jwt_secret(conn: &mut Connection) -> Result<String, StorageError> {
+    get_or_init(conn, "jwt_secret", || {
+        let bytes: [u8; 32] = rand::random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    })
+}

@@ -16,6 +16,27 @@ const MIGRATIONS: &[M<'static>] = &[
             value TEXT NOT NULL
         ) STRICT;",
     ),
+    // 2: accounts and revoked login tokens.
+    M::up(
+        "CREATE TABLE users (
+            id                  INTEGER PRIMARY KEY,
+            username            TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            password_hash       TEXT NOT NULL,
+            telegram_chat_id    INTEGER,
+            role                TEXT NOT NULL DEFAULT 'user' CHECK (role IN ('user', 'admin')),
+            timezone            TEXT NOT NULL,
+            units               TEXT NOT NULL DEFAULT 'metric' CHECK (units IN ('metric', 'imperial')),
+            token_generation    INTEGER NOT NULL DEFAULT 0,
+            created_at          INTEGER NOT NULL,
+            updated_at          INTEGER NOT NULL
+        ) STRICT;
+        CREATE TABLE revoked_tokens (
+            jti         TEXT PRIMARY KEY NOT NULL,
+            user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            expires_at  INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens(expires_at);",
+    ),
 ];
 
 /// The schema version this binary writes.

@@ -7,6 +7,7 @@
 
 mod meta;
 mod migrations;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use meta::node_id;
+pub use meta::{jwt_secret, node_id};
 pub use migrations::{LATEST_VERSION, schema_version};
 
 #[derive(Debug, thiserror::Error)]

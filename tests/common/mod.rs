@@ -112,13 +112,27 @@ pub async fn http(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Response {
+    let headers: Vec<(&str, &str)> = content_type
+        .map(|ct| vec![("Content-Type", ct)])
+        .unwrap_or_default();
+    request(addr, method, path, &headers, body).await
+}
+
+/// Like [`http`] with any headers.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
-    if let Some(ct) = content_type {
-        head.push_str(&format!("Content-Type: {ct}\r\n"));
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -155,6 +169,52 @@ pub async fn post_json(addr: SocketAddr, path: &str, body: &str) -> Response {
         body.as_bytes(),
     )
     .await
+}
+
+/// A JSON API call with a bearer token (`body` empty for none).
+pub async fn api(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Response {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = Vec::new();
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
+    }
+    if !body.is_empty() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    request(addr, method, path, &headers, body.as_bytes()).await
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+}
+
+/// Registers `username` and returns (token, user id).
+pub async fn register(addr: SocketAddr, username: &str, password: &str) -> (String, i64) {
+    let r = post_json(
+        addr,
+        "/api/v1/auth/register",
+        &serde_json::json!({"username": username, "password": password}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let v = r.json();
+    (
+        v["token"].as_str().unwrap().to_owned(),
+        v["user"]["id"].as_i64().unwrap(),
+    )
 }
 
 /// An external MQTT client (rumqttc) and its event loop, driven by the test.

@@ -1,0 +1,629 @@
+//! Owns accounts and authentication: registration, login with throttling, JWT login
+//! tokens and their revocation, account changes, admin actions, and the credential check
+//! the embedded broker uses for MQTT logins.
+//!
+//! Publishes: `system/accounts` ([`AccountEvent`]) when an account's live sessions must
+//! end (deleted, password changed, token revoked). Consumes nothing.
+
+mod password;
+mod throttle;
+mod token;
+
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+pub use password::Verified;
+pub use token::{Claims, looks_like_jwt};
+
+use crate::bus::topics::{ACCOUNT_EVENTS, AccountChange, AccountEvent};
+use crate::bus::{BusClient, Refusal, UserAuthenticator, UserSession};
+use crate::config::AuthConfig;
+use crate::error::FieldError;
+use crate::metrics::Metrics;
+use crate::storage::users::{self, NewUser, Role, Units, User};
+use crate::storage::{self, Db, StorageError};
+use password::Hasher;
+use throttle::Throttle;
+use token::TokenKeys;
+
+pub const MIN_PASSWORD_LEN: usize = 8;
+/// Bounds the work one login can cause (argon2 reads the whole password).
+pub const MAX_PASSWORD_LEN: usize = 1024;
+/// How often expired denylist entries are pruned.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60 * 60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid input")]
+    Invalid(Vec<FieldError>),
+    #[error("the username is taken")]
+    UsernameTaken,
+    #[error("wrong username or password")]
+    BadCredentials,
+    #[error("too many failed logins; try again later")]
+    Throttled { retry_after: Duration },
+    #[error("registration is closed; ask an administrator for an account")]
+    RegistrationClosed,
+    #[error("missing, invalid, expired or revoked token")]
+    Unauthenticated,
+    #[error("administrators only")]
+    Forbidden,
+    #[error("no such user")]
+    NotFound,
+    #[error("this would leave no administrator")]
+    LastAdmin,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    Hashing(String),
+}
+
+impl From<password::HashError> for AuthError {
+    fn from(e: password::HashError) -> Self {
+        AuthError::Hashing(e.to_string())
+    }
+}
+
+/// A verified login token and the account it belongs to.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub user: User,
+    pub claims: Claims,
+}
+
+/// A freshly issued token.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: String,
+    pub claims: Claims,
+    pub user: User,
+}
+
+/// Changes a user asks for on their own account; `None` leaves a field as it is.
+#[derive(Debug, Default, Clone)]
+pub struct AccountUpdate {
+    /// `Some(None)` clears the chat id.
+    pub telegram_chat_id: Option<Option<i64>>,
+    pub timezone: Option<String>,
+    pub units: Option<Units>,
+    /// (current password, new password)
+    pub password: Option<(String, String)>,
+}
+
+/// Who is logging in, for throttling.
+#[derive(Debug, Clone, Copy)]
+pub enum Channel {
+    Http,
+    Mqtt,
+}
+
+impl Channel {
+    fn label(self) -> &'static str {
+        match self {
+            Channel::Http => "http",
+            Channel::Mqtt => "mqtt",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    cfg: AuthConfig,
+    hasher: Hasher,
+    keys: TokenKeys,
+    throttle: Throttle,
+    metrics: Arc<Metrics>,
+    events: OnceLock<BusClient>,
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// Lowercases and checks a username: 3–32 characters of `[a-z0-9_.-]`.
+pub fn normalize_username(raw: &str) -> Result<String, FieldError> {
+    let name = raw.trim().to_lowercase();
+    if !(3..=32).contains(&name.len()) {
+        return Err(FieldError::new("username", "must be 3 to 32 characters"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
+    {
+        return Err(FieldError::new(
+            "username",
+            "may contain only letters a-z, digits and _ . -",
+        ));
+    }
+    Ok(name)
+}
+
+pub fn check_password(field: &str, password: &str) -> Result<(), FieldError> {
+    let len = password.chars().count();
+    if len < MIN_PASSWORD_LEN {
+        return Err(FieldError::new(
+            field,
+            format!("must be at least {MIN_PASSWORD_LEN} characters"),
+        ));
+    }
+    if password.len() > MAX_PASSWORD_LEN {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {MAX_PASSWORD_LEN} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_timezone(tz: &str) -> Result<(), FieldError> {
+    jiff::tz::TimeZone::get(tz).map(|_| ()).map_err(|_| {
+        FieldError::new(
+            "timezone",
+            format!("`{tz}` is not an IANA time zone, e.g. Europe/Rome"),
+        )
+    })
+}
+
+impl AuthService {
+    /// Loads (or generates and stores) the token key and prepares the hasher.
+    pub async fn new(
+        db: Db,
+        cfg: &AuthConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<AuthService, AuthError> {
+        let secret = if cfg.jwt_secret.is_empty() {
+            db.call(storage::jwt_secret).await?
+        } else {
+            cfg.jwt_secret.expose().to_owned()
+        };
+        let hasher = Hasher::new(cfg.hash_concurrency);
+        let service = AuthService {
+            inner: Arc::new(Inner {
+                db,
+                keys: TokenKeys::new(secret.as_bytes(), cfg.token_lifetime),
+                throttle: Throttle::new(cfg.login_max_failures, cfg.login_failure_window),
+                cfg: cfg.clone(),
+                hasher,
+                metrics,
+                events: OnceLock::new(),
+            }),
+        };
+        service.refresh_user_gauge().await?;
+        Ok(service)
+    }
+
+    /// Connects the service to the bus for its account events. Until then (and in
+    /// tools without a bus) events are not sent.
+    pub fn attach_bus(&self, client: BusClient) {
+        let _ = self.inner.events.set(client);
+    }
+
+    pub fn open_registration(&self) -> bool {
+        self.inner.cfg.open_registration
+    }
+
+    pub fn token_lifetime(&self) -> Duration {
+        self.inner.cfg.token_lifetime
+    }
+
+    async fn refresh_user_gauge(&self) -> Result<(), AuthError> {
+        let n = self.inner.db.call(|c| users::count(c)).await?;
+        self.inner.metrics.users.set(n);
+        Ok(())
+    }
+
+    async fn publish(&self, user_id: i64, change: AccountChange) {
+        if let Some(bus) = self.inner.events.get()
+            && let Err(e) = bus
+                .publish(ACCOUNT_EVENTS, &AccountEvent { user_id, change })
+                .await
+        {
+            tracing::warn!(error = %e, user_id, "cannot announce account change");
+        }
+    }
+
+    fn issue(&self, user: User) -> IssuedToken {
+        let (token, claims) = self
+            .inner
+            .keys
+            .issue(user.id, user.token_generation, unix_now());
+        IssuedToken {
+            token,
+            claims,
+            user,
+        }
+    }
+
+    /// Creates an account. With `by_admin` false this is self-registration, refused when
+    /// registration is closed; the first account ever becomes admin.
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &str,
+        telegram_chat_id: Option<i64>,
+        role: Role,
+        by_admin: bool,
+    ) -> Result<IssuedToken, AuthError> {
+        if !by_admin && !self.inner.cfg.open_registration {
+            return Err(AuthError::RegistrationClosed);
+        }
+        let mut errors = Vec::new();
+        let name = normalize_username(username)
+            .map_err(|e| errors.push(e))
+            .ok();
+        if let Err(e) = check_password("password", password) {
+            errors.push(e);
+        }
+        let Some(name) = name.filter(|_| errors.is_empty()) else {
+            return Err(AuthError::Invalid(errors));
+        };
+        let hash = self.inner.hasher.hash(password).await?;
+        let timezone = self.inner.cfg.default_timezone.clone();
+        let user = self
+            .inner
+            .db
+            .call(move |c| {
+                let new = NewUser {
+                    username: &name,
+                    password_hash: &hash,
+                    telegram_chat_id,
+                    role,
+                    timezone: &timezone,
+                    now: unix_now(),
+                };
+                users::insert_first_admin(c, &new)
+            })
+            .await?
+            .ok_or(AuthError::UsernameTaken)?;
+        tracing::info!(
+            user_id = user.id,
+            username = user.username,
+            role = user.role.as_str(),
+            "account created"
+        );
+        self.refresh_user_gauge().await?;
+        Ok(self.issue(user))
+    }
+
+    /// Checks a username and password; throttled per username and per client address.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client: Option<IpAddr>,
+        channel: Channel,
+    ) -> Result<IssuedToken, AuthError> {
+        let user = self
+            .check_password(username, password, client, channel)
+            .await?;
+        Ok(self.issue(user))
+    }
+
+    /// The password check behind [`AuthService::login`] and MQTT logins.
+    pub async fn check_password(
+        &self,
+        username: &str,
+        password: &str,
+        client: Option<IpAddr>,
+        channel: Channel,
+    ) -> Result<User, AuthError> {
+        let started = Instant::now();
+        let name = username.trim().to_lowercase();
+        let user_key = format!("user:{name}");
+        let ip_key = client.map(|ip| format!("ip:{ip}"));
+        let keys: Vec<&str> = std::iter::once(user_key.as_str())
+            .chain(ip_key.as_deref())
+            .collect();
+        let outcome = self.check_password_inner(&name, password, &keys).await;
+        let m = &self.inner.metrics;
+        let label = match &outcome {
+            Ok(_) => "success",
+            Err(AuthError::Throttled { .. }) => "throttled",
+            Err(AuthError::BadCredentials) => "bad_credentials",
+            Err(_) => "error",
+        };
+        m.logins.with_label_values(&[channel.label(), label]).inc();
+        m.auth_duration
+            .with_label_values(&[channel.label()])
+            .observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn check_password_inner(
+        &self,
+        name: &str,
+        password: &str,
+        keys: &[&str],
+    ) -> Result<User, AuthError> {
+        let throttle = &self.inner.throttle;
+        if let Some(retry_after) = throttle.blocked(keys, Instant::now()) {
+            return Err(AuthError::Throttled { retry_after });
+        }
+        if password.len() > MAX_PASSWORD_LEN {
+            throttle.record_failure(keys, Instant::now());
+            return Err(AuthError::BadCredentials);
+        }
+        let lookup = name.to_owned();
+        let user = self
+            .inner
+            .db
+            .call(move |c| users::by_username(c, &lookup))
+            .await?;
+        let verdict = self
+            .inner
+            .hasher
+            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await;
+        let Some(mut user) = user.filter(|_| verdict != Verified::No) else {
+            throttle.record_failure(keys, Instant::now());
+            return Err(AuthError::BadCredentials);
+        };
+        throttle.clear(keys[0]);
+        if verdict == Verified::YesRehash {
+            user.password_hash = self.inner.hasher.hash(password).await?;
+            user.updated_at = unix_now();
+            let stored = user.clone();
+            self.inner
+                .db
+                .call(move |c| users::update(c, &stored))
+                .await?;
+            tracing::info!(
+                user_id = user.id,
+                "password rehashed with current parameters"
+            );
+        }
+        Ok(user)
+    }
+
+    /// Verifies a token: signature, expiry, denylist, account still there and the
+    /// token issued since the account's last password change.
+    pub async fn authenticate(&self, token: &str) -> Result<Authenticated, AuthError> {
+        let claims = self
+            .inner
+            .keys
+            .verify(token)
+            .ok_or(AuthError::Unauthenticated)?;
+        let user_id = claims.user_id().ok_or(AuthError::Unauthenticated)?;
+        let jti = claims.jti.clone();
+        let (revoked, user) = self
+            .inner
+            .db
+            .call(move |c| Ok((users::is_token_revoked(c, &jti)?, users::by_id(c, user_id)?)))
+            .await?;
+        match user {
+            Some(user) if !revoked && claims.generation == user.token_generation => {
+                Ok(Authenticated { user, claims })
+            }
+            _ => Err(AuthError::Unauthenticated),
+        }
+    }
+
+    /// Puts the token on the denylist until it would have expired anyway.
+    pub async fn logout(&self, auth: &Authenticated) -> Result<(), AuthError> {
+        let (jti, user_id, exp) = (auth.claims.jti.clone(), auth.user.id, auth.claims.exp);
+        self.inner
+            .db
+            .call(move |c| users::revoke_token(c, &jti, user_id, exp))
+            .await?;
+        self.publish(
+            user_id,
+            AccountChange::TokenRevoked {
+                jti: auth.claims.jti.clone(),
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Applies the user's own changes. A password change voids every earlier token and
+    /// returns a fresh one for the caller.
+    pub async fn update_account(
+        &self,
+        auth: &Authenticated,
+        update: AccountUpdate,
+    ) -> Result<(User, Option<IssuedToken>), AuthError> {
+        let mut errors = Vec::new();
+        let mut user = auth.user.clone();
+        if let Some(chat) = update.telegram_chat_id {
+            user.telegram_chat_id = chat;
+        }
+        if let Some(tz) = update.timezone {
+            match check_timezone(&tz) {
+                Ok(()) => user.timezone = tz,
+                Err(e) => errors.push(e),
+            }
+        }
+        if let Some(units) = update.units {
+            user.units = units;
+        }
+        let mut password_changed = false;
+        if let Some((current, new)) = &update.password {
+            if let Err(e) = check_password("new_password", new) {
+                errors.push(e);
+            } else if self
+                .inner
+                .hasher
+                .verify(current, Some(&auth.user.password_hash))
+                .await
+                == Verified::No
+            {
+                errors.push(FieldError::new(
+                    "current_password",
+                    "is not your current password",
+                ));
+            } else {
+                user.password_hash = self.inner.hasher.hash(new).await?;
+                password_changed = true;
+            }
+        }
+        if !errors.is_empty() {
+            return Err(AuthError::Invalid(errors));
+        }
+        let now = unix_now();
+        user.updated_at = now;
+        if password_changed {
+            user.token_generation += 1;
+        }
+        let stored = user.clone();
+        self.inner
+            .db
+            .call(move |c| users::update(c, &stored))
+            .await?;
+        let fresh = if password_changed {
+            self.publish(user.id, AccountChange::TokensRevoked).await;
+            Some(self.issue(user.clone()))
+        } else {
+            None
+        };
+        Ok((user, fresh))
+    }
+
+    /// Deletes an account and everything it owns (foreign keys cascade). Refuses to
+    /// delete the last administrator.
+    pub async fn delete_user(&self, user_id: i64) -> Result<(), AuthError> {
+        self.inner
+            .db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let Some(user) = users::by_id(&tx, user_id)? else {
+                    return Ok(Err(AuthError::NotFound));
+                };
+                if user.role == Role::Admin && users::count_admins(&tx)? <= 1 {
+                    return Ok(Err(AuthError::LastAdmin));
+                }
+                users::delete(&tx, user_id)?;
+                tx.commit()?;
+                Ok(Ok(()))
+            })
+            .await??;
+        tracing::info!(user_id, "account deleted");
+        self.refresh_user_gauge().await?;
+        self.publish(user_id, AccountChange::Deleted).await;
+        Ok(())
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<User>, AuthError> {
+        Ok(self.inner.db.call(|c| users::list(c)).await?)
+    }
+
+    pub async fn user(&self, user_id: i64) -> Result<User, AuthError> {
+        self.inner
+            .db
+            .call(move |c| users::by_id(c, user_id))
+            .await?
+            .ok_or(AuthError::NotFound)
+    }
+
+    /// Sets a user's role; refuses to demote the last administrator.
+    pub async fn set_role(&self, user_id: i64, role: Role) -> Result<User, AuthError> {
+        self.inner
+            .db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let Some(mut user) = users::by_id(&tx, user_id)? else {
+                    return Ok(Err(AuthError::NotFound));
+                };
+                if user.role == Role::Admin && role != Role::Admin && users::count_admins(&tx)? <= 1
+                {
+                    return Ok(Err(AuthError::LastAdmin));
+                }
+                user.role = role;
+                user.updated_at = unix_now();
+                users::update(&tx, &user)?;
+                tx.commit()?;
+                Ok(Ok(user))
+            })
+            .await?
+    }
+
+    /// Answers an MQTT login: a password, or a valid login token of the same user.
+    pub async fn mqtt_login(
+        &self,
+        username: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<MqttIdentity, AuthError> {
+        if looks_like_jwt(password) {
+            let auth = self.authenticate(password).await?;
+            if auth.user.username != username.trim().to_lowercase() {
+                return Err(AuthError::Unauthenticated);
+            }
+            return Ok(MqttIdentity {
+                user_id: auth.user.id,
+                jti: Some(auth.claims.jti),
+                expires_at: Some(auth.claims.exp),
+            });
+        }
+        let user = self
+            .check_password(username, password, client, Channel::Mqtt)
+            .await?;
+        Ok(MqttIdentity {
+            user_id: user.id,
+            jti: None,
+            expires_at: None,
+        })
+    }
+
+    /// Prunes expired denylist entries every hour until `shutdown`.
+    pub async fn run_pruner(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(PRUNE_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    match self.inner.db.call(|c| users::prune_revoked_tokens(c, unix_now())).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(pruned = n, "expired revoked tokens pruned"),
+                        Err(e) => tracing::warn!(error = %e, "cannot prune revoked tokens"),
+                    }
+                }
+                _ = shutdown.cancelled() => break,
+            }
+        }
+    }
+}
+
+/// Who an MQTT session belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttIdentity {
+    pub user_id: i64,
+    /// The token used as password, if any (its revocation ends the session).
+    pub jti: Option<String>,
+    pub expires_at: Option<i64>,
+}
+
+#[async_trait::async_trait]
+impl UserAuthenticator for AuthService {
+    async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<UserSession, Refusal> {
+        match self.mqtt_login(username, password, client).await {
+            Ok(id) => Ok(UserSession {
+                user_id: id.user_id,
+                jti: id.jti,
+                expires_at: id.expires_at,
+            }),
+            Err(AuthError::Throttled { .. }) => Err(Refusal::NotAuthorized),
+            Err(AuthError::BadCredentials | AuthError::Unauthenticated | AuthError::Invalid(_)) => {
+                Err(Refusal::BadCredentials)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "MQTT login failed on an internal error");
+                Err(Refusal::NotAuthorized)
+            }
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Owns the `users` and `revoked_tokens` tables: accounts and the login-token denylist.
+//! Usernames are stored lowercase and compared case-insensitively.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+
+use super::StorageError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "user" => Some(Role::User),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Units {
+    Metric,
+    Imperial,
+}
+
+impl Units {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Units::Metric => "metric",
+            Units::Imperial => "imperial",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Units> {
+        match s {
+            "metric" => Some(Units::Metric),
+            "imperial" => Some(Units::Imperial),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+    pub telegram_chat_id: Option<i64>,
+    pub role: Role,
+    pub timezone: String,
+    pub units: Units,
+    /// Login tokens carry the generation they were issued in; raising it (password
+    /// change) voids every earlier token at once.
+    pub token_generation: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+pub struct NewUser<'a> {
+    pub username: &'a str,
+    pub password_hash: &'a str,
+    pub telegram_chat_id: Option<i64>,
+    pub role: Role,
+    pub timezone: &'a str,
+    pub now: i64,
+}
+
+const COLUMNS: &str = "id, username, password_hash, telegram_chat_id, role, timezone, units, \
+                       token_generation, created_at, updated_at";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<User> {
+    let role: String = r.get(4)?;
+    let units: String = r.get(6)?;
+    Ok(User {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        password_hash: r.get(2)?,
+        telegram_chat_id: r.get(3)?,
+        // The CHECK constraints guarantee these parse.
+        role: Role::parse(&role).unwrap_or(Role::User),
+        timezone: r.get(5)?,
+        units: Units::parse(&units).unwrap_or(Units::Metric),
+        token_generation: r.get(7)?,
+        created_at: r.get(8)?,
+        updated_at: r.get(9)?,
+    })
+}
+
+/// Inserts a user; `Ok(None)` when the username is taken.
+pub fn insert(conn: &Connection, u: &NewUser<'_>) -> Result<Option<User>, StorageError> {
+    let inserted = conn.execute(
+        "INSERT INTO users (username, password_hash, telegram_chat_id, role, timezone, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+         ON CONFLICT (username) DO NOTHING",
+        params![
+            u.username,
+            u.password_hash,
+            u.telegram_chat_id,
+            u.role.as_str(),
+            u.timezone,
+            u.now
+        ],
+    )?;
+    if inserted == 0 {
+        return Ok(None);
+    }
+    by_id(conn, conn.last_insert_rowid())
+}
+
+/// Inserts a user as admin when there is no user yet, as `role` otherwise — in one
+/// statement, so two concurrent first registrations cannot both become admin.
+pub fn insert_first_admin(
+    conn: &mut Connection,
+    u: &NewUser<'_>,
+) -> Result<Option<User>, StorageError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let empty: bool = tx.query_row("SELECT NOT EXISTS (SELECT 1 FROM users)", [], |r| r.get(0))?;
+    let role = if empty { Role::Admin } else { u.role };
+    let user = insert(&tx, &NewUser { role, ..*u })?;
+    tx.commit()?;
+    Ok(user)
+}
+
+pub fn by_id(conn: &Connection, id: i64) -> Result<Option<User>, StorageError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM users WHERE id = ?1"),
+            [id],
+            from_row,
+        )
+        .optional()?)
+}
+
+pub fn by_username(conn: &Connection, username: &str) -> Result<Option<User>, StorageError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM users WHERE username = ?1"),
+            [username],
+            from_row,
+        )
+        .optional()?)
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<User>, StorageError> {
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM users ORDER BY id"))?;
+    let rows = stmt.query_map([], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn count(conn: &Connection) -> Result<i64, StorageError> {
+    Ok(conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)
+}
+
+pub fn count_admins(conn: &Connection) -> Result<i64, StorageError> {
+    Ok(
+        conn.query_row("SELECT count(*) FROM users WHERE role = 'admin'", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+/// Writes the mutable fields of `u` back (not id, username or created_at).
+pub fn update(conn: &Connection, u: &User) -> Result<(), StorageError> {
+    conn.execute(
+        "UPDATE users SET password_hash = ?2, telegram_chat_id = ?3, role = ?4, timezone = ?5,
+                units = ?6, token_generation = ?7, updated_at = ?8
+         WHERE id = ?1",
+        params![
+            u.id,
+            u.password_hash,
+            u.telegram_chat_id,
+            u.role.as_str(),
+            u.timezone,
+            u.units.as_str(),
+            u.token_generation,
+            u.updated_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// Deletes the user; their rows in other tables go with them (foreign keys cascade).
+pub fn delete(conn: &Connection, id: i64) -> Result<bool, StorageError> {
+    Ok(conn.execute("DELETE FROM users WHERE id = ?1", [id])? > 0)
+}
+
+pub fn revoke_token(
+    conn: &Connection,
+    jti: &str,
+    user_id: i64,
+    expires_at: i64,
+) -> Result<(), StorageError> {
+    conn.execute(
+        "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (jti) DO NOTHING",
+        params![jti, user_id, expires_at],
+    )?;
+    Ok(())
+}
+
+pub fn is_token_revoked(conn: &Connection, jti: &str) -> Result<bool, StorageError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?1)",
+        [jti],
+        |r| r.get(0),
+    )?)
+}
+
+/// Drops denylist entries of tokens that have expired anyway; returns how many.
+pub fn prune_revoked_tokens(conn: &Connection, now: i64) -> Result<usize, StorageError> {
+    Ok(conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?1", [now])?)
+}
