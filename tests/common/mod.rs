@@ -286,10 +286,24 @@ impl MqttClient {
         .expect("message in time")
     }
 
-    /// Drives the event loop until `client` requests are flushed (a PINGREQ round trip
-    /// is not needed: one poll after publish sends it).
-    pub async fn flush(&mut self) {
-        let _ = tokio::time::timeout(Duration::from_millis(50), self.eventloop.poll()).await;
+    /// Publishes and drives the event loop until the packet has left: for QoS 1 until
+    /// the broker's PUBACK, for QoS 0 until it is written.
+    pub async fn publish(&mut self, topic: &str, qos: QoS, retain: bool, payload: &[u8]) {
+        self.client
+            .publish(topic, qos, retain, payload.to_vec())
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match (qos, self.eventloop.poll().await.unwrap()) {
+                    (QoS::AtLeastOnce, Event::Incoming(Packet::PubAck(_)))
+                    | (QoS::AtMostOnce, Event::Outgoing(rumqttc::Outgoing::Publish(_))) => return,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("publish sent in time");
     }
 }
 
