@@ -46,6 +46,35 @@ pub enum Command {
         /// Target file; must not exist yet.
         file: PathBuf,
     },
+    /// Manage user accounts in the database (works while the service runs).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Create an account. The password is asked for, or read from standard input when
+    /// that is not a terminal.
+    Add {
+        username: String,
+        /// `user` or `admin`.
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// Telegram chat id for alerts (negative for groups).
+        #[arg(long, allow_hyphen_values = true)]
+        telegram_chat_id: Option<i64>,
+    },
+    /// List accounts.
+    List,
+    /// Delete an account and everything it owns.
+    Delete { username: String },
+    /// Set a new password (asked for, or read from standard input); older login tokens
+    /// stop working.
+    Passwd { username: String },
+    /// Make an account `user` or `admin`.
+    SetRole { username: String, role: String },
 }
 
 impl Cli {

@@ -16,3 +16,4 @@ pub mod metrics;
 pub mod modules;
 pub mod ops;
 pub mod storage;
+pub mod users_cli;

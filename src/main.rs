@@ -45,6 +45,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::User { action } => match meteomesh::users_cli::run(&config, action) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("meteomesh: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Backup { file } => match meteomesh::ops::backup(&config, &file) {
             Ok(()) => {
                 println!("backup written to {}", file.display());

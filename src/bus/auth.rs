@@ -41,6 +41,11 @@ pub trait UserAuthenticator: Send + Sync {
         password: &str,
         client: Option<IpAddr>,
     ) -> Result<UserSession, Refusal>;
+
+    /// Whether a live session's account and credentials still hold (the account may
+    /// have been deleted, its password changed or its token revoked by another process,
+    /// such as `meteomesh user` on the command line).
+    async fn still_valid(&self, session: &UserSession) -> bool;
 }
 
 /// The service accounts from config plus the internal credential.

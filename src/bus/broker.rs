@@ -99,6 +99,7 @@ pub struct EmbeddedBroker {
     task: JoinHandle<()>,
     scx: ServerContext,
     pub registry: Arc<SessionRegistry>,
+    pub users: Option<Arc<dyn UserAuthenticator>>,
 }
 
 impl EmbeddedBroker {
@@ -129,7 +130,7 @@ impl EmbeddedBroker {
         let register = scx.extends.hook_mgr().register();
         let auth = Arc::new(AuthHandler {
             accounts: Accounts::new(&cfg.users, internal_password),
-            users,
+            users: users.clone(),
             registry: registry.clone(),
             metrics: metrics.clone(),
         });
@@ -180,6 +181,7 @@ impl EmbeddedBroker {
             task,
             scx,
             registry,
+            users,
         })
     }
 

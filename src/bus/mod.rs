@@ -166,8 +166,9 @@ impl Bus {
     }
 }
 
-/// Ends the MQTT sessions of accounts that were deleted or whose tokens were revoked,
-/// and of sessions whose login token expired (checked every 30 s).
+/// Ends the MQTT sessions of accounts that were deleted or whose tokens were revoked:
+/// at once on an account event, and by a sweep every 30 s that also catches expired
+/// tokens and changes made by other processes (the `meteomesh user` CLI).
 async fn enforce_account_changes(
     broker: Arc<EmbeddedBroker>,
     mut events: tokio::sync::mpsc::Receiver<Incoming>,
@@ -194,7 +195,18 @@ async fn enforce_account_changes(
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs() as i64)
                     .unwrap_or_default();
-                broker.kick(broker.registry.expired(now)).await;
+                let mut ended = Vec::new();
+                for (id, session) in broker.registry.live() {
+                    let expired = session.expires_at.is_some_and(|exp| exp <= now);
+                    let valid = match &broker.users {
+                        Some(users) => users.still_valid(&session).await,
+                        None => true,
+                    };
+                    if expired || !valid {
+                        ended.push(id);
+                    }
+                }
+                broker.kick(ended).await;
             }
         }
     }

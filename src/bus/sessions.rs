@@ -12,6 +12,8 @@ use rmqtt::types::Id;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSession {
     pub user_id: i64,
+    /// The account's token generation at login (a password change raises it).
+    pub generation: i64,
     pub jti: Option<String>,
     /// Unix seconds when the login token expires; the session ends then.
     pub expires_at: Option<i64>,
@@ -76,13 +78,12 @@ impl SessionRegistry {
             .collect()
     }
 
-    /// Sessions that logged in with a token that has expired by `now`.
-    pub fn expired(&self, now: i64) -> Vec<Id> {
+    /// Every live user session.
+    pub fn live(&self) -> Vec<(Id, UserSession)> {
         self.lock()
             .live
             .iter()
-            .filter(|(_, s)| s.expires_at.is_some_and(|exp| exp <= now))
-            .map(|(id, _)| id.clone())
+            .map(|(id, s)| (id.clone(), s.clone()))
             .collect()
     }
 }
