@@ -127,6 +127,7 @@ impl RunningApp {
             auth,
             bus_mode: bus.mode(),
             request_timeout: config.http.request_timeout,
+            cookie_secure: config.auth.cookie_secure,
         };
         let router = http::router(state, &config.http);
         let http_task = tokio::spawn(http::serve(listeners.http, router, shutdown.clone()));

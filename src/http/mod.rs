@@ -6,7 +6,9 @@ mod accounts;
 mod api;
 pub mod error;
 mod extract;
+mod html;
 mod ops;
+mod pages;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,10 +36,24 @@ pub struct AppState {
     pub auth: AuthService,
     pub bus_mode: BusMode,
     pub request_timeout: Duration,
+    /// Mark session cookies `Secure` (a TLS proxy is in front).
+    pub cookie_secure: bool,
 }
 
 pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
     Router::new()
+        .route("/", get(pages::root))
+        .route("/login", get(pages::login_page).post(pages::login_submit))
+        .route(
+            "/register",
+            get(pages::register_page).post(pages::register_submit),
+        )
+        .route(
+            "/account",
+            get(pages::account_page).post(pages::account_submit),
+        )
+        .route("/logout", post(pages::logout_submit))
+        .route("/static/style.css", get(pages::stylesheet))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

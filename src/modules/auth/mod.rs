@@ -386,6 +386,17 @@ impl AuthService {
         Ok(user)
     }
 
+    /// Whether `password` is the user's (to confirm a destructive action).
+    pub async fn confirm_password(&self, user: &User, password: &str) -> bool {
+        password.len() <= MAX_PASSWORD_LEN
+            && self
+                .inner
+                .hasher
+                .verify(password, Some(&user.password_hash))
+                .await
+                != Verified::No
+    }
+
     /// Verifies a token: signature, expiry, denylist, account still there and the
     /// token issued since the account's last password change.
     pub async fn authenticate(&self, token: &str) -> Result<Authenticated, AuthError> {
