@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit tests and the integration tests in tests/, which start
 # the real server on loopback ports and, for external-broker mode, Debian's Mosquitto.
-# Installs Mosquitto with apt when it is missing and this runs as root.
+# The browser test is separate: scripts/test-browser.sh.
 #
 #   scripts/test.sh              # everything
 #   scripts/test.sh --test bus   # extra arguments go to `cargo test`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+# Tests use Debian's mosquitto (external-broker mode) and mosquitto_sub (a third-party
+# client); install them when missing and this runs as root.
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
+if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "==> installing mosquitto (Debian package) for the external-broker tests"
+    echo "==> installing ${need[*]} (Debian packages) for the tests"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
-    echo "The external-broker tests need Mosquitto: sudo apt-get install mosquitto" >&2
+    echo "The tests need: sudo apt-get install ${need[*]}" >&2
     exit 1
   fi
 fi

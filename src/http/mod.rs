@@ -54,6 +54,8 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
         )
         .route("/logout", post(pages::logout_submit))
         .route("/static/style.css", get(pages::stylesheet))
+        .route("/static/icon.svg", get(pages::icon))
+        .route("/favicon.ico", get(pages::icon))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

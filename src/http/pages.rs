@@ -21,6 +21,16 @@ use crate::storage::users::{Role, Units};
 const SESSION_COOKIE: &str = "meteomesh_session";
 const CSRF_COOKIE: &str = "meteomesh_csrf";
 
+pub async fn icon() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("static/icon.svg"),
+    )
+}
+
 pub async fn stylesheet() -> impl IntoResponse {
     (
         [
