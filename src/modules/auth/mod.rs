@@ -346,12 +346,13 @@ impl AuthService {
         password: &str,
         keys: &[&str],
     ) -> Result<User, AuthError> {
-        let throttle = &self.inner.throttle;
-        if let Some(retry_after) = throttle.blocked(keys, Instant::now()) {
-            return Err(AuthError::Throttled { retry_after });
-        }
+        let attempt = self
+            .inner
+            .throttle
+            .begin(keys, Instant::now())
+            .map_err(|retry_after| AuthError::Throttled { retry_after })?;
         if password.len() > MAX_PASSWORD_LEN {
-            throttle.record_failure(keys, Instant::now());
+            attempt.failed(Instant::now());
             return Err(AuthError::BadCredentials);
         }
         let lookup = name.to_owned();
@@ -366,10 +367,10 @@ impl AuthService {
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
             .await;
         let Some(mut user) = user.filter(|_| verdict != Verified::No) else {
-            throttle.record_failure(keys, Instant::now());
+            attempt.failed(Instant::now());
             return Err(AuthError::BadCredentials);
         };
-        throttle.clear(keys[0]);
+        attempt.succeeded();
         if verdict == Verified::YesRehash {
             user.password_hash = self.inner.hasher.hash(password).await?;
             user.updated_at = unix_now();
