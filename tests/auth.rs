@@ -167,6 +167,7 @@ async fn tokens_are_required_and_checked() {
 
     // A token signed with the right key but expired is refused, as is one for a user
     // that does not exist, and one signed with another key.
+    meteomesh::modules::auth::install_jwt_provider();
     let now = jsonwebtoken::get_current_timestamp() as i64;
     let sign = |sub: i64, iat: i64, exp: i64, key: &str| {
         jsonwebtoken::encode(

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 pub use password::Verified;
-pub use token::{Claims, looks_like_jwt};
+pub use token::{Claims, install_provider as install_jwt_provider, looks_like_jwt};
 
 use crate::bus::topics::{ACCOUNT_EVENTS, AccountChange, AccountEvent};
 use crate::bus::{BusClient, Refusal, UserAuthenticator, UserSession};

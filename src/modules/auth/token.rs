@@ -1,10 +1,73 @@
 //! Owns login tokens: HS256 JWTs with `sub` (user id), `iat`, `exp` and a random `jti`
 //! that logout puts on the denylist.
+//!
+//! jsonwebtoken is built without a crypto backend feature; [`install_provider`] gives it
+//! an HS256-only one (RustCrypto's hmac + sha2), so no RSA or elliptic-curve code ends
+//! up in a binary that never uses them. Any other algorithm is refused.
 
 use std::time::Duration;
 
+use hmac::{Hmac, Mac};
+use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+struct Hs256(Hmac<Sha256>);
+
+impl Hs256 {
+    fn new(alg: &Algorithm, key: &[u8]) -> jsonwebtoken::errors::Result<Hs256> {
+        if *alg != Algorithm::HS256 {
+            return Err(ErrorKind::InvalidAlgorithm.into());
+        }
+        Hmac::new_from_slice(key)
+            .map(Hs256)
+            .map_err(|_| ErrorKind::InvalidKeyFormat.into())
+    }
+}
+
+impl signature::Signer<Vec<u8>> for Hs256 {
+    fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
+        let mut mac = self.0.clone();
+        mac.update(msg);
+        Ok(mac.finalize().into_bytes().to_vec())
+    }
+}
+
+impl signature::Verifier<Vec<u8>> for Hs256 {
+    fn verify(&self, msg: &[u8], sig: &Vec<u8>) -> Result<(), signature::Error> {
+        let mut mac = self.0.clone();
+        mac.update(msg);
+        // Constant-time comparison.
+        mac.verify_slice(sig).map_err(signature::Error::from_source)
+    }
+}
+
+impl JwtSigner for Hs256 {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::HS256
+    }
+}
+
+impl JwtVerifier for Hs256 {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::HS256
+    }
+}
+
+static HS256_ONLY: CryptoProvider = CryptoProvider {
+    signer_factory: |alg, key| Ok(Box::new(Hs256::new(alg, key.as_bytes())?)),
+    verifier_factory: |alg, key| Ok(Box::new(Hs256::new(alg, key.try_get_as_bytes()?)?)),
+    key_utils: KeyUtils::new_unimplemented(),
+};
+
+/// Makes jsonwebtoken use the HS256-only provider. Idempotent; call before any token
+/// is signed or verified (the auth service does so when it starts).
+pub fn install_provider() {
+    // Err means it is already installed, which is what we want.
+    let _ = HS256_ONLY.install_default();
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -33,6 +96,7 @@ pub struct TokenKeys {
 
 impl TokenKeys {
     pub fn new(secret: &[u8], lifetime: Duration) -> TokenKeys {
+        install_provider();
         let mut validation = Validation::new(Algorithm::HS256);
         // Expiry is exact: an operator who sets a 1 h lifetime expects 1 h.
         validation.leeway = 0;
@@ -99,5 +163,12 @@ mod tests {
         let (old, _) = keys.issue(42, 0, now - 120);
         assert_eq!(keys.verify(&old), None);
         assert!(!looks_like_jwt("hunter22"));
+        // Other algorithms are refused, whatever the key.
+        let hs512 = encode(
+            &Header::new(Algorithm::HS512),
+            &claims,
+            &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+        );
+        assert!(hs512.is_err());
     }
 }
