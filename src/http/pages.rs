@@ -82,6 +82,11 @@ impl Page {
         self.cookies.push(c);
         self
     }
+    /// Sets the cookie when there is one (a CSRF cookie only on first visit).
+    fn maybe_cookie(mut self, c: Option<String>) -> Page {
+        self.cookies.extend(c);
+        self
+    }
 }
 
 impl IntoResponse for Page {
@@ -292,14 +297,11 @@ pub async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> im
         username: None,
         csrf: &token,
     };
-    let mut p = Page::html(
+    Page::html(
         StatusCode::OK,
         page("Log in", &nav, &login_form(&token, "", None)),
-    );
-    if let Some(c) = set {
-        p = p.cookie(c);
-    }
-    p
+    )
+    .maybe_cookie(set)
 }
 
 pub async fn login_submit(
@@ -441,11 +443,7 @@ pub async fn register_page(State(state): State<AppState>, headers: HeaderMap) ->
             )
         )
     };
-    let mut p = Page::html(StatusCode::OK, page("Register", &nav, &body));
-    if let Some(c) = set {
-        p = p.cookie(c);
-    }
-    p
+    Page::html(StatusCode::OK, page("Register", &nav, &body)).maybe_cookie(set)
 }
 
 pub async fn register_submit(
@@ -641,11 +639,7 @@ pub async fn account_page(State(state): State<AppState>, headers: HeaderMap) -> 
         csrf: &token,
     };
     let body = account_body(&token, &auth, &HashMap::new(), &HashMap::new(), None);
-    let mut p = Page::html(StatusCode::OK, page("Account", &nav, &body));
-    if let Some(c) = set {
-        p = p.cookie(c);
-    }
-    p
+    Page::html(StatusCode::OK, page("Account", &nav, &body)).maybe_cookie(set)
 }
 
 pub async fn account_submit(

@@ -217,6 +217,16 @@ impl AuthService {
         self.inner.cfg.token_lifetime
     }
 
+    /// Writes a changed account back.
+    async fn store(&self, user: &User) -> Result<(), AuthError> {
+        let stored = user.clone();
+        self.inner
+            .db
+            .call(move |c| users::update(c, &stored))
+            .await?;
+        Ok(())
+    }
+
     async fn refresh_user_gauge(&self) -> Result<(), AuthError> {
         let n = self.inner.db.call(|c| users::count(c)).await?;
         self.inner.metrics.users.set(n);
@@ -374,11 +384,7 @@ impl AuthService {
         if verdict == Verified::YesRehash {
             user.password_hash = self.inner.hasher.hash(password).await?;
             user.updated_at = unix_now();
-            let stored = user.clone();
-            self.inner
-                .db
-                .call(move |c| users::update(c, &stored))
-                .await?;
+            self.store(&user).await?;
             tracing::info!(
                 user_id = user.id,
                 "password rehashed with current parameters"
@@ -487,11 +493,7 @@ impl AuthService {
         if password_changed {
             user.token_generation += 1;
         }
-        let stored = user.clone();
-        self.inner
-            .db
-            .call(move |c| users::update(c, &stored))
-            .await?;
+        self.store(&user).await?;
         let fresh = if password_changed {
             self.publish(user.id, AccountChange::TokensRevoked).await;
             Some(self.issue(user.clone()))
@@ -546,11 +548,7 @@ impl AuthService {
         user.password_hash = self.inner.hasher.hash(new).await?;
         user.token_generation += 1;
         user.updated_at = unix_now();
-        let stored = user.clone();
-        self.inner
-            .db
-            .call(move |c| users::update(c, &stored))
-            .await?;
+        self.store(&user).await?;
         self.publish(user.id, AccountChange::TokensRevoked).await;
         Ok(user)
     }
