@@ -199,3 +199,40 @@ fn sigint_takes_the_same_path() {
     assert!(log.iter().any(|l| l.contains("SIGINT received")), "{log:?}");
     assert!(log.iter().any(|l| l.contains("stopped cleanly")), "{log:?}");
 }
+
+#[tokio::test]
+async fn revoked_token_list_is_pruned_after_expiry() {
+    use meteomesh::storage::users::{self, NewUser, Role};
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("p.db"), Duration::from_secs(1))
+        .await
+        .unwrap();
+    let remaining = db
+        .call(|c| {
+            let user = users::insert(
+                c,
+                &NewUser {
+                    username: "alice",
+                    password_hash: "x",
+                    telegram_chat_id: None,
+                    role: Role::User,
+                    timezone: "UTC",
+                    now: 1_000,
+                },
+            )?
+            .unwrap();
+            users::revoke_token(c, "old", user.id, 1_500)?;
+            users::revoke_token(c, "new", user.id, 3_000)?;
+            // Revoking twice is harmless.
+            users::revoke_token(c, "new", user.id, 3_000)?;
+            let pruned = users::prune_revoked_tokens(c, 2_000)?;
+            assert_eq!(pruned, 1);
+            Ok((
+                users::is_token_revoked(c, "old")?,
+                users::is_token_revoked(c, "new")?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(remaining, (false, true));
+}
