@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs release binaries under qemu-user and checks what a user does first:
-# /healthz answers, an MQTT publish reaches a subscriber through the embedded broker
+# /healthz answers, an account can be registered and its token used, an MQTT publish
+# reaches a subscriber through the embedded broker
 # (mosquitto_pub/mosquitto_sub with a service account), an anonymous client is refused,
 # and SIGTERM exits 0.
 #
@@ -51,6 +52,15 @@ smoke() {
   code=$(curl -s -o /dev/null -w '%{http_code}' "http://$http/healthz")
   [ "$code" = 200 ] || { echo "FAIL: /healthz answered $code"; kill "$pid"; return 1; }
   echo "    /healthz 200"
+
+  # An account: argon2id hashing and a JWT round trip on this architecture.
+  local token me
+  token=$(curl -s "http://$http/api/v1/auth/register" -H 'content-type: application/json' \
+    -d '{"username":"smoke","password":"smoke-password-1"}' | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+  [ -n "$token" ] || { echo "FAIL: registration gave no token"; kill "$pid"; return 1; }
+  me=$(curl -s "http://$http/api/v1/me" -H "authorization: Bearer $token")
+  case "$me" in *'"username":"smoke"'*) ;; *) echo "FAIL: /api/v1/me answered $me"; kill "$pid"; return 1 ;; esac
+  echo "    register + token login ok"
 
   local host=${mqtt%:*} port=${mqtt##*:} got
   got="$dir/got"
