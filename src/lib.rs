@@ -17,3 +17,4 @@ pub mod modules;
 pub mod ops;
 pub mod storage;
 pub mod users_cli;
+pub mod weather;

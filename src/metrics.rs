@@ -32,6 +32,14 @@ pub struct Metrics {
     pub users: IntGauge,
     pub logins: IntCounterVec,
     pub auth_duration: HistogramVec,
+    pub provider_calls: IntCounterVec,
+    pub provider_duration: HistogramVec,
+    pub places_polled: IntGauge,
+    pub observations: IntCounter,
+    pub alerts_raised: IntCounter,
+    pub alerts_cleared: IntCounter,
+    pub rules_evaluation: Histogram,
+    pub subscriptions: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -176,6 +184,69 @@ impl Metrics {
             )
             .expect("valid"),
         );
+        let provider_calls = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "weather_provider_calls_total",
+                    "Requests to the weather provider, by outcome.",
+                ),
+                &["provider", "outcome"],
+            )
+            .expect("valid"),
+        );
+        let provider_duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "weather_provider_request_duration_seconds",
+                    "Time for one weather provider request.",
+                )
+                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                &["provider"],
+            )
+            .expect("valid"),
+        );
+        let places_polled = register(
+            &registry,
+            IntGauge::new(
+                "weather_places",
+                "Distinct places (0.01° cells) polled per cycle.",
+            )
+            .expect("valid"),
+        );
+        let observations = register(
+            &registry,
+            IntCounter::new(
+                "weather_observations_total",
+                "Observations published on the bus.",
+            )
+            .expect("valid"),
+        );
+        let alerts_raised = register(
+            &registry,
+            IntCounter::new("alerts_raised_total", "Alerts raised.").expect("valid"),
+        );
+        let alerts_cleared = register(
+            &registry,
+            IntCounter::new("alerts_cleared_total", "Alerts cleared.").expect("valid"),
+        );
+        let rules_evaluation = register(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "rules_evaluation_duration_seconds",
+                    "Time to evaluate every subscription of one place against one observation.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .expect("valid"),
+        );
+        let subscriptions = register(
+            &registry,
+            IntGauge::new("subscriptions", "Weather subscriptions, enabled or not.")
+                .expect("valid"),
+        );
         Metrics {
             registry,
             started: Instant::now(),
@@ -192,6 +263,14 @@ impl Metrics {
             users,
             logins,
             auth_duration,
+            provider_calls,
+            provider_duration,
+            places_polled,
+            observations,
+            alerts_raised,
+            alerts_cleared,
+            rules_evaluation,
+            subscriptions,
         }
     }
 

@@ -125,6 +125,131 @@ impl BusMessage for AccountEvent {
     };
 }
 
+/// `meteomesh/v1/subscriptions/changed` — internal: a user's weather subscription was
+/// created, updated or deleted. Published by the subscriptions module; consumed by the
+/// poller (which places to fetch) and the rules (retained state).
+pub const SUBSCRIPTIONS_CHANGED: &str = "meteomesh/v1/subscriptions/changed";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    Created,
+    Updated,
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionsChanged {
+    pub user_id: i64,
+    pub subscription_id: i64,
+    pub change: Change,
+}
+
+impl BusMessage for SubscriptionsChanged {
+    const FILTER: &'static str = SUBSCRIPTIONS_CHANGED;
+    const DELIVERY: Delivery = Delivery {
+        qos: Qos::AtLeastOnce,
+        retain: false,
+    };
+}
+
+/// `meteomesh/v1/weather/observed` — internal: current conditions at one grid cell
+/// (0.01°), published by the poller once per place per cycle; consumed by the rules.
+pub const WEATHER_OBSERVED: &str = "meteomesh/v1/weather/observed";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeatherObserved {
+    /// The grid cell: latitude and longitude × 100, rounded.
+    pub cell_lat: i64,
+    pub cell_lon: i64,
+    pub provider: String,
+    /// Unix seconds when meteomesh received it.
+    pub received_at: i64,
+    pub conditions: crate::weather::Conditions,
+}
+
+impl BusMessage for WeatherObserved {
+    const FILTER: &'static str = WEATHER_OBSERVED;
+    const DELIVERY: Delivery = Delivery {
+        qos: Qos::AtLeastOnce,
+        retain: false,
+    };
+}
+
+/// `meteomesh/v1/users/{id}/alerts` — each raise or clear of one constraint of one of
+/// the user's subscriptions (QoS 1, not retained).
+pub fn user_alerts(user_id: i64) -> String {
+    format!("{}/alerts", user_root(user_id))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    Raised,
+    Cleared,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    /// Stable across duplicates: `{subscription}-{constraint}-{start unix seconds}`; the
+    /// raise and the clear of one episode share it.
+    pub id: String,
+    pub user_id: i64,
+    pub subscription_id: i64,
+    pub label: String,
+    pub place: String,
+    pub constraint: crate::storage::subscriptions::Kind,
+    pub state: AlertState,
+    /// The observed value that decided it (°C for temperatures, mm/cm for rain/snow).
+    pub value: Option<f64>,
+    /// The subscription's threshold in °C (temperature constraints only).
+    pub threshold_c: Option<f64>,
+    pub weather_code: Option<u16>,
+    /// Unix seconds: when this episode started, and when this event happened.
+    pub started_at: i64,
+    pub at: i64,
+    /// Whether the user wants a notification for this event (clears may be muted).
+    pub notify: bool,
+}
+
+impl BusMessage for AlertEvent {
+    const FILTER: &'static str = "meteomesh/v1/users/+/alerts";
+    const DELIVERY: Delivery = Delivery {
+        qos: Qos::AtLeastOnce,
+        retain: false,
+    };
+}
+
+/// `meteomesh/v1/users/{id}/subscriptions/{sid}/state` — RETAINED current state of one
+/// subscription; an empty retained payload removes it when the subscription is deleted.
+pub fn subscription_state(user_id: i64, subscription_id: i64) -> String {
+    format!(
+        "{}/subscriptions/{subscription_id}/state",
+        user_root(user_id)
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionStateMsg {
+    pub subscription_id: i64,
+    pub label: String,
+    pub place: String,
+    /// Constraints violated now.
+    pub violated: Vec<crate::storage::subscriptions::Kind>,
+    /// The last conditions seen (absent before the first observation).
+    pub conditions: Option<crate::weather::Conditions>,
+    /// Unix seconds of the last evaluation.
+    pub updated_at: i64,
+}
+
+impl BusMessage for SubscriptionStateMsg {
+    const FILTER: &'static str = "meteomesh/v1/users/+/subscriptions/+/state";
+    const DELIVERY: Delivery = Delivery {
+        qos: Qos::AtLeastOnce,
+        retain: true,
+    };
+}
+
 /// `meteomesh/v1/users/{id}` — the root of one user's private topics.
 pub fn user_root(user_id: i64) -> String {
     format!("{ROOT}/users/{user_id}")

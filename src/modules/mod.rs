@@ -3,4 +3,5 @@
 //! through typed messages on the bus.
 
 pub mod auth;
+pub mod rules;
 pub mod system;

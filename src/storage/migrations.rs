@@ -37,6 +37,46 @@ const MIGRATIONS: &[M<'static>] = &[
         ) STRICT;
         CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens(expires_at);",
     ),
+    // 3: weather subscriptions, their per-constraint alert state, the geocoding cache.
+    M::up(
+        "CREATE TABLE subscriptions (
+            id               INTEGER PRIMARY KEY,
+            user_id          INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            label            TEXT NOT NULL,
+            place_name       TEXT NOT NULL,
+            latitude         REAL NOT NULL,
+            longitude        REAL NOT NULL,
+            cell_lat         INTEGER NOT NULL,
+            cell_lon         INTEGER NOT NULL,
+            timezone         TEXT NOT NULL,
+            min_temp_c       REAL,
+            max_temp_c       REAL,
+            rain             INTEGER NOT NULL,
+            snow             INTEGER NOT NULL,
+            notify_on_clear  INTEGER NOT NULL DEFAULT 1,
+            for_observations INTEGER NOT NULL DEFAULT 1,
+            enabled          INTEGER NOT NULL DEFAULT 1,
+            created_at       INTEGER NOT NULL,
+            updated_at       INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX subscriptions_by_user ON subscriptions(user_id);
+        CREATE INDEX subscriptions_by_cell ON subscriptions(cell_lat, cell_lon) WHERE enabled = 1;
+        CREATE TABLE alert_state (
+            subscription_id INTEGER NOT NULL REFERENCES subscriptions(id) ON DELETE CASCADE,
+            kind            TEXT NOT NULL CHECK (kind IN ('too_cold', 'too_hot', 'rain', 'snow')),
+            violated        INTEGER NOT NULL,
+            since           INTEGER,
+            streak          INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (subscription_id, kind)
+        ) STRICT;
+        CREATE TABLE geocoding_cache (
+            query       TEXT NOT NULL,
+            count       INTEGER NOT NULL,
+            results     TEXT NOT NULL,
+            fetched_at  INTEGER NOT NULL,
+            PRIMARY KEY (query, count)
+        ) STRICT;",
+    ),
 ];
 
 /// The schema version this binary writes.

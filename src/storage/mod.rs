@@ -7,6 +7,7 @@
 
 mod meta;
 mod migrations;
+pub mod subscriptions;
 pub mod users;
 
 use std::path::{Path, PathBuf};

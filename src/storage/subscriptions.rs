@@ -1,0 +1,302 @@
+//! Owns the `subscriptions`, `alert_state` and `geocoding_cache` tables. A subscription's
+//! place is kept with its grid cell (coordinates × 100, rounded), so the poller fetches
+//! each cell once however many subscriptions share it.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+
+use super::StorageError;
+
+/// The grid cell of a coordinate: 0.01° steps.
+pub fn cell(v: f64) -> i64 {
+    (v * 100.0).round() as i64
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    pub id: i64,
+    pub user_id: i64,
+    pub label: String,
+    pub place_name: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub timezone: String,
+    pub min_temp_c: Option<f64>,
+    pub max_temp_c: Option<f64>,
+    pub rain: bool,
+    pub snow: bool,
+    pub notify_on_clear: bool,
+    pub for_observations: u32,
+    pub enabled: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// The constraint kinds a subscription may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    TooCold,
+    TooHot,
+    Rain,
+    Snow,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::TooCold, Kind::TooHot, Kind::Rain, Kind::Snow];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::TooCold => "too_cold",
+            Kind::TooHot => "too_hot",
+            Kind::Rain => "rain",
+            Kind::Snow => "snow",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Edge-detection state of one constraint of one subscription.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConstraintState {
+    pub violated: bool,
+    /// When the current violation started (Unix seconds).
+    pub since: Option<i64>,
+    /// Consecutive observations that disagree with `violated` (towards a change).
+    pub streak: u32,
+}
+
+const COLUMNS: &str = "id, user_id, label, place_name, latitude, longitude, timezone, min_temp_c, \
+     max_temp_c, rain, snow, notify_on_clear, for_observations, enabled, created_at, updated_at";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<Subscription> {
+    Ok(Subscription {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        label: r.get(2)?,
+        place_name: r.get(3)?,
+        lat: r.get(4)?,
+        lon: r.get(5)?,
+        timezone: r.get(6)?,
+        min_temp_c: r.get(7)?,
+        max_temp_c: r.get(8)?,
+        rain: r.get(9)?,
+        snow: r.get(10)?,
+        notify_on_clear: r.get(11)?,
+        for_observations: r.get(12)?,
+        enabled: r.get(13)?,
+        created_at: r.get(14)?,
+        updated_at: r.get(15)?,
+    })
+}
+
+/// Inserts `s` (its id is ignored) unless the user already has `limit`; returns the
+/// stored row, or `None` when at the limit.
+pub fn insert(
+    conn: &mut Connection,
+    s: &Subscription,
+    limit: usize,
+) -> Result<Option<Subscription>, StorageError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let have: i64 = tx.query_row(
+        "SELECT count(*) FROM subscriptions WHERE user_id = ?1",
+        [s.user_id],
+        |r| r.get(0),
+    )?;
+    if have as usize >= limit {
+        return Ok(None);
+    }
+    tx.execute(
+        "INSERT INTO subscriptions (user_id, label, place_name, latitude, longitude, cell_lat,
+             cell_lon, timezone, min_temp_c, max_temp_c, rain, snow, notify_on_clear,
+             for_observations, enabled, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16)",
+        params![
+            s.user_id,
+            s.label,
+            s.place_name,
+            s.lat,
+            s.lon,
+            cell(s.lat),
+            cell(s.lon),
+            s.timezone,
+            s.min_temp_c,
+            s.max_temp_c,
+            s.rain,
+            s.snow,
+            s.notify_on_clear,
+            s.for_observations,
+            s.enabled,
+            s.created_at
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    let stored = by_id(&tx, id)?;
+    tx.commit()?;
+    Ok(stored)
+}
+
+/// Writes back every field but id, user and created_at. A changed place or constraint
+/// resets the alert state (the old state described another question).
+pub fn update(conn: &mut Connection, s: &Subscription) -> Result<(), StorageError> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "UPDATE subscriptions SET label = ?2, place_name = ?3, latitude = ?4, longitude = ?5,
+             cell_lat = ?6, cell_lon = ?7, timezone = ?8, min_temp_c = ?9, max_temp_c = ?10,
+             rain = ?11, snow = ?12, notify_on_clear = ?13, for_observations = ?14,
+             enabled = ?15, updated_at = ?16
+         WHERE id = ?1",
+        params![
+            s.id,
+            s.label,
+            s.place_name,
+            s.lat,
+            s.lon,
+            cell(s.lat),
+            cell(s.lon),
+            s.timezone,
+            s.min_temp_c,
+            s.max_temp_c,
+            s.rain,
+            s.snow,
+            s.notify_on_clear,
+            s.for_observations,
+            s.enabled,
+            s.updated_at
+        ],
+    )?;
+    tx.execute("DELETE FROM alert_state WHERE subscription_id = ?1", [s.id])?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub fn by_id(conn: &Connection, id: i64) -> Result<Option<Subscription>, StorageError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM subscriptions WHERE id = ?1"),
+            [id],
+            from_row,
+        )
+        .optional()?)
+}
+
+pub fn of_user(conn: &Connection, user_id: i64) -> Result<Vec<Subscription>, StorageError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM subscriptions WHERE user_id = ?1 ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([user_id], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn delete(conn: &Connection, id: i64) -> Result<bool, StorageError> {
+    Ok(conn.execute("DELETE FROM subscriptions WHERE id = ?1", [id])? > 0)
+}
+
+/// The distinct grid cells with at least one enabled subscription.
+pub fn active_cells(conn: &Connection) -> Result<Vec<(i64, i64)>, StorageError> {
+    let mut stmt = conn.prepare(
+        "SELECT DISTINCT cell_lat, cell_lon FROM subscriptions WHERE enabled = 1
+         ORDER BY cell_lat, cell_lon",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A subscription with the stored state of each of its constraints.
+pub type WithState = (Subscription, Vec<(Kind, ConstraintState)>);
+
+/// Enabled subscriptions in one cell, with the stored state of each constraint.
+pub fn in_cell(
+    conn: &Connection,
+    cell_lat: i64,
+    cell_lon: i64,
+) -> Result<Vec<WithState>, StorageError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM subscriptions
+         WHERE cell_lat = ?1 AND cell_lon = ?2 AND enabled = 1 ORDER BY id"
+    ))?;
+    let subs: Vec<Subscription> = stmt
+        .query_map([cell_lat, cell_lon], from_row)?
+        .collect::<Result<_, _>>()?;
+    let mut states = conn.prepare(
+        "SELECT kind, violated, since, streak FROM alert_state WHERE subscription_id = ?1",
+    )?;
+    let mut out = Vec::with_capacity(subs.len());
+    for s in subs {
+        let state = states
+            .query_map([s.id], |r| {
+                let kind: String = r.get(0)?;
+                Ok((
+                    kind,
+                    ConstraintState {
+                        violated: r.get(1)?,
+                        since: r.get(2)?,
+                        streak: r.get(3)?,
+                    },
+                ))
+            })?
+            .filter_map(|row| match row {
+                Ok((kind, st)) => Kind::parse(&kind).map(|k| Ok((k, st))),
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push((s, state));
+    }
+    Ok(out)
+}
+
+/// Stores changed constraint states in one transaction.
+pub fn save_states(
+    conn: &mut Connection,
+    changes: &[(i64, Kind, ConstraintState)],
+) -> Result<(), StorageError> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare(
+            "INSERT INTO alert_state (subscription_id, kind, violated, since, streak)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (subscription_id, kind) DO UPDATE SET
+                 violated = excluded.violated, since = excluded.since, streak = excluded.streak",
+        )?;
+        for (id, kind, st) in changes {
+            stmt.execute(params![id, kind.as_str(), st.violated, st.since, st.streak])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The cached geocoding answer (JSON) if younger than `max_age` seconds.
+pub fn cached_places(
+    conn: &Connection,
+    query: &str,
+    count: u8,
+    now: i64,
+    max_age: i64,
+) -> Result<Option<String>, StorageError> {
+    Ok(conn
+        .query_row(
+            "SELECT results FROM geocoding_cache WHERE query = ?1 AND count = ?2 AND fetched_at >= ?3",
+            params![query, count, now - max_age],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+pub fn cache_places(
+    conn: &Connection,
+    query: &str,
+    count: u8,
+    results: &str,
+    now: i64,
+) -> Result<(), StorageError> {
+    conn.execute(
+        "INSERT INTO geocoding_cache (query, count, results, fetched_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (query, count) DO UPDATE SET results = excluded.results, fetched_at = excluded.fetched_at",
+        params![query, count, results, now],
+    )?;
+    Ok(())
+}

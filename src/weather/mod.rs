@@ -1,0 +1,131 @@
+//! Owns the weather providers: one trait, two clients (Open-Meteo, the default, which
+//! fetches many places per request; OpenWeatherMap 2.5, one place per request), the
+//! Open-Meteo geocoding client, and the shared observation type. The clients are
+//! blocking (ureq); callers run them with `spawn_blocking`.
+
+mod geocoding;
+mod open_meteo;
+mod openweathermap;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use geocoding::{Geocoder, PlaceCandidate};
+pub use open_meteo::OpenMeteo;
+pub use openweathermap::OpenWeatherMap;
+
+/// A point to fetch, already rounded to the poller's grid.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Coord {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+/// Current conditions at one place. Every value may be unknown (`None`): providers
+/// answer `null` or leave fields out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Conditions {
+    pub temperature_c: Option<f64>,
+    pub precipitation_mm: Option<f64>,
+    pub rain_mm: Option<f64>,
+    pub showers_mm: Option<f64>,
+    pub snowfall_cm: Option<f64>,
+    /// WMO weather code.
+    pub weather_code: Option<u16>,
+    /// Provider's observation time, ISO 8601 (UTC or local as the provider gives it).
+    pub observed_at: Option<String>,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum ProviderError {
+    /// 429: slow down. `retry_after` when the provider says how long.
+    #[error("rate limited by the provider")]
+    RateLimited { retry_after: Option<Duration> },
+    /// 5xx or a dropped connection: worth retrying later.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    #[error("provider timed out")]
+    Timeout,
+    /// 4xx other than 429: our request or key is wrong; retrying will not help.
+    #[error("provider refused the request ({status}): {reason}")]
+    Refused { status: u16, reason: String },
+    #[error("unexpected provider response: {0}")]
+    Parse(String),
+}
+
+impl ProviderError {
+    /// Whether backing off and retrying may succeed.
+    pub fn is_transient(&self) -> bool {
+        !matches!(
+            self,
+            ProviderError::Refused { .. } | ProviderError::Parse(_)
+        )
+    }
+
+    /// A short metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProviderError::RateLimited { .. } => "rate_limited",
+            ProviderError::Unavailable(_) => "unavailable",
+            ProviderError::Timeout => "timeout",
+            ProviderError::Refused { .. } => "refused",
+            ProviderError::Parse(_) => "bad_response",
+        }
+    }
+}
+
+/// A source of current conditions. `fetch` blocks; run it off the async executor.
+pub trait Provider: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Most places one `fetch` call may carry.
+    fn max_batch(&self) -> usize;
+    /// Conditions for `places`, in the same order.
+    fn fetch(&self, places: &[Coord]) -> Result<Vec<Conditions>, ProviderError>;
+}
+
+/// A blocking HTTP agent with the given timeout that reports 4xx/5xx as responses.
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .user_agent(concat!("meteomesh/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// Sends a GET and returns (status, body), mapping transport failures.
+fn get(agent: &ureq::Agent, url: &str) -> Result<(u16, String), ProviderError> {
+    match agent.get(url).call() {
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            let body = response
+                .body_mut()
+                .with_config()
+                .limit(4 * 1024 * 1024)
+                .read_to_string()
+                .map_err(|e| transport(&e))?;
+            Ok((status, body))
+        }
+        Err(e) => Err(transport(&e)),
+    }
+}
+
+fn transport(e: &ureq::Error) -> ProviderError {
+    match e {
+        ureq::Error::Timeout(_) => ProviderError::Timeout,
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => ProviderError::Timeout,
+        other => ProviderError::Unavailable(other.to_string()),
+    }
+}
+
+/// Formats a coordinate for a query string: enough digits for the 0.01° grid.
+fn coord(v: f64) -> String {
+    let s = format!("{v:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// Removes `base`'s trailing slash so paths can be appended.
+fn base(url: &str) -> &str {
+    url.trim_end_matches('/')
+}
