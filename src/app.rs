@@ -12,11 +12,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::{BrokerListeners, Bus, BusError};
 use crate::config::Config;
+use crate::config::ProviderKind;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::modules::auth::{AuthError, AuthService};
+use crate::modules::subscriptions::SubscriptionService;
 use crate::modules::system::{self, SystemService};
+use crate::modules::{poller, rules};
 use crate::storage::{self, Db, StorageError};
+use crate::weather::{OpenMeteo, OpenWeatherMap, Provider};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -120,11 +124,59 @@ impl RunningApp {
             })
         };
 
+        let provider: Arc<dyn Provider> = match config.weather.provider {
+            ProviderKind::OpenMeteo => Arc::new(OpenMeteo::new(
+                &config.weather.open_meteo_url,
+                config.weather.batch_size,
+                config.weather.request_timeout,
+            )),
+            ProviderKind::OpenWeatherMap => Arc::new(OpenWeatherMap::new(
+                &config.weather.openweathermap_url,
+                config.weather.openweathermap_api_key.expose(),
+                config.weather.request_timeout,
+            )),
+        };
+        let (subs_client, subs_session) = bus.client("subscriptions", None);
+        let subscriptions = SubscriptionService::new(
+            db.clone(),
+            subs_client.clone(),
+            &config.weather,
+            metrics.clone(),
+        )
+        .await?;
+        let rules_task = rules::start(
+            &bus,
+            db.clone(),
+            config.weather.hysteresis,
+            metrics.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        let (poller, poller_task) = poller::start(
+            &bus,
+            db.clone(),
+            provider,
+            &config.weather,
+            metrics.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        let subs_task = {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                subs_client.disconnect().await;
+                let _ = subs_session.await;
+            })
+        };
+
         let state = AppState {
             db: db.clone(),
             metrics,
             system: system.clone(),
             auth,
+            subscriptions,
+            poller,
             bus_mode: bus.mode(),
             request_timeout: config.http.request_timeout,
             cookie_secure: config.auth.cookie_secure,
@@ -143,7 +195,14 @@ impl RunningApp {
             shutdown,
             system,
             http_task,
-            module_tasks: vec![system_task, pruner, auth_task],
+            module_tasks: vec![
+                system_task,
+                pruner,
+                auth_task,
+                rules_task,
+                poller_task,
+                subs_task,
+            ],
             bus,
             db,
         })

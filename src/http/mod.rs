@@ -9,6 +9,7 @@ mod extract;
 mod html;
 mod ops;
 mod pages;
+mod weather;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{BusMode, HttpConfig};
 use crate::metrics::Metrics;
 use crate::modules::auth::AuthService;
+use crate::modules::poller::PollerHandle;
+use crate::modules::subscriptions::SubscriptionService;
 use crate::modules::system::SystemService;
 use crate::storage::Db;
 use error::ApiError;
@@ -34,6 +37,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub system: SystemService,
     pub auth: AuthService,
+    pub subscriptions: SubscriptionService,
+    pub poller: PollerHandle,
     pub bus_mode: BusMode,
     pub request_timeout: Duration,
     /// Mark session cookies `Secure` (a TLS proxy is in front).
@@ -75,6 +80,18 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
         )
         .route("/api/v1/admin/users/{id}", delete(accounts::delete_user))
         .route("/api/v1/admin/users/{id}/role", put(accounts::set_role))
+        .route("/api/v1/admin/weather/poll", post(weather::poll_now))
+        .route("/api/v1/places/search", get(weather::search_places))
+        .route(
+            "/api/v1/subscriptions",
+            get(weather::list).post(weather::create),
+        )
+        .route(
+            "/api/v1/subscriptions/{id}",
+            get(weather::get)
+                .put(weather::replace)
+                .delete(weather::delete),
+        )
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))

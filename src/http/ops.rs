@@ -18,6 +18,9 @@ struct Readiness {
     ready: bool,
     node: String,
     checks: Checks,
+    /// Details that do not decide readiness: a failing weather provider delays alerts
+    /// but the node still serves.
+    weather: crate::modules::poller::ProviderHealth,
 }
 
 #[derive(Serialize)]
@@ -65,6 +68,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         ready,
         node: state.system.node_id().to_owned(),
         checks: Checks { database, bus },
+        weather: state.poller.health(),
     };
     (status, Json(body))
 }

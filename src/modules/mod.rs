@@ -3,5 +3,7 @@
 //! through typed messages on the bus.
 
 pub mod auth;
+pub mod poller;
 pub mod rules;
+pub mod subscriptions;
 pub mod system;

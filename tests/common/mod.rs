@@ -22,6 +22,9 @@ pub const SERVICE_PASSWORD: &str = "svc-password-1";
 /// Upper bound for anything a test waits on; generous for a loaded 2-core machine.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// A loopback address nothing listens on: tests never reach real weather services.
+pub const DEAD_URL: &str = "http://127.0.0.1:9";
+
 pub fn loopback0() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
@@ -33,6 +36,10 @@ pub fn test_config(dir: &Path) -> Config {
     c.bus.tcp_listen = loopback0();
     c.bus.ws_listen = loopback0();
     c.storage.path = dir.join("data").join("meteomesh.db");
+    // Weather providers point at a closed loopback port unless a test serves a fake.
+    c.weather.open_meteo_url = DEAD_URL.into();
+    c.weather.geocoding_url = DEAD_URL.into();
+    c.weather.openweathermap_url = DEAD_URL.into();
     c.bus.users.push(meteomesh::config::BusUser {
         username: SERVICE_USER.into(),
         password: meteomesh::config::Secret::new(SERVICE_PASSWORD),
@@ -429,7 +436,7 @@ pub fn write_test_config(dir: &Path, extra: &str) -> PathBuf {
     let path = dir.join("meteomesh-test.toml");
     let db = dir.join("data").join("meteomesh.db");
     let text = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = \"{}\"\n\n[bus]\ntcp_listen = \"127.0.0.1:0\"\nws_listen = \"127.0.0.1:0\"\n\n[[bus.users]]\nusername = \"{SERVICE_USER}\"\npassword = \"{SERVICE_PASSWORD}\"\n{extra}",
+        "[http]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = \"{}\"\n\n[weather]\nopen_meteo_url = \"{DEAD_URL}\"\ngeocoding_url = \"{DEAD_URL}\"\nopenweathermap_url = \"{DEAD_URL}\"\n\n[bus]\ntcp_listen = \"127.0.0.1:0\"\nws_listen = \"127.0.0.1:0\"\n\n[[bus.users]]\nusername = \"{SERVICE_USER}\"\npassword = \"{SERVICE_PASSWORD}\"\n{extra}",
         db.display()
     );
     std::fs::write(&path, text).unwrap();
