@@ -191,7 +191,7 @@ pub enum AlertState {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertEvent {
-    /// Stable across duplicates: `{subscription}-{constraint}-{start unix seconds}`; the
+    /// Stable across duplicates: `{subscription}-{constraint}-{start, Unix ms}`; the
     /// raise and the clear of one episode share it.
     pub id: String,
     pub user_id: i64,
@@ -205,9 +205,9 @@ pub struct AlertEvent {
     /// The subscription's threshold in °C (temperature constraints only).
     pub threshold_c: Option<f64>,
     pub weather_code: Option<u16>,
-    /// Unix seconds: when this episode started, and when this event happened.
-    pub started_at: i64,
-    pub at: i64,
+    /// RFC 3339: when this episode started, and when this event happened.
+    pub started_at: String,
+    pub at: String,
     /// Whether the user wants a notification for this event (clears may be muted).
     pub notify: bool,
 }
@@ -238,8 +238,8 @@ pub struct SubscriptionStateMsg {
     pub violated: Vec<crate::storage::subscriptions::Kind>,
     /// The last conditions seen (absent before the first observation).
     pub conditions: Option<crate::weather::Conditions>,
-    /// Unix seconds of the last evaluation.
-    pub updated_at: i64,
+    /// RFC 3339 time of the last evaluation.
+    pub updated_at: String,
 }
 
 impl BusMessage for SubscriptionStateMsg {

@@ -26,7 +26,6 @@ use crate::bus::topics::{
 };
 use crate::bus::{Bus, BusClient, BusError, Incoming};
 use crate::metrics::Metrics;
-use crate::modules::auth::unix_now;
 use crate::storage::subscriptions::{self as subs, ConstraintState, Kind, Subscription};
 use crate::storage::{Db, StorageError};
 use crate::weather::Conditions;
@@ -163,7 +162,19 @@ pub struct Outcome {
     pub changes: Vec<(i64, Kind, ConstraintState)>,
 }
 
-/// Evaluates one subscription against one observation.
+/// RFC 3339 for Unix milliseconds.
+pub fn rfc3339_ms(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// Evaluates one subscription against one observation at `now` (Unix milliseconds).
 pub fn evaluate(
     sub: &Subscription,
     states: &HashMap<Kind, ConstraintState>,
@@ -201,8 +212,8 @@ pub fn evaluate(
                     _ => None,
                 },
                 weather_code: c.weather_code,
-                started_at,
-                at: now,
+                started_at: rfc3339_ms(started_at),
+                at: rfc3339_ms(now),
                 notify: state == AlertState::Raised || sub.notify_on_clear,
             });
         }
@@ -215,7 +226,7 @@ pub fn evaluate(
             place: sub.place_name.clone(),
             violated: violated_now,
             conditions: Some(c.clone()),
-            updated_at: now,
+            updated_at: rfc3339_ms(now),
         },
         changes,
     }
@@ -244,6 +255,7 @@ pub async fn start(
         db,
         hysteresis,
         metrics,
+        latest: HashMap::new(),
     };
     Ok(tokio::spawn(rules.run(
         observations,
@@ -258,11 +270,13 @@ struct Rules {
     db: Db,
     hysteresis: f64,
     metrics: Arc<Metrics>,
+    /// The latest conditions per grid cell, to evaluate new subscriptions at once.
+    latest: HashMap<(i64, i64), Conditions>,
 }
 
 impl Rules {
     async fn run(
-        self,
+        mut self,
         mut observations: mpsc::Receiver<Incoming>,
         mut changes: mpsc::Receiver<Incoming>,
         session: JoinHandle<()>,
@@ -293,19 +307,34 @@ impl Rules {
         let _ = session.await;
     }
 
-    async fn on_observation(&self, obs: WeatherObserved) -> Result<(), RulesError> {
+    async fn on_observation(&mut self, obs: WeatherObserved) -> Result<(), RulesError> {
+        let cell = (obs.cell_lat, obs.cell_lon);
+        self.latest.insert(cell, obs.conditions.clone());
+        self.evaluate_cell(cell, &obs.conditions, None).await
+    }
+
+    /// Evaluates the enabled subscriptions of `cell` (or just `only`) against
+    /// `conditions`, stores the new states, then publishes events and retained states.
+    async fn evaluate_cell(
+        &self,
+        (cell_lat, cell_lon): (i64, i64),
+        conditions: &Conditions,
+        only: Option<i64>,
+    ) -> Result<(), RulesError> {
         let started = Instant::now();
-        let (cell_lat, cell_lon) = (obs.cell_lat, obs.cell_lon);
-        let in_cell = self
+        let mut in_cell = self
             .db
             .call(move |c| subs::in_cell(c, cell_lat, cell_lon))
             .await?;
-        let now = unix_now();
+        if let Some(id) = only {
+            in_cell.retain(|(s, _)| s.id == id);
+        }
+        let now = now_ms();
         let mut all_changes = Vec::new();
         let mut outcomes = Vec::with_capacity(in_cell.len());
         for (sub, states) in &in_cell {
             let states: HashMap<Kind, ConstraintState> = states.iter().copied().collect();
-            let outcome = evaluate(sub, &states, &obs.conditions, self.hysteresis, now);
+            let outcome = evaluate(sub, &states, conditions, self.hysteresis, now);
             all_changes.extend(outcome.changes.iter().copied());
             outcomes.push((sub.user_id, outcome));
         }
@@ -340,7 +369,10 @@ impl Rules {
         Ok(())
     }
 
-    /// Keeps the retained state in step with the subscription itself.
+    /// Keeps the retained state in step with the subscription itself. A created or
+    /// updated subscription is evaluated at once against the latest observation of its
+    /// place (with its stored state, so nothing is raised twice), whichever of the
+    /// change and the observation arrived first.
     async fn on_change(&self, change: SubscriptionsChanged) -> Result<(), RulesError> {
         let topic = topics::subscription_state(change.user_id, change.subscription_id);
         if change.change == Change::Deleted {
@@ -354,14 +386,19 @@ impl Rules {
         let Some(sub) = self.db.call(move |c| subs::by_id(c, id)).await? else {
             return Ok(());
         };
-        // Created or updated: the old state no longer applies until the next observation.
+        let cell = (subs::cell(sub.lat), subs::cell(sub.lon));
+        if sub.enabled
+            && let Some(conditions) = self.latest.get(&cell)
+        {
+            return self.evaluate_cell(cell, conditions, Some(sub.id)).await;
+        }
         let state = SubscriptionStateMsg {
             subscription_id: sub.id,
             label: sub.label.clone(),
             place: sub.place_name.clone(),
             violated: Vec::new(),
             conditions: None,
-            updated_at: unix_now(),
+            updated_at: rfc3339_ms(now_ms()),
         };
         self.client.publish(&topic, &state).await?;
         Ok(())

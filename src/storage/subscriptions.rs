@@ -63,7 +63,7 @@ impl Kind {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConstraintState {
     pub violated: bool,
-    /// When the current violation started (Unix seconds).
+    /// When the current violation started (Unix milliseconds).
     pub since: Option<i64>,
     /// Consecutive observations that disagree with `violated` (towards a change).
     pub streak: u32,

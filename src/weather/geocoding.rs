@@ -16,9 +16,10 @@ pub struct PlaceCandidate {
     pub country: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country_code: Option<String>,
-    #[serde(rename(deserialize = "latitude"))]
+    // Open-Meteo says latitude/longitude; the API and the cache say lat/lon.
+    #[serde(alias = "latitude")]
     pub lat: f64,
-    #[serde(rename(deserialize = "longitude"))]
+    #[serde(alias = "longitude")]
     pub lon: f64,
     #[serde(default = "utc")]
     pub timezone: String,
