@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Browser test: headless Chromium (Debian's `chromium`) driven by playwright-core
-# registers, logs out, logs in and checks the account page of a real meteomesh started
-# on 127.0.0.1 with a temporary database. Saves target/browser/account.png.
+# Browser tests: headless Chromium (Debian's `chromium`) driven by playwright-core
+# against a real meteomesh on 127.0.0.1 with a temporary database and a fake weather
+# service (tests/browser/fake_weather.py): register, log out, log in, account page;
+# then "My alerts": search a place, add an alert, see it turn cold, delete it.
+# Saves target/browser/account.png and alerts.png.
 # Installs chromium (apt, as root) and playwright-core (npm) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,14 +24,19 @@ out=$PWD/target/browser
 mkdir -p "$out"
 dir=$(mktemp -d)
 log="$dir/log"
+python3 tests/browser/fake_weather.py > "$dir/fake.port" &
+fake=$!
+for _ in $(seq 1 100); do [ -s "$dir/fake.port" ] && break; sleep 0.05; done
+weather="http://127.0.0.1:$(head -1 "$dir/fake.port")"
 (
   cd "$dir"
   export METEOMESH__HTTP__LISTEN=127.0.0.1:0 METEOMESH__BUS__TCP_LISTEN=127.0.0.1:0 \
-    METEOMESH__BUS__WS_LISTEN=127.0.0.1:0 NO_COLOR=1
+    METEOMESH__BUS__WS_LISTEN=127.0.0.1:0 NO_COLOR=1 \
+    METEOMESH__WEATHER__OPEN_METEO_URL="$weather" METEOMESH__WEATHER__GEOCODING_URL="$weather"
   exec "$OLDPWD/target/debug/meteomesh" > "$log" 2>&1
 ) &
 pid=$!
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'kill "$pid" "$fake" 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 1 300); do
   grep -q "meteomesh ready" "$log" 2>/dev/null && break
   kill -0 "$pid" 2>/dev/null || { cat "$log"; echo "meteomesh exited early"; exit 1; }
@@ -39,6 +46,7 @@ http=$(grep "meteomesh ready" "$log" | grep -o ' http=[^ ]*' | cut -d= -f2)
 [ -n "$http" ] || { cat "$log"; echo "meteomesh not ready"; exit 1; }
 
 timeout 120 node tests/browser/account.mjs "http://$http" "$out"
+timeout 120 node tests/browser/alerts.mjs "http://$http" "$out"
 
 kill -TERM "$pid"
 wait "$pid"

@@ -390,3 +390,76 @@ async fn account_deletion_from_the_page() {
     assert_eq!(r.status, 401);
     t.app.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn my_alerts_page_needs_a_session_and_a_csrf_token() {
+    let t = TestApp::start().await;
+    let mut b = Browser::new(t.http);
+    assert_eq!(
+        b.get("/alerts").await.header("location").as_deref(),
+        Some("/login")
+    );
+    b.get("/register").await;
+    let csrf = b.csrf();
+    let r = b
+        .post(
+            "/register",
+            &[("csrf", &csrf), ("username", "carol"), ("password", PW)],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let r = b.get("/alerts").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("No alerts yet"));
+    // Without the token nothing is created.
+    let r = b
+        .post(
+            "/alerts",
+            &[
+                ("action", "create"),
+                ("lat", "45.0"),
+                ("lon", "9.0"),
+                ("rain", "on"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    // With coordinates instead of a search result it works, and shows the alert.
+    let r = b
+        .post(
+            "/alerts",
+            &[
+                ("csrf", &csrf),
+                ("action", "create"),
+                ("lat", "45,0"),
+                ("lon", "9.0"),
+                ("rain", "on"),
+                ("label", "garden"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Alert “garden” added."));
+    assert!(r.body.contains("not checked yet"));
+    // Bad input is explained next to the field and kept.
+    let r = b
+        .post(
+            "/alerts",
+            &[
+                ("csrf", &csrf),
+                ("action", "create"),
+                ("lat", "45"),
+                ("lon", "9"),
+                ("min_temp", "warm"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("Too cold below must be a number"));
+    assert!(r.body.contains(r#"value="warm""#));
+    t.app.shutdown().await.unwrap();
+}

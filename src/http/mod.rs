@@ -3,6 +3,7 @@
 //! error shape. Handlers call module services; they never touch SQL.
 
 mod accounts;
+mod alerts_page;
 mod api;
 pub mod error;
 mod extract;
@@ -58,6 +59,10 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
             get(pages::account_page).post(pages::account_submit),
         )
         .route("/logout", post(pages::logout_submit))
+        .route(
+            "/alerts",
+            get(alerts_page::alerts_page).post(alerts_page::alerts_submit),
+        )
         .route("/static/style.css", get(pages::stylesheet))
         .route("/static/icon.svg", get(pages::icon))
         .route("/favicon.ico", get(pages::icon))

@@ -41,7 +41,7 @@ pub async fn stylesheet() -> impl IntoResponse {
     )
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(super) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -54,7 +54,7 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// A page answer plus the cookies to set.
-struct Page {
+pub(super) struct Page {
     status: StatusCode,
     body: String,
     cookies: Vec<String>,
@@ -62,7 +62,7 @@ struct Page {
 }
 
 impl Page {
-    fn html(status: StatusCode, body: String) -> Page {
+    pub(super) fn html(status: StatusCode, body: String) -> Page {
         Page {
             status,
             body,
@@ -70,7 +70,7 @@ impl Page {
             location: None,
         }
     }
-    fn redirect(to: &'static str) -> Page {
+    pub(super) fn redirect(to: &'static str) -> Page {
         Page {
             status: StatusCode::SEE_OTHER,
             body: String::new(),
@@ -78,12 +78,12 @@ impl Page {
             location: Some(to),
         }
     }
-    fn cookie(mut self, c: String) -> Page {
+    pub(super) fn cookie(mut self, c: String) -> Page {
         self.cookies.push(c);
         self
     }
     /// Sets the cookie when there is one (a CSRF cookie only on first visit).
-    fn maybe_cookie(mut self, c: Option<String>) -> Page {
+    pub(super) fn maybe_cookie(mut self, c: Option<String>) -> Page {
         self.cookies.extend(c);
         self
     }
@@ -146,7 +146,7 @@ fn clear_session_cookie(state: &AppState) -> String {
 }
 
 /// The CSRF token of this browser, and the cookie to set when it is new.
-fn csrf(state: &AppState, headers: &HeaderMap) -> (String, Option<String>) {
+pub(super) fn csrf(state: &AppState, headers: &HeaderMap) -> (String, Option<String>) {
     match cookie(headers, CSRF_COOKIE) {
         Some(t) if t.len() == 32 && t.chars().all(|c| c.is_ascii_hexdigit()) => {
             (t.to_owned(), None)
@@ -162,7 +162,7 @@ fn csrf(state: &AppState, headers: &HeaderMap) -> (String, Option<String>) {
 
 /// Refuses a form post whose CSRF field does not match the cookie, or that comes from a
 /// page of another origin.
-fn check_csrf(headers: &HeaderMap, form: &HashMap<String, String>) -> Result<(), Page> {
+pub(super) fn check_csrf(headers: &HeaderMap, form: &HashMap<String, String>) -> Result<(), Page> {
     let expired = || {
         Page::html(
             StatusCode::FORBIDDEN,
@@ -202,16 +202,16 @@ fn check_csrf(headers: &HeaderMap, form: &HashMap<String, String>) -> Result<(),
     }
 }
 
-async fn current_user(state: &AppState, headers: &HeaderMap) -> Option<Authenticated> {
+pub(super) async fn current_user(state: &AppState, headers: &HeaderMap) -> Option<Authenticated> {
     let token = cookie(headers, SESSION_COOKIE)?;
     state.auth.authenticate(token).await.ok()
 }
 
-fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> &'a str {
+pub(super) fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> &'a str {
     form.get(name).map(String::as_str).unwrap_or("")
 }
 
-fn csrf_input(token: &str) -> String {
+pub(super) fn csrf_input(token: &str) -> String {
     format!(
         r#"<input type="hidden" name="csrf" value="{}">"#,
         escape(token)

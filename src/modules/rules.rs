@@ -255,7 +255,6 @@ pub async fn start(
         db,
         hysteresis,
         metrics,
-        latest: HashMap::new(),
     };
     Ok(tokio::spawn(rules.run(
         observations,
@@ -270,13 +269,11 @@ struct Rules {
     db: Db,
     hysteresis: f64,
     metrics: Arc<Metrics>,
-    /// The latest conditions per grid cell, to evaluate new subscriptions at once.
-    latest: HashMap<(i64, i64), Conditions>,
 }
 
 impl Rules {
     async fn run(
-        mut self,
+        self,
         mut observations: mpsc::Receiver<Incoming>,
         mut changes: mpsc::Receiver<Incoming>,
         session: JoinHandle<()>,
@@ -307,9 +304,13 @@ impl Rules {
         let _ = session.await;
     }
 
-    async fn on_observation(&mut self, obs: WeatherObserved) -> Result<(), RulesError> {
+    async fn on_observation(&self, obs: WeatherObserved) -> Result<(), RulesError> {
         let cell = (obs.cell_lat, obs.cell_lon);
-        self.latest.insert(cell, obs.conditions.clone());
+        let json = serde_json::to_string(&obs.conditions).unwrap_or_default();
+        let at = obs.received_at;
+        self.db
+            .call(move |c| subs::save_observation(c, cell, &json, at))
+            .await?;
         self.evaluate_cell(cell, &obs.conditions, None).await
     }
 
@@ -370,9 +371,9 @@ impl Rules {
     }
 
     /// Keeps the retained state in step with the subscription itself. A created or
-    /// updated subscription is evaluated at once against the latest observation of its
-    /// place (with its stored state, so nothing is raised twice), whichever of the
-    /// change and the observation arrived first.
+    /// updated subscription is evaluated at once against the latest stored observation
+    /// of its place (with its stored state, so nothing is raised twice), whichever of
+    /// the change and the observation arrived first.
     async fn on_change(&self, change: SubscriptionsChanged) -> Result<(), RulesError> {
         let topic = topics::subscription_state(change.user_id, change.subscription_id);
         if change.change == Change::Deleted {
@@ -387,10 +388,15 @@ impl Rules {
             return Ok(());
         };
         let cell = (subs::cell(sub.lat), subs::cell(sub.lon));
+        let latest = self
+            .db
+            .call(move |c| subs::latest_observation(c, cell))
+            .await?
+            .and_then(|(json, _)| serde_json::from_str::<Conditions>(&json).ok());
         if sub.enabled
-            && let Some(conditions) = self.latest.get(&cell)
+            && let Some(conditions) = latest
         {
-            return self.evaluate_cell(cell, conditions, Some(sub.id)).await;
+            return self.evaluate_cell(cell, &conditions, Some(sub.id)).await;
         }
         let state = SubscriptionStateMsg {
             subscription_id: sub.id,

@@ -248,6 +248,16 @@ pub fn validate(input: &SubscriptionInput, user: &User) -> Result<Subscription, 
     })
 }
 
+/// A subscription with what is known of it now.
+#[derive(Debug, Clone)]
+pub struct SubscriptionStatus {
+    pub subscription: Subscription,
+    pub violated: Vec<store::Kind>,
+    pub conditions: Option<crate::weather::Conditions>,
+    /// Unix seconds of the latest observation of its place.
+    pub observed_at: Option<i64>,
+}
+
 #[derive(Clone)]
 pub struct SubscriptionService {
     inner: Arc<Inner>,
@@ -325,6 +335,37 @@ impl SubscriptionService {
     pub async fn list(&self, user: &User) -> Result<Vec<Subscription>, SubscriptionError> {
         let id = user.id;
         Ok(self.inner.db.call(move |c| store::of_user(c, id)).await?)
+    }
+
+    /// The user's subscriptions with their violated constraints and latest conditions.
+    pub async fn list_with_status(
+        &self,
+        user: &User,
+    ) -> Result<Vec<SubscriptionStatus>, SubscriptionError> {
+        let id = user.id;
+        Ok(self
+            .inner
+            .db
+            .call(move |c| {
+                let mut out = Vec::new();
+                for s in store::of_user(c, id)? {
+                    let violated = store::violated_kinds(c, s.id)?;
+                    let latest =
+                        store::latest_observation(c, (store::cell(s.lat), store::cell(s.lon)))?;
+                    let (conditions, observed_at) = match latest {
+                        Some((json, at)) => (serde_json::from_str(&json).ok(), Some(at)),
+                        None => (None, None),
+                    };
+                    out.push(SubscriptionStatus {
+                        subscription: s,
+                        violated,
+                        conditions,
+                        observed_at,
+                    });
+                }
+                Ok(out)
+            })
+            .await?)
     }
 
     /// The user's subscription `id` (another user's is "not found").

@@ -37,7 +37,8 @@ const MIGRATIONS: &[M<'static>] = &[
         ) STRICT;
         CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens(expires_at);",
     ),
-    // 3: weather subscriptions, their per-constraint alert state, the geocoding cache.
+    // 3: weather subscriptions, their per-constraint alert state, the latest conditions
+    // per place, the geocoding cache.
     M::up(
         "CREATE TABLE subscriptions (
             id               INTEGER PRIMARY KEY,
@@ -68,6 +69,13 @@ const MIGRATIONS: &[M<'static>] = &[
             since           INTEGER,
             streak          INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY (subscription_id, kind)
+        ) STRICT;
+        CREATE TABLE observations (
+            cell_lat     INTEGER NOT NULL,
+            cell_lon     INTEGER NOT NULL,
+            conditions   TEXT NOT NULL,
+            received_at  INTEGER NOT NULL,
+            PRIMARY KEY (cell_lat, cell_lon)
         ) STRICT;
         CREATE TABLE geocoding_cache (
             query       TEXT NOT NULL,

@@ -300,3 +300,48 @@ pub fn cache_places(
     )?;
     Ok(())
 }
+
+/// Keeps the latest conditions (JSON) of a grid cell.
+pub fn save_observation(
+    conn: &Connection,
+    (cell_lat, cell_lon): (i64, i64),
+    conditions: &str,
+    received_at: i64,
+) -> Result<(), StorageError> {
+    conn.execute(
+        "INSERT INTO observations (cell_lat, cell_lon, conditions, received_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (cell_lat, cell_lon) DO UPDATE SET conditions = excluded.conditions,
+             received_at = excluded.received_at",
+        params![cell_lat, cell_lon, conditions, received_at],
+    )?;
+    Ok(())
+}
+
+/// The latest conditions (JSON) and their time for a grid cell.
+pub fn latest_observation(
+    conn: &Connection,
+    (cell_lat, cell_lon): (i64, i64),
+) -> Result<Option<(String, i64)>, StorageError> {
+    Ok(conn
+        .query_row(
+            "SELECT conditions, received_at FROM observations WHERE cell_lat = ?1 AND cell_lon = ?2",
+            [cell_lat, cell_lon],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// Violated constraints of a subscription now.
+pub fn violated_kinds(conn: &Connection, subscription_id: i64) -> Result<Vec<Kind>, StorageError> {
+    let mut stmt = conn.prepare(
+        "SELECT kind FROM alert_state WHERE subscription_id = ?1 AND violated = 1 ORDER BY kind",
+    )?;
+    let rows = stmt.query_map([subscription_id], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for kind in rows {
+        if let Some(k) = Kind::parse(&kind?) {
+            out.push(k);
+        }
+    }
+    Ok(out)
+}
