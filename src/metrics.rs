@@ -236,7 +236,7 @@ impl Metrics {
             Histogram::with_opts(
                 HistogramOpts::new(
                     "rules_evaluation_duration_seconds",
-                    "Time to evaluate every subscription of one place against one observation.",
+                    "Time to evaluate the subscriptions of one place against one observation (rules only, without storage and bus).",
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
             )

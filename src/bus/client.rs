@@ -1,7 +1,12 @@
-//! Owns the typed bus client every module uses: one rumqttc session to the broker (the
+//! Owns the typed bus client every module uses: rumqttc sessions to the broker (the
 //! embedded one over loopback, or an external one), JSON encoding of the payloads in
 //! `topics.rs`, local fan-out of incoming messages to the module subscriptions, and
 //! re-subscription after every reconnect.
+//!
+//! Each client has two sessions: one publishes, one consumes. A module that is slow to
+//! drain its incoming messages holds back only its consuming session (back-pressure to
+//! the broker); its own publishes never wait behind that, so a flood of input (a user
+//! spamming pings, a burst of observations) cannot wedge a module that answers it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -69,10 +74,16 @@ struct LocalSubscription {
     tx: mpsc::Sender<Incoming>,
 }
 
-struct Shared {
+/// One MQTT session: its request handle and whether the broker accepted it.
+struct Session {
     client: AsyncClient,
-    subscriptions: Mutex<Vec<LocalSubscription>>,
     connected: watch::Sender<bool>,
+}
+
+struct Shared {
+    publisher: Session,
+    consumer: Session,
+    subscriptions: Mutex<Vec<LocalSubscription>>,
 }
 
 /// A cheap-to-clone handle on one broker session.
@@ -93,43 +104,75 @@ impl BusClient {
     /// Starts the session's event loop; it connects and reconnects by itself until
     /// [`BusClient::disconnect`]. Use [`BusClient::wait_connected`] to wait for the broker.
     pub fn start(opts: ConnectOptions) -> (BusClient, JoinHandle<()>) {
-        let mut mqtt = MqttOptions::new(&opts.client_id, &opts.host, opts.port);
-        mqtt.set_keep_alive(opts.keep_alive)
-            .set_clean_session(true)
-            .set_max_packet_size(opts.max_packet_size, opts.max_packet_size)
-            .set_credentials(&opts.username, &opts.password);
-        if let Some((topic, payload, q, retain)) = &opts.last_will {
-            mqtt.set_last_will(LastWill::new(topic, payload.clone(), qos(*q), *retain));
-        }
-        let (client, eventloop) = AsyncClient::new(mqtt, REQUEST_BUFFER);
-        let (connected, _) = watch::channel(false);
+        let options = |client_id: &str, will: bool| {
+            let mut mqtt = MqttOptions::new(client_id, &opts.host, opts.port);
+            mqtt.set_keep_alive(opts.keep_alive)
+                .set_clean_session(true)
+                .set_max_packet_size(opts.max_packet_size, opts.max_packet_size)
+                .set_credentials(&opts.username, &opts.password);
+            if will && let Some((topic, payload, q, retain)) = &opts.last_will {
+                mqtt.set_last_will(LastWill::new(topic, payload.clone(), qos(*q), *retain));
+            }
+            mqtt
+        };
+        let consumer_id = format!("{}-in", opts.client_id);
+        let (publisher, pub_loop) =
+            AsyncClient::new(options(&opts.client_id, true), REQUEST_BUFFER);
+        let (consumer, sub_loop) = AsyncClient::new(options(&consumer_id, false), REQUEST_BUFFER);
         let shared = Arc::new(Shared {
-            client,
+            publisher: Session {
+                client: publisher,
+                connected: watch::channel(false).0,
+            },
+            consumer: Session {
+                client: consumer,
+                connected: watch::channel(false).0,
+            },
             subscriptions: Mutex::new(Vec::new()),
-            connected,
         });
         let stop = CancellationToken::new();
-        let task = tokio::spawn(drive(
-            eventloop,
+        let publishing = tokio::spawn(drive(
+            pub_loop,
             shared.clone(),
+            Role::Publisher,
             stop.clone(),
             opts.client_id.clone(),
         ));
+        let consuming = tokio::spawn(drive(
+            sub_loop,
+            shared.clone(),
+            Role::Consumer,
+            stop.clone(),
+            consumer_id,
+        ));
+        let task = tokio::spawn(async move {
+            let _ = publishing.await;
+            let _ = consuming.await;
+        });
         (BusClient { shared, stop }, task)
     }
 
     pub fn is_connected(&self) -> bool {
-        *self.shared.connected.borrow()
+        *self.shared.publisher.connected.borrow() && *self.shared.consumer.connected.borrow()
     }
 
-    /// Waits until the broker has accepted the session, or fails after `timeout`.
+    /// Waits until the broker has accepted both sessions, or fails after `timeout`.
     pub async fn wait_connected(&self, timeout: Duration) -> Result<(), BusError> {
-        let mut rx = self.shared.connected.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|c| *c))
-            .await
-            .map_err(|_| BusError::NotConnected(timeout))?
-            .map_err(|_| BusError::Closed)?;
-        Ok(())
+        let mut publisher = self.shared.publisher.connected.subscribe();
+        let mut consumer = self.shared.consumer.connected.subscribe();
+        tokio::time::timeout(timeout, async {
+            publisher
+                .wait_for(|c| *c)
+                .await
+                .map_err(|_| BusError::Closed)?;
+            consumer
+                .wait_for(|c| *c)
+                .await
+                .map_err(|_| BusError::Closed)?;
+            Ok::<(), BusError>(())
+        })
+        .await
+        .map_err(|_| BusError::NotConnected(timeout))?
     }
 
     /// Publishes `message` as JSON on `topic` with the message type's delivery.
@@ -147,6 +190,7 @@ impl BusClient {
         retain: bool,
     ) -> Result<(), BusError> {
         self.shared
+            .publisher
             .client
             .publish(topic, qos(q), retain, payload)
             .await
@@ -171,8 +215,9 @@ impl BusClient {
                 tx,
             });
         // When not yet connected, the ConnAck handler subscribes everything listed.
-        if self.is_connected() {
+        if *self.shared.consumer.connected.borrow() {
             self.shared
+                .consumer
                 .client
                 .subscribe(filter, qos(q))
                 .await
@@ -181,21 +226,34 @@ impl BusClient {
         Ok(rx)
     }
 
-    /// Sends DISCONNECT (so no last will fires) and stops the event loop.
+    /// Sends DISCONNECT (so no last will fires) and stops the event loops.
     pub async fn disconnect(&self) {
-        if self.is_connected() {
-            let _ = self.shared.client.disconnect().await;
+        for session in [&self.shared.publisher, &self.shared.consumer] {
+            if *session.connected.borrow() {
+                let _ = session.client.disconnect().await;
+            }
         }
         self.stop.cancel();
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Publisher,
+    Consumer,
+}
+
 async fn drive(
     mut eventloop: EventLoop,
     shared: Arc<Shared>,
+    role: Role,
     stop: CancellationToken,
     client_id: String,
 ) {
+    let session = match role {
+        Role::Publisher => &shared.publisher,
+        Role::Consumer => &shared.consumer,
+    };
     let mut backoff = Duration::from_millis(100);
     loop {
         let event = tokio::select! {
@@ -218,7 +276,10 @@ async fn drive(
                 tracing::debug!(client_id, code = ?ack.code, "bus session connected");
                 // Mark connected before taking the list: a concurrent `subscribe` then
                 // either lands in the list or sees `connected` and subscribes itself.
-                shared.connected.send_replace(true);
+                session.connected.send_replace(true);
+                if role == Role::Publisher {
+                    continue;
+                }
                 let filters: Vec<(String, QoS)> = {
                     let mut subs = shared
                         .subscriptions
@@ -230,7 +291,7 @@ async fn drive(
                 for (filter, q) in filters {
                     // try_subscribe: awaiting here would deadlock on a full request queue,
                     // since only this loop drains it.
-                    if let Err(e) = shared.client.try_subscribe(&filter, q) {
+                    if let Err(e) = session.client.try_subscribe(&filter, q) {
                         tracing::warn!(client_id, filter, error = %e, "bus resubscribe failed");
                     }
                 }
@@ -256,7 +317,7 @@ async fn drive(
             }
             Ok(_) => {}
             Err(e) => {
-                let was_connected = shared.connected.send_replace(false);
+                let was_connected = session.connected.send_replace(false);
                 if was_connected {
                     tracing::warn!(client_id, error = %e, "bus connection lost; reconnecting");
                 } else {
@@ -270,5 +331,5 @@ async fn drive(
             }
         }
     }
-    shared.connected.send_replace(false);
+    session.connected.send_replace(false);
 }
