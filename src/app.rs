@@ -133,6 +133,7 @@ impl RunningApp {
             ProviderKind::OpenWeatherMap => Arc::new(OpenWeatherMap::new(
                 &config.weather.openweathermap_url,
                 config.weather.openweathermap_api_key.expose(),
+                config.weather.openweathermap_calls_per_minute,
                 config.weather.request_timeout,
             )),
         };

@@ -164,6 +164,9 @@ pub struct WeatherConfig {
     pub geocoding_url: String,
     pub openweathermap_url: String,
     pub openweathermap_api_key: Secret,
+    /// Calls per minute the OpenWeatherMap plan allows (free: 60); calls are spaced out
+    /// to stay under it.
+    pub openweathermap_calls_per_minute: u32,
     /// Subscriptions one user may have.
     pub max_subscriptions_per_user: usize,
     /// °C a temperature must move back past a threshold before its alert clears.
@@ -185,6 +188,7 @@ impl Default for WeatherConfig {
             geocoding_url: "https://geocoding-api.open-meteo.com".into(),
             openweathermap_url: "https://api.openweathermap.org".into(),
             openweathermap_api_key: Secret::default(),
+            openweathermap_calls_per_minute: 60,
             max_subscriptions_per_user: 50,
             hysteresis: 0.5,
             geocoding_cache_ttl: Duration::from_secs(30 * 24 * 60 * 60),
@@ -582,6 +586,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "weather.openweathermap_api_key",
                 "is required with provider = \"openweathermap\"",
+            ));
+        }
+        if w.openweathermap_calls_per_minute == 0 {
+            return Err(ConfigError::invalid(
+                "weather.openweathermap_calls_per_minute",
+                "must be at least 1",
             ));
         }
         if w.max_subscriptions_per_user == 0 {

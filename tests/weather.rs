@@ -313,6 +313,8 @@ async fn openweathermap_one_call_per_place_and_string_cod_errors() {
     let t = app_with(&fake, |c| {
         c.weather.provider = meteomesh::config::ProviderKind::OpenWeatherMap;
         c.weather.openweathermap_api_key = meteomesh::config::Secret::new("test-key");
+        // 600 per minute: 100 ms apart, so the pacing is visible but quick.
+        c.weather.openweathermap_calls_per_minute = 600;
     })
     .await;
     let (token, id) = register(t.http, "alice", PW).await;
