@@ -112,7 +112,7 @@ impl RunningApp {
         .await?;
         let (system, system_task) =
             system::start(&bus, &node_id, started_at, shutdown.clone()).await?;
-        let (auth_client, auth_session) = bus.client("auth", None);
+        let (auth_client, auth_session) = bus.publisher("auth");
         auth.attach_bus(auth_client.clone());
         let pruner = tokio::spawn(auth.clone().run_pruner(shutdown.clone()));
         let auth_task = {
@@ -137,7 +137,7 @@ impl RunningApp {
                 config.weather.request_timeout,
             )),
         };
-        let (subs_client, subs_session) = bus.client("subscriptions", None);
+        let (subs_client, subs_session) = bus.publisher("subscriptions");
         let subscriptions = SubscriptionService::new(
             db.clone(),
             subs_client.clone(),

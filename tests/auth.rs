@@ -592,23 +592,11 @@ async fn closed_registration() {
 async fn tokens_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let config = test_config(dir.path());
-    let start = |config: meteomesh::config::Config| async move {
-        let listeners = meteomesh::app::Listeners::bind(&config).await.unwrap();
-        let app = meteomesh::app::RunningApp::start(
-            &config,
-            listeners,
-            tokio_util::sync::CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-        app.ready(WAIT).await.unwrap();
-        app
-    };
-    let app = start(config.clone()).await;
+    let app = start_ready(&config).await;
     let (token, _) = register(app.addresses.http.unwrap(), "alice", PW).await;
     app.shutdown().await.unwrap();
     // No jwt_secret configured: the generated one was kept in the database.
-    let app = start(config).await;
+    let app = start_ready(&config).await;
     let r = api(
         app.addresses.http.unwrap(),
         "GET",

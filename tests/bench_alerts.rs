@@ -56,21 +56,9 @@ async fn bench_alert_pipeline() {
     config.weather.open_meteo_url = fake.url();
     config.weather.geocoding_url = fake.url();
     config.weather.max_subscriptions_per_user = 1000;
-    let start = |config: meteomesh::config::Config| async move {
-        let listeners = meteomesh::app::Listeners::bind(&config).await.unwrap();
-        let app = meteomesh::app::RunningApp::start(
-            &config,
-            listeners,
-            tokio_util::sync::CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-        app.ready(WAIT).await.unwrap();
-        app
-    };
 
     // An admin registered normally; then the bulk data straight into the database.
-    let app = start(config.clone()).await;
+    let app = start_ready(&config).await;
     let (_, _) = register(app.addresses.http.unwrap(), "admin", PW).await;
     app.shutdown().await.unwrap();
     let db = Db::open(&config.storage.path, Duration::from_secs(5))
@@ -119,7 +107,7 @@ async fn bench_alert_pipeline() {
     .unwrap();
     drop(db);
 
-    let app = start(config.clone()).await;
+    let app = start_ready(&config).await;
     let http = app.addresses.http.unwrap();
     let r = post_json(
         http,

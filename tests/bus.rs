@@ -120,6 +120,7 @@ async fn typed_bus_client_publishes_to_external_subscriber() {
         keep_alive: Duration::from_secs(5),
         max_packet_size: 64 * 1024,
         last_will: None,
+        sessions: meteomesh::bus::Sessions::Both,
     });
     bus.wait_connected(WAIT).await.unwrap();
     bus.publish(topics::PING, &Ping { id: "typed".into() })

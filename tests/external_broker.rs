@@ -151,14 +151,7 @@ async fn wrong_external_credentials_leave_the_node_unready() {
     config.bus.url = format!("mqtt://{}", broker.addr);
     config.bus.username = USER.into();
     config.bus.password = Secret::new("wrong-password");
-    let listeners = meteomesh::app::Listeners::bind(&config).await.unwrap();
-    let app = meteomesh::app::RunningApp::start(
-        &config,
-        listeners,
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let app = start_app(&config).await;
     assert!(app.ready(Duration::from_millis(1500)).await.is_err());
     let r = get(app.addresses.http.unwrap(), "/readyz").await;
     assert_eq!(r.status, 503);

@@ -38,6 +38,16 @@ pub struct ConnectOptions {
     pub max_packet_size: usize,
     /// Published by the broker if this session dies without a DISCONNECT.
     pub last_will: Option<(String, Vec<u8>, Qos, bool)>,
+    /// Which sessions to open: a client that only publishes (or only consumes) needs
+    /// one connection, not two.
+    pub sessions: Sessions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sessions {
+    Both,
+    PublishOnly,
+    ConsumeOnly,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -81,9 +91,15 @@ struct Session {
 }
 
 struct Shared {
-    publisher: Session,
-    consumer: Session,
+    publisher: Option<Session>,
+    consumer: Option<Session>,
     subscriptions: Mutex<Vec<LocalSubscription>>,
+}
+
+impl Shared {
+    fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.publisher.iter().chain(self.consumer.iter())
+    }
 }
 
 /// A cheap-to-clone handle on one broker session.
@@ -116,59 +132,64 @@ impl BusClient {
             mqtt
         };
         let consumer_id = format!("{}-in", opts.client_id);
-        let (publisher, pub_loop) =
-            AsyncClient::new(options(&opts.client_id, true), REQUEST_BUFFER);
-        let (consumer, sub_loop) = AsyncClient::new(options(&consumer_id, false), REQUEST_BUFFER);
+        let publishes = opts.sessions != Sessions::ConsumeOnly;
+        let consumes = opts.sessions != Sessions::PublishOnly;
+        let publisher =
+            publishes.then(|| AsyncClient::new(options(&opts.client_id, true), REQUEST_BUFFER));
+        let consumer =
+            consumes.then(|| AsyncClient::new(options(&consumer_id, false), REQUEST_BUFFER));
+        let session = |client: &AsyncClient| Session {
+            client: client.clone(),
+            connected: watch::channel(false).0,
+        };
         let shared = Arc::new(Shared {
-            publisher: Session {
-                client: publisher,
-                connected: watch::channel(false).0,
-            },
-            consumer: Session {
-                client: consumer,
-                connected: watch::channel(false).0,
-            },
+            publisher: publisher.as_ref().map(|(c, _)| session(c)),
+            consumer: consumer.as_ref().map(|(c, _)| session(c)),
             subscriptions: Mutex::new(Vec::new()),
         });
         let stop = CancellationToken::new();
-        let publishing = tokio::spawn(drive(
-            pub_loop,
-            shared.clone(),
-            Role::Publisher,
-            stop.clone(),
-            opts.client_id.clone(),
-        ));
-        let consuming = tokio::spawn(drive(
-            sub_loop,
-            shared.clone(),
-            Role::Consumer,
-            stop.clone(),
-            consumer_id,
-        ));
+        let mut loops = Vec::new();
+        if let Some((_, eventloop)) = publisher {
+            loops.push(tokio::spawn(drive(
+                eventloop,
+                shared.clone(),
+                Role::Publisher,
+                stop.clone(),
+                opts.client_id.clone(),
+            )));
+        }
+        if let Some((_, eventloop)) = consumer {
+            loops.push(tokio::spawn(drive(
+                eventloop,
+                shared.clone(),
+                Role::Consumer,
+                stop.clone(),
+                consumer_id,
+            )));
+        }
         let task = tokio::spawn(async move {
-            let _ = publishing.await;
-            let _ = consuming.await;
+            for l in loops {
+                let _ = l.await;
+            }
         });
         (BusClient { shared, stop }, task)
     }
 
     pub fn is_connected(&self) -> bool {
-        *self.shared.publisher.connected.borrow() && *self.shared.consumer.connected.borrow()
+        self.shared.sessions().all(|s| *s.connected.borrow())
     }
 
-    /// Waits until the broker has accepted both sessions, or fails after `timeout`.
+    /// Waits until the broker has accepted every session, or fails after `timeout`.
     pub async fn wait_connected(&self, timeout: Duration) -> Result<(), BusError> {
-        let mut publisher = self.shared.publisher.connected.subscribe();
-        let mut consumer = self.shared.consumer.connected.subscribe();
+        let mut watchers: Vec<_> = self
+            .shared
+            .sessions()
+            .map(|s| s.connected.subscribe())
+            .collect();
         tokio::time::timeout(timeout, async {
-            publisher
-                .wait_for(|c| *c)
-                .await
-                .map_err(|_| BusError::Closed)?;
-            consumer
-                .wait_for(|c| *c)
-                .await
-                .map_err(|_| BusError::Closed)?;
+            for w in &mut watchers {
+                w.wait_for(|c| *c).await.map_err(|_| BusError::Closed)?;
+            }
             Ok::<(), BusError>(())
         })
         .await
@@ -189,8 +210,8 @@ impl BusClient {
         q: Qos,
         retain: bool,
     ) -> Result<(), BusError> {
-        self.shared
-            .publisher
+        let publisher = self.shared.publisher.as_ref().ok_or(BusError::Closed)?;
+        publisher
             .client
             .publish(topic, qos(q), retain, payload)
             .await
@@ -204,6 +225,7 @@ impl BusClient {
         filter: &str,
         q: Qos,
     ) -> Result<mpsc::Receiver<Incoming>, BusError> {
+        let consumer = self.shared.consumer.as_ref().ok_or(BusError::Closed)?;
         let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
         self.shared
             .subscriptions
@@ -215,9 +237,8 @@ impl BusClient {
                 tx,
             });
         // When not yet connected, the ConnAck handler subscribes everything listed.
-        if *self.shared.consumer.connected.borrow() {
-            self.shared
-                .consumer
+        if *consumer.connected.borrow() {
+            consumer
                 .client
                 .subscribe(filter, qos(q))
                 .await
@@ -228,7 +249,7 @@ impl BusClient {
 
     /// Sends DISCONNECT (so no last will fires) and stops the event loops.
     pub async fn disconnect(&self) {
-        for session in [&self.shared.publisher, &self.shared.consumer] {
+        for session in self.shared.sessions() {
             if *session.connected.borrow() {
                 let _ = session.client.disconnect().await;
             }
@@ -251,9 +272,10 @@ async fn drive(
     client_id: String,
 ) {
     let session = match role {
-        Role::Publisher => &shared.publisher,
-        Role::Consumer => &shared.consumer,
-    };
+        Role::Publisher => shared.publisher.as_ref(),
+        Role::Consumer => shared.consumer.as_ref(),
+    }
+    .expect("a loop runs only for a session that exists");
     let mut backoff = Duration::from_millis(100);
     loop {
         let event = tokio::select! {

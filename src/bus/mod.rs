@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 pub use auth::{INTERNAL_USERNAME, Refusal, UserAuthenticator};
 pub use broker::BrokerListeners;
-pub use client::{BusClient, ConnectOptions, Incoming};
+pub use client::{BusClient, ConnectOptions, Incoming, Sessions};
 pub use sessions::UserSession;
 
 use crate::config::{BrokerUrl, BusConfig, BusMode};
@@ -100,7 +100,7 @@ impl Bus {
                     max_packet_size,
                     mode: cfg.mode,
                 };
-                let (client, session) = bus.client("broker", None);
+                let (client, session) = bus.consumer("broker");
                 let events = client
                     .subscribe(AccountEvent::FILTER, AccountEvent::DELIVERY.qos)
                     .await?;
@@ -134,11 +134,31 @@ impl Bus {
         self.mode
     }
 
-    /// Starts a session named `name` (the client id is `{prefix}-{node}-{name}`).
+    /// Starts a client named `name` (the client id is `{prefix}-{node}-{name}`) that
+    /// publishes and consumes.
     pub fn client(
         &self,
         name: &str,
         last_will: Option<(String, Vec<u8>, topics::Qos, bool)>,
+    ) -> (BusClient, JoinHandle<()>) {
+        self.client_with(name, last_will, Sessions::Both)
+    }
+
+    /// A client that only publishes (one connection).
+    pub fn publisher(&self, name: &str) -> (BusClient, JoinHandle<()>) {
+        self.client_with(name, None, Sessions::PublishOnly)
+    }
+
+    /// A client that only consumes (one connection).
+    pub fn consumer(&self, name: &str) -> (BusClient, JoinHandle<()>) {
+        self.client_with(name, None, Sessions::ConsumeOnly)
+    }
+
+    fn client_with(
+        &self,
+        name: &str,
+        last_will: Option<(String, Vec<u8>, topics::Qos, bool)>,
+        sessions: Sessions,
     ) -> (BusClient, JoinHandle<()>) {
         BusClient::start(ConnectOptions {
             host: self.endpoint.host.clone(),
@@ -149,6 +169,7 @@ impl Bus {
             keep_alive: Duration::from_secs(30),
             max_packet_size: self.max_packet_size,
             last_will,
+            sessions,
         })
     }
 

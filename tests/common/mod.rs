@@ -58,6 +58,21 @@ pub struct TestApp {
     pub config: Config,
 }
 
+/// Starts the app with `config` (not waiting for readiness).
+pub async fn start_app(config: &Config) -> RunningApp {
+    let listeners = Listeners::bind(config).await.unwrap();
+    RunningApp::start(config, listeners, CancellationToken::new())
+        .await
+        .unwrap()
+}
+
+/// Starts the app with `config` and waits until it is ready.
+pub async fn start_ready(config: &Config) -> RunningApp {
+    let app = start_app(config).await;
+    app.ready(WAIT).await.unwrap();
+    app
+}
+
 impl TestApp {
     pub async fn start() -> TestApp {
         Self::start_with(|_| {}).await
@@ -68,11 +83,7 @@ impl TestApp {
         let mut config = test_config(dir.path());
         edit(&mut config);
         config.validate().unwrap();
-        let listeners = Listeners::bind(&config).await.unwrap();
-        let app = RunningApp::start(&config, listeners, CancellationToken::new())
-            .await
-            .unwrap();
-        app.ready(WAIT).await.unwrap();
+        let app = start_ready(&config).await;
         TestApp {
             http: app.addresses.http.unwrap(),
             mqtt: app.addresses.mqtt,
