@@ -38,6 +38,14 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
 
+def anon_kib(pid):
+    # Private memory the process owns (heap, stacks); the rest of RSS is the binary's
+    # own pages, clean and file-backed, which the kernel can drop and re-read.
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Anonymous:"):
+                return int(line.split()[1])
+
 def pss_kib(pid):
     # Proportional set size: shared libraries count by share, so a dynamically linked
     # peer is not charged for all of libc/libssl.
@@ -69,9 +77,9 @@ def run_meteomesh():
         time.sleep(0.001)
     t_ready = time.perf_counter() - t0
     time.sleep(IDLE)
-    rss, pss = rss_kib(p.pid), pss_kib(p.pid)
+    rss, pss, anon = rss_kib(p.pid), pss_kib(p.pid), anon_kib(p.pid)
     p.terminate(); code = p.wait(timeout=20)
-    return t_ready, rss, pss, code
+    return t_ready, rss, pss, code, anon
 
 def run_mosquitto():
     d = tempfile.mkdtemp()
@@ -80,16 +88,17 @@ def run_mosquitto():
         f.write(f"listener {free_port()} 127.0.0.1\nallow_anonymous false\npersistence false\n")
     p = subprocess.Popen([mosquitto, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(IDLE)
-    rss, pss = rss_kib(p.pid), pss_kib(p.pid)
+    rss, pss, anon = rss_kib(p.pid), pss_kib(p.pid), anon_kib(p.pid)
     p.terminate(); p.wait(timeout=20)
-    return rss, pss
+    return rss, pss, anon
 
 runs = [run_meteomesh() for _ in range(3)]
 ready_ms = statistics.median(r[0] for r in runs) * 1000
 rss = statistics.median(r[1] for r in runs)
 pss = statistics.median(r[2] for r in runs)
+anon = statistics.median(r[4] for r in runs)
 assert all(r[3] == 0 for r in runs), f"meteomesh exit codes {[r[3] for r in runs]}"
-mosq, mosq_pss = run_mosquitto()
+mosq, mosq_pss, mosq_anon = run_mosquitto()
 v = subprocess.run([mosquitto, "-h"], capture_output=True, text=True).stdout.splitlines()
 mver = v[0] if v else "mosquitto"
 print("## Start and idle memory (x86_64 static release build, median of 3)")
@@ -97,5 +106,6 @@ print(f"meteomesh time to /readyz 200 : {ready_ms:7.1f} ms   (target <= 150 ms)"
 print(f"meteomesh idle RSS after {IDLE:.0f} s : {rss/1024:7.2f} MiB  (target <= 8 MiB)   PSS {pss/1024:5.2f} MiB")
 print(f"{mver} (Debian, dynamically linked)")
 print(f"mosquitto idle RSS after {IDLE:.0f} s : {mosq/1024:7.2f} MiB                     PSS {mosq_pss/1024:5.2f} MiB")
-print(f"ratio meteomesh / mosquitto     : RSS {rss/mosq:4.2f}x  PSS {pss/mosq_pss:4.2f}x  (meteomesh also serves HTTP + SQLite)")
+print(f"anonymous (private) memory      : meteomesh {anon/1024:5.2f} MiB, mosquitto {mosq_anon/1024:5.2f} MiB")
+print(f"ratio meteomesh / mosquitto     : RSS {rss/mosq:4.2f}x  PSS {pss/mosq_pss:4.2f}x  anonymous {anon/mosq_anon:4.2f}x  (meteomesh also serves HTTP + SQLite)")
 PY
