@@ -164,28 +164,12 @@ fn render(v: &View<'_>) -> String {
     let coords = if v.candidates.is_empty() && picked.is_empty() {
         format!(
             "{}{}",
-            Field {
-                name: "lat",
-                label: "Latitude (or search above)",
-                kind: "text",
-                value: field(v.form, "lat"),
-                error: err("place.lat"),
-                hint: None,
-                autocomplete: "off",
-                required: false
-            }
-            .render(),
-            Field {
-                name: "lon",
-                label: "Longitude",
-                kind: "text",
-                value: field(v.form, "lon"),
-                error: err("place.lon"),
-                hint: None,
-                autocomplete: "off",
-                required: false
-            }
-            .render(),
+            Field::text("lat", "Latitude (or search above)", field(v.form, "lat"))
+                .error(err("place.lat"))
+                .render(),
+            Field::text("lon", "Longitude", field(v.form, "lon"))
+                .error(err("place.lon"))
+                .render(),
         )
     } else {
         String::new()
@@ -207,38 +191,23 @@ fn render(v: &View<'_>) -> String {
 <button type="submit">Add alert</button></form></div>"#,
         csrf = csrf_input(v.csrf),
         q = escape(v.query),
-        label = Field {
-            name: "label",
-            label: "Name (optional)",
-            kind: "text",
-            value: field(v.form, "label"),
-            error: err("label"),
-            hint: None,
-            autocomplete: "off",
-            required: false
-        }
+        label = Field::text("label", "Name (optional)", field(v.form, "label"))
+            .error(err("label"))
+            .render(),
+        min = Field::text(
+            "min_temp",
+            &format!("Too cold below ({})", unit(units)),
+            field(v.form, "min_temp")
+        )
+        .error(err("min_temp"))
+        .hint("Leave empty for no lower limit.")
         .render(),
-        min = Field {
-            name: "min_temp",
-            label: &format!("Too cold below ({})", unit(units)),
-            kind: "text",
-            value: field(v.form, "min_temp"),
-            error: err("min_temp"),
-            hint: Some("Leave empty for no lower limit."),
-            autocomplete: "off",
-            required: false
-        }
-        .render(),
-        max = Field {
-            name: "max_temp",
-            label: &format!("Too hot above ({})", unit(units)),
-            kind: "text",
-            value: field(v.form, "max_temp"),
-            error: err("max_temp"),
-            hint: None,
-            autocomplete: "off",
-            required: false
-        }
+        max = Field::text(
+            "max_temp",
+            &format!("Too hot above ({})", unit(units)),
+            field(v.form, "max_temp")
+        )
+        .error(err("max_temp"))
         .render(),
         rain = check("rain"),
         snow = check("snow"),

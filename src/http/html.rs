@@ -69,7 +69,56 @@ pub struct Field<'a> {
     pub required: bool,
 }
 
-impl Field<'_> {
+impl<'a> Field<'a> {
+    /// An optional text input with no hint and no error.
+    pub fn text(name: &'a str, label: &'a str, value: &'a str) -> Field<'a> {
+        Field {
+            name,
+            label,
+            kind: "text",
+            value,
+            error: None,
+            hint: None,
+            autocomplete: "off",
+            required: false,
+        }
+    }
+
+    /// A password input (its value is never rendered).
+    pub fn password(name: &'a str, label: &'a str, autocomplete: &'a str) -> Field<'a> {
+        Field {
+            kind: "password",
+            autocomplete,
+            required: true,
+            ..Field::text(name, label, "")
+        }
+    }
+
+    pub fn error(self, error: Option<&'a str>) -> Field<'a> {
+        Field { error, ..self }
+    }
+
+    pub fn hint(self, hint: &'a str) -> Field<'a> {
+        Field {
+            hint: Some(hint),
+            ..self
+        }
+    }
+
+    pub fn autocomplete(self, autocomplete: &'a str) -> Field<'a> {
+        Field {
+            autocomplete,
+            ..self
+        }
+    }
+
+    pub fn required(self) -> Field<'a> {
+        Field {
+            required: true,
+            ..self
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         let id = format!("f-{}", self.name);

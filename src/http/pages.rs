@@ -263,28 +263,11 @@ fn login_form(csrf: &str, username: &str, error: Option<&str>) -> String {
 <p class="hint">No account yet? <a href="/register">Register</a></p></div>"#,
         error = error.map(|e| alert("error", e)).unwrap_or_default(),
         csrf = csrf_input(csrf),
-        user = Field {
-            name: "username",
-            label: "Username",
-            kind: "text",
-            value: username,
-            error: None,
-            hint: None,
-            autocomplete: "username",
-            required: true
-        }
-        .render(),
-        pw = Field {
-            name: "password",
-            label: "Password",
-            kind: "password",
-            value: "",
-            error: None,
-            hint: None,
-            autocomplete: "current-password",
-            required: true
-        }
-        .render(),
+        user = Field::text("username", "Username", username)
+            .autocomplete("username")
+            .required()
+            .render(),
+        pw = Field::password("password", "Password", "current-password").render(),
     )
 }
 
@@ -379,38 +362,23 @@ fn register_form(
 <p class="hint">Already registered? <a href="/login">Log in</a></p></div>"#,
         general = general.map(|e| alert("error", e)).unwrap_or_default(),
         csrf = csrf_input(csrf),
-        user = Field {
-            name: "username",
-            label: "Username",
-            kind: "text",
-            value: field(form, "username"),
-            error: err("username"),
-            hint: Some("3 to 32 characters: a-z, 0-9, _ . -"),
-            autocomplete: "username",
-            required: true
-        }
-        .render(),
-        pw = Field {
-            name: "password",
-            label: "Password",
-            kind: "password",
-            value: "",
-            error: err("password"),
-            hint: Some("At least 8 characters."),
-            autocomplete: "new-password",
-            required: true
-        }
-        .render(),
-        chat = Field {
-            name: "telegram_chat_id",
-            label: "Telegram chat id (optional)",
-            kind: "text",
-            value: field(form, "telegram_chat_id"),
-            error: err("telegram_chat_id"),
-            hint: Some("For alerts by Telegram; you can add it later."),
-            autocomplete: "off",
-            required: false
-        }
+        user = Field::text("username", "Username", field(form, "username"))
+            .autocomplete("username")
+            .required()
+            .error(err("username"))
+            .hint("3 to 32 characters: a-z, 0-9, _ . -")
+            .render(),
+        pw = Field::password("password", "Password", "new-password")
+            .error(err("password"))
+            .hint("At least 8 characters.")
+            .render(),
+        chat = Field::text(
+            "telegram_chat_id",
+            "Telegram chat id (optional)",
+            field(form, "telegram_chat_id")
+        )
+        .error(err("telegram_chat_id"))
+        .hint("For alerts by Telegram; you can add it later.")
         .render(),
     )
 }
@@ -569,62 +537,30 @@ fn account_body(
         name = escape(&u.username),
         role = u.role.as_str(),
         csrf = csrf_input(csrf),
-        chat = Field {
-            name: "telegram_chat_id",
-            label: "Telegram chat id",
-            kind: "text",
-            value: chat,
-            error: err("telegram_chat_id"),
-            hint: Some("Leave empty for no Telegram alerts."),
-            autocomplete: "off",
-            required: false
-        }
-        .render(),
-        tz = Field {
-            name: "timezone",
-            label: "Time zone",
-            kind: "text",
-            value: tz,
-            error: err("timezone"),
-            hint: Some("An IANA name such as Europe/Rome."),
-            autocomplete: "off",
-            required: true
-        }
-        .render(),
+        chat = Field::text("telegram_chat_id", "Telegram chat id", chat)
+            .error(err("telegram_chat_id"))
+            .hint("Leave empty for no Telegram alerts.")
+            .render(),
+        tz = Field::text("timezone", "Time zone", tz)
+            .required()
+            .error(err("timezone"))
+            .hint("An IANA name such as Europe/Rome.")
+            .render(),
         metric = option("metric", "Metric (°C, mm)"),
         imperial = option("imperial", "Imperial (°F, in)"),
-        current = Field {
-            name: "current_password",
-            label: "Current password",
-            kind: "password",
-            value: "",
-            error: err("current_password"),
-            hint: None,
-            autocomplete: "current-password",
-            required: true
-        }
-        .render(),
-        new = Field {
-            name: "new_password",
-            label: "New password",
-            kind: "password",
-            value: "",
-            error: err("new_password"),
-            hint: Some("At least 8 characters."),
-            autocomplete: "new-password",
-            required: true
-        }
-        .render(),
-        confirm = Field {
-            name: "confirm_password",
-            label: "Your password, to confirm",
-            kind: "password",
-            value: "",
-            error: err("confirm_password"),
-            hint: None,
-            autocomplete: "current-password",
-            required: true
-        }
+        current = Field::password("current_password", "Current password", "current-password")
+            .error(err("current_password"))
+            .render(),
+        new = Field::password("new_password", "New password", "new-password")
+            .error(err("new_password"))
+            .hint("At least 8 characters.")
+            .render(),
+        confirm = Field::password(
+            "confirm_password",
+            "Your password, to confirm",
+            "current-password"
+        )
+        .error(err("confirm_password"))
         .render(),
     )
 }
