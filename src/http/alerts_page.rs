@@ -12,7 +12,7 @@ use axum::response::IntoResponse;
 
 use super::AppState;
 use super::html::{Field, Nav, alert, escape, page};
-use super::pages::{Page, check_csrf, csrf, csrf_input, current_user, field};
+use super::pages::{Page, csrf, csrf_input, current_user, field, signed_in_form};
 use crate::modules::auth::Authenticated;
 use crate::modules::subscriptions::{
     PlaceInput, SubscriptionError, SubscriptionInput, SubscriptionStatus, from_celsius,
@@ -329,13 +329,10 @@ pub async fn alerts_submit(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> impl IntoResponse {
-    if let Err(p) = check_csrf(&headers, &form) {
-        return p;
-    }
-    let Some(auth) = current_user(&state, &headers).await else {
-        return Page::redirect("/login");
+    let (auth, token) = match signed_in_form(&state, &headers, &form).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
     };
-    let (token, _) = csrf(&state, &headers);
     let viewer = Viewer {
         state: &state,
         auth: &auth,
@@ -403,10 +400,12 @@ pub async fn alerts_submit(
                     _ => None,
                 },
             };
-            let Some(place) = place else {
+            if place.is_none() {
                 errors.entry("general".into()).or_insert_with(|| {
                     "Search for a place and pick it, or give latitude and longitude.".into()
                 });
+            }
+            let Some(place) = place.filter(|_| errors.is_empty()) else {
                 return show(
                     &viewer,
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -417,17 +416,6 @@ pub async fn alerts_submit(
                 )
                 .await;
             };
-            if !errors.is_empty() {
-                return show(
-                    &viewer,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    &query,
-                    &form,
-                    errors,
-                    None,
-                )
-                .await;
-            }
             let input = SubscriptionInput {
                 label: Some(field(&form, "label").to_owned()),
                 place,

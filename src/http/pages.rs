@@ -202,6 +202,20 @@ pub(super) fn check_csrf(headers: &HeaderMap, form: &HashMap<String, String>) ->
     }
 }
 
+/// For a form post that needs a session: the CSRF check, then the user and this
+/// browser's CSRF token; or the page to answer instead (403, or a redirect to login).
+pub(super) async fn signed_in_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<(Authenticated, String), Page> {
+    check_csrf(headers, form)?;
+    let auth = current_user(state, headers)
+        .await
+        .ok_or_else(|| Page::redirect("/login"))?;
+    Ok((auth, csrf(state, headers).0))
+}
+
 pub(super) async fn current_user(state: &AppState, headers: &HeaderMap) -> Option<Authenticated> {
     let token = cookie(headers, SESSION_COOKIE)?;
     state.auth.authenticate(token).await.ok()
@@ -583,13 +597,10 @@ pub async fn account_submit(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> impl IntoResponse {
-    if let Err(p) = check_csrf(&headers, &form) {
-        return p;
-    }
-    let Some(auth) = current_user(&state, &headers).await else {
-        return Page::redirect("/login");
+    let (auth, token) = match signed_in_form(&state, &headers, &form).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
     };
-    let (token, _) = csrf(&state, &headers);
     let render = |auth: &Authenticated,
                   status,
                   settings: &HashMap<String, String>,
