@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{BrokerListeners, Bus, BusError};
+use crate::bus::{BrokerListeners, Bus, BusClient, BusError};
 use crate::config::Config;
 use crate::config::ProviderKind;
 use crate::http::{self, AppState};
@@ -115,14 +115,7 @@ impl RunningApp {
         let (auth_client, auth_session) = bus.publisher("auth");
         auth.attach_bus(auth_client.clone());
         let pruner = tokio::spawn(auth.clone().run_pruner(shutdown.clone()));
-        let auth_task = {
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                shutdown.cancelled().await;
-                auth_client.disconnect().await;
-                let _ = auth_session.await;
-            })
-        };
+        let auth_task = close_on_shutdown(auth_client, auth_session, shutdown.clone());
 
         let provider: Arc<dyn Provider> = match config.weather.provider {
             ProviderKind::OpenMeteo => Arc::new(OpenMeteo::new(
@@ -162,14 +155,7 @@ impl RunningApp {
             shutdown.clone(),
         )
         .await?;
-        let subs_task = {
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                shutdown.cancelled().await;
-                subs_client.disconnect().await;
-                let _ = subs_session.await;
-            })
-        };
+        let subs_task = close_on_shutdown(subs_client, subs_session, shutdown.clone());
 
         let state = AppState {
             db: db.clone(),
@@ -277,6 +263,20 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "meteomesh is serving but not ready"),
     }
     app.wait().await
+}
+
+/// Disconnects a publish-only module client once `shutdown` fires (modules with a loop
+/// of their own do this at the end of it).
+fn close_on_shutdown(
+    client: BusClient,
+    session: JoinHandle<()>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        client.disconnect().await;
+        let _ = session.await;
+    })
 }
 
 fn show(addr: Option<SocketAddr>) -> String {
