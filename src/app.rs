@@ -16,6 +16,7 @@ use crate::config::ProviderKind;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::modules::auth::{AuthError, AuthService};
+use crate::modules::notifier;
 use crate::modules::subscriptions::SubscriptionService;
 use crate::modules::system::{self, SystemService};
 use crate::modules::{poller, rules};
@@ -138,6 +139,16 @@ impl RunningApp {
             metrics.clone(),
         )
         .await?;
+        // The notifier subscribes before the rules can raise anything.
+        let (notifier, notifier_tasks) = notifier::start(
+            &bus,
+            db.clone(),
+            &config.telegram,
+            &config.notifier,
+            metrics.clone(),
+            shutdown.clone(),
+        )
+        .await?;
         let rules_task = rules::start(
             &bus,
             db.clone(),
@@ -164,6 +175,7 @@ impl RunningApp {
             auth,
             subscriptions,
             poller,
+            notifier,
             bus_mode: bus.mode(),
             request_timeout: config.http.request_timeout,
             cookie_secure: config.auth.cookie_secure,
@@ -176,20 +188,22 @@ impl RunningApp {
             db = %config.storage.path.display(),
             "meteomesh started"
         );
+        let mut module_tasks = vec![
+            system_task,
+            pruner,
+            auth_task,
+            rules_task,
+            poller_task,
+            subs_task,
+        ];
+        module_tasks.extend(notifier_tasks);
         Ok(RunningApp {
             addresses,
             node_id,
             shutdown,
             system,
             http_task,
-            module_tasks: vec![
-                system_task,
-                pruner,
-                auth_task,
-                rules_task,
-                poller_task,
-                subs_task,
-            ],
+            module_tasks,
             bus,
             db,
         })

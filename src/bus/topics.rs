@@ -212,6 +212,17 @@ pub struct AlertEvent {
     pub notify: bool,
 }
 
+impl AlertEvent {
+    /// `{id}:{raised|cleared}`: names this event (not the episode) across duplicates.
+    pub fn key(&self) -> String {
+        let state = match self.state {
+            AlertState::Raised => "raised",
+            AlertState::Cleared => "cleared",
+        };
+        format!("{}:{state}", self.id)
+    }
+}
+
 impl BusMessage for AlertEvent {
     const FILTER: &'static str = "meteomesh/v1/users/+/alerts";
     const DELIVERY: Delivery = Delivery {

@@ -6,6 +6,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 
 use super::AppState;
 use super::error::ApiError;
@@ -61,4 +62,12 @@ impl FromRequestParts<AppState> for ApiAdmin {
         }
         Ok(ApiAdmin(auth))
     }
+}
+
+/// For `#[serde(deserialize_with)]`: tells an absent field (`None`, with
+/// `#[serde(default)]`) from an explicit `null` (`Some(None)`).
+pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }

@@ -8,6 +8,8 @@ mod api;
 pub mod error;
 mod extract;
 mod html;
+mod notifications;
+mod notify_page;
 mod ops;
 mod pages;
 mod weather;
@@ -26,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{BusMode, HttpConfig};
 use crate::metrics::Metrics;
 use crate::modules::auth::AuthService;
+use crate::modules::notifier::NotifierService;
 use crate::modules::poller::PollerHandle;
 use crate::modules::subscriptions::SubscriptionService;
 use crate::modules::system::SystemService;
@@ -40,6 +43,7 @@ pub struct AppState {
     pub auth: AuthService,
     pub subscriptions: SubscriptionService,
     pub poller: PollerHandle,
+    pub notifier: NotifierService,
     pub bus_mode: BusMode,
     pub request_timeout: Duration,
     /// Mark session cookies `Secure` (a TLS proxy is in front).
@@ -58,6 +62,7 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
             "/account",
             get(pages::account_page).post(pages::account_submit),
         )
+        .route("/account/notifications", post(notify_page::submit))
         .route("/logout", post(pages::logout_submit))
         .route(
             "/alerts",
@@ -86,6 +91,12 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
         .route("/api/v1/admin/users/{id}", delete(accounts::delete_user))
         .route("/api/v1/admin/users/{id}/role", put(accounts::set_role))
         .route("/api/v1/admin/weather/poll", post(weather::poll_now))
+        .route(
+            "/api/v1/me/notifications",
+            get(notifications::get_settings).put(notifications::put_settings),
+        )
+        .route("/api/v1/me/telegram/test", post(notifications::send_test))
+        .route("/api/v1/me/telegram/link", post(notifications::link))
         .route("/api/v1/places/search", get(weather::search_places))
         .route(
             "/api/v1/subscriptions",

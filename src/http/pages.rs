@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::html::{Field, Nav, alert, escape, page};
+use super::notify_page::{self, Flash};
 use crate::modules::auth::{AccountUpdate, AuthError, Authenticated, Channel, IssuedToken};
 use crate::storage::users::{Role, Units};
 
@@ -506,6 +507,7 @@ fn account_body(
     settings: &HashMap<String, String>,
     errors: &HashMap<String, String>,
     notice: Option<&str>,
+    notifications: &str,
 ) -> String {
     let u = &auth.user;
     let err = |k: &str| errors.get(k).map(String::as_str);
@@ -541,6 +543,7 @@ fn account_body(
 <form method="post" action="/account" novalidate>{csrf}<input type="hidden" name="action" value="settings">{chat}{tz}
 <label for="f-units">Units</label><select id="f-units" name="units">{metric}{imperial}</select>
 <button type="submit">Save settings</button></form></div>
+{notifications}
 <div class="card"><h2>Change password</h2>
 <form method="post" action="/account" novalidate>{csrf}<input type="hidden" name="action" value="password">{current}{new}
 <button type="submit">Change password</button></form></div>
@@ -584,12 +587,27 @@ pub async fn account_page(State(state): State<AppState>, headers: HeaderMap) -> 
         return Page::redirect("/login");
     };
     let (token, set) = csrf(&state, &headers);
+    account_view(&state, &auth, &token, StatusCode::OK, &Flash::default())
+        .await
+        .maybe_cookie(set)
+}
+
+/// The account page with the notifications card showing `flash`.
+pub(super) async fn account_view(
+    state: &AppState,
+    auth: &Authenticated,
+    token: &str,
+    status: StatusCode,
+    flash: &Flash,
+) -> Page {
     let nav = Nav {
         username: Some(&auth.user.username),
-        csrf: &token,
+        csrf: token,
     };
-    let body = account_body(&token, &auth, &HashMap::new(), &HashMap::new(), None);
-    Page::html(StatusCode::OK, page("Account", &nav, &body)).maybe_cookie(set)
+    let card = notify_page::card(state, token, auth.user.id, flash).await;
+    let empty = HashMap::new();
+    let body = account_body(token, auth, &empty, &empty, None, &card);
+    Page::html(status, page("Account", &nav, &body))
 }
 
 pub async fn account_submit(
@@ -601,21 +619,22 @@ pub async fn account_submit(
         Ok(signed_in) => signed_in,
         Err(page) => return page,
     };
-    let render = |auth: &Authenticated,
-                  status,
-                  settings: &HashMap<String, String>,
-                  errors: &HashMap<String, String>,
-                  notice: Option<&str>| {
+    let render = async |auth: &Authenticated,
+                        status,
+                        settings: &HashMap<String, String>,
+                        errors: &HashMap<String, String>,
+                        notice: Option<&str>| {
         let nav = Nav {
             username: Some(&auth.user.username),
             csrf: &token,
         };
+        let card = notify_page::card(&state, &token, auth.user.id, &Flash::default()).await;
         Page::html(
             status,
             page(
                 "Account",
                 &nav,
-                &account_body(&token, auth, settings, errors, notice),
+                &account_body(&token, auth, settings, errors, notice, &card),
             ),
         )
     };
@@ -632,7 +651,8 @@ pub async fn account_submit(
                         &form,
                         &errors,
                         None,
-                    );
+                    )
+                    .await;
                 }
             };
             let update = AccountUpdate {
@@ -654,14 +674,18 @@ pub async fn account_submit(
                         &empty,
                         Some("Settings saved."),
                     )
+                    .await
                 }
-                Err(e) => render(
-                    &auth,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    &form,
-                    &errors_by_field(&e),
-                    None,
-                ),
+                Err(e) => {
+                    render(
+                        &auth,
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        &form,
+                        &errors_by_field(&e),
+                        None,
+                    )
+                    .await
+                }
             }
         }
         "password" => {
@@ -685,6 +709,7 @@ pub async fn account_submit(
                         &empty,
                         Some("Password changed. Other sessions have been logged out."),
                     )
+                    .await
                     .cookie(session_cookie(&state, &fresh))
                 }
                 Ok((user, None)) => {
@@ -692,15 +717,18 @@ pub async fn account_submit(
                         user,
                         claims: auth.claims,
                     };
-                    render(&auth, StatusCode::OK, &empty, &empty, None)
+                    render(&auth, StatusCode::OK, &empty, &empty, None).await
                 }
-                Err(e) => render(
-                    &auth,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    &empty,
-                    &errors_by_field(&e),
-                    None,
-                ),
+                Err(e) => {
+                    render(
+                        &auth,
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        &empty,
+                        &errors_by_field(&e),
+                        None,
+                    )
+                    .await
+                }
             }
         }
         "delete" => {
@@ -719,7 +747,8 @@ pub async fn account_submit(
                     &empty,
                     &errors,
                     None,
-                );
+                )
+                .await;
             }
             match state.auth.delete_user(auth.user.id).await {
                 Ok(()) => Page::redirect("/login").cookie(clear_session_cookie(&state)),
@@ -728,7 +757,7 @@ pub async fn account_submit(
                         "confirm_password".to_owned(),
                         "You are the last administrator; make someone else admin first.".to_owned(),
                     )]);
-                    render(&auth, StatusCode::CONFLICT, &empty, &errors, None)
+                    render(&auth, StatusCode::CONFLICT, &empty, &errors, None).await
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "account deletion failed");
@@ -739,10 +768,11 @@ pub async fn account_submit(
                         &empty,
                         None,
                     )
+                    .await
                 }
             }
         }
-        _ => render(&auth, StatusCode::BAD_REQUEST, &empty, &empty, None),
+        _ => render(&auth, StatusCode::BAD_REQUEST, &empty, &empty, None).await,
     }
 }
 

@@ -26,6 +26,7 @@ use crate::bus::topics::{
 };
 use crate::bus::{Bus, BusClient, BusError, Incoming};
 use crate::metrics::Metrics;
+use crate::storage::notify::JournalEntry;
 use crate::storage::subscriptions::{self as subs, ConstraintState, Kind, Subscription};
 use crate::storage::{Db, StorageError};
 use crate::weather::Conditions;
@@ -343,11 +344,22 @@ impl Rules {
         self.metrics
             .rules_evaluation
             .observe(started.elapsed().as_secs_f64());
-        // State first: a crash after this re-evaluates nothing twice; a crash before it
-        // re-raises on the next observation rather than losing the alert.
-        if !all_changes.is_empty() {
+        // State and journal first: a crash after this loses no event (the notifier
+        // takes unhandled journal entries at start); a crash before it re-raises on the
+        // next observation rather than losing the alert.
+        let journal: Vec<JournalEntry> = outcomes
+            .iter()
+            .flat_map(|(_, o)| &o.events)
+            .map(|e| JournalEntry {
+                key: e.key(),
+                user_id: e.user_id,
+                event: serde_json::to_string(e).unwrap_or_default(),
+                created_at: now,
+            })
+            .collect();
+        if !all_changes.is_empty() || !journal.is_empty() {
             self.db
-                .call(move |c| subs::save_states(c, &all_changes))
+                .call(move |c| subs::save_states(c, &all_changes, &journal))
                 .await?;
         }
         for (user_id, outcome) in outcomes {

@@ -46,3 +46,19 @@ pub fn jwt_secret(conn: &mut Connection) -> Result<String, StorageError> {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     })
 }
+
+/// The next Telegram update id to ask for (`getUpdates` offset); 0 before the first.
+pub fn telegram_offset(conn: &Connection) -> Result<i64, StorageError> {
+    Ok(get(conn, "telegram_update_offset")?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+pub fn set_telegram_offset(conn: &Connection, offset: i64) -> Result<(), StorageError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('telegram_update_offset', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [offset.to_string()],
+    )?;
+    Ok(())
+}

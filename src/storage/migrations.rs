@@ -85,6 +85,54 @@ const MIGRATIONS: &[M<'static>] = &[
             PRIMARY KEY (query, count)
         ) STRICT;",
     ),
+    // 4: notifications: the rules' alert journal (written with the state change, so an
+    // alert cannot vanish between the rules and the notifier), the delivery outbox,
+    // per-user delivery preferences, Telegram link codes.
+    M::up(
+        "CREATE TABLE alert_log (
+            key          TEXT PRIMARY KEY NOT NULL,
+            user_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            event        TEXT NOT NULL,
+            handled      INTEGER NOT NULL DEFAULT 0,
+            created_at   INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX alert_log_unhandled ON alert_log(created_at) WHERE handled = 0;
+        CREATE INDEX alert_log_by_time ON alert_log(created_at);
+        CREATE TABLE outbox (
+            id           INTEGER PRIMARY KEY,
+            key          TEXT NOT NULL UNIQUE,
+            channel      TEXT NOT NULL CHECK (channel IN ('telegram')),
+            kind         TEXT NOT NULL CHECK (kind IN ('alert', 'notice')),
+            user_id      INTEGER REFERENCES users(id) ON DELETE CASCADE,
+            chat_id      INTEGER,
+            payload      TEXT NOT NULL,
+            batched      INTEGER NOT NULL DEFAULT 0,
+            status       TEXT NOT NULL DEFAULT 'pending'
+                         CHECK (status IN ('pending', 'delivered', 'failed')),
+            not_before   INTEGER NOT NULL,
+            attempts     INTEGER NOT NULL DEFAULT 0,
+            last_error   TEXT,
+            created_at   INTEGER NOT NULL,
+            finished_at  INTEGER
+        ) STRICT;
+        CREATE INDEX outbox_pending ON outbox(not_before) WHERE status = 'pending';
+        CREATE INDEX outbox_finished ON outbox(finished_at) WHERE status <> 'pending';
+        CREATE TABLE notify_prefs (
+            user_id         INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+            mode            TEXT NOT NULL DEFAULT 'immediate' CHECK (mode IN ('immediate', 'digest')),
+            digest_minutes  INTEGER NOT NULL DEFAULT 15,
+            quiet_start     INTEGER,
+            quiet_end       INTEGER,
+            broken_chat_id  INTEGER,
+            broken_reason   TEXT,
+            broken_at       INTEGER
+        ) STRICT;
+        CREATE TABLE telegram_link_codes (
+            code        TEXT PRIMARY KEY NOT NULL,
+            user_id     INTEGER NOT NULL UNIQUE REFERENCES users(id) ON DELETE CASCADE,
+            expires_at  INTEGER NOT NULL
+        ) STRICT;",
+    ),
 ];
 
 /// The schema version this binary writes.

@@ -7,6 +7,7 @@
 
 mod meta;
 mod migrations;
+pub mod notify;
 pub mod subscriptions;
 pub mod users;
 
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use meta::{jwt_secret, node_id};
+pub use meta::{jwt_secret, node_id, set_telegram_offset, telegram_offset};
 pub use migrations::{LATEST_VERSION, schema_version};
 
 #[derive(Debug, thiserror::Error)]

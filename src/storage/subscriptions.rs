@@ -248,12 +248,15 @@ pub fn in_cell(
     Ok(out)
 }
 
-/// Stores changed constraint states in one transaction.
+/// Stores changed constraint states and the alert events they caused in one
+/// transaction, so an event cannot be lost once its state change is committed.
 pub fn save_states(
     conn: &mut Connection,
     changes: &[(i64, Kind, ConstraintState)],
+    events: &[super::notify::JournalEntry],
 ) -> Result<(), StorageError> {
     let tx = conn.transaction()?;
+    super::notify::record_alerts(&tx, events)?;
     {
         let mut stmt = tx.prepare(
             "INSERT INTO alert_state (subscription_id, kind, violated, since, streak)

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_telegram;
 pub mod fake_weather;
 
 use std::io::{BufRead, BufReader};

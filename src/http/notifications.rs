@@ -1,0 +1,196 @@
+//! Owns the notification endpoints of the JSON API: the caller's delivery settings and
+//! Telegram status (`/api/v1/me/notifications`), a test message
+//! (`/api/v1/me/telegram/test`) and a Telegram link code (`/api/v1/me/telegram/link`).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiUser};
+use crate::modules::notifier::schedule::{format_clock, parse_clock};
+use crate::modules::notifier::{LinkCode, NotifierError, Settings, TelegramStatus};
+use crate::modules::rules::rfc3339_ms;
+use crate::storage::notify::{NotifyMode, Prefs, QuietHours};
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct QuietHoursView {
+    /// Local "HH:MM" in the account's time zone; `start` > `end` spans midnight.
+    pub start: String,
+    pub end: String,
+}
+
+#[derive(Serialize)]
+pub struct TelegramView {
+    /// `disabled` (no bot on this server), `not_linked`, `ok`, or `broken` (Telegram
+    /// refused the chat; fix it by unblocking the bot and updating or re-linking).
+    status: &'static str,
+    chat_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broken_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broken_at: Option<String>,
+    link_enabled: bool,
+}
+
+#[derive(Serialize)]
+pub struct SettingsView {
+    mode: &'static str,
+    digest_minutes: u32,
+    quiet_hours: Option<QuietHoursView>,
+    telegram: TelegramView,
+}
+
+impl From<Settings> for SettingsView {
+    fn from(s: Settings) -> Self {
+        let (status, broken_reason, broken_at) = match s.telegram {
+            TelegramStatus::Disabled => ("disabled", None, None),
+            TelegramStatus::NotLinked => ("not_linked", None, None),
+            TelegramStatus::Ok => ("ok", None, None),
+            TelegramStatus::Broken(reason, at) => ("broken", Some(reason), Some(rfc3339_ms(at))),
+        };
+        SettingsView {
+            mode: s.prefs.mode.as_str(),
+            digest_minutes: s.prefs.digest_minutes,
+            quiet_hours: s.prefs.quiet.map(|q| QuietHoursView {
+                start: format_clock(q.start),
+                end: format_clock(q.end),
+            }),
+            telegram: TelegramView {
+                status,
+                chat_id: s.chat_id,
+                broken_reason,
+                broken_at,
+                link_enabled: s.link_enabled,
+            },
+        }
+    }
+}
+
+impl From<NotifierError> for ApiError {
+    fn from(e: NotifierError) -> ApiError {
+        match e {
+            NotifierError::Invalid(fields) => ApiError::Validation(fields),
+            NotifierError::TelegramOff | NotifierError::LinkingOff | NotifierError::NoChat => {
+                ApiError::Conflict(e.to_string())
+            }
+            NotifierError::NoAccount => ApiError::NotFound,
+            NotifierError::Storage(e) => e.into(),
+        }
+    }
+}
+
+pub async fn get_settings(
+    State(state): State<AppState>,
+    ApiUser(auth): ApiUser,
+) -> Result<Json<SettingsView>, ApiError> {
+    Ok(Json(state.notifier.settings(auth.user.id).await?.into()))
+}
+
+/// Fields left out keep their value; `quiet_hours: null` turns quiet hours off.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsRequest {
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    digest_minutes: Option<u32>,
+    #[serde(default, deserialize_with = "super::extract::present")]
+    quiet_hours: Option<Option<QuietHoursView>>,
+}
+
+/// Applies a settings request to the current preferences.
+pub fn apply_request(mut prefs: Prefs, req: SettingsRequest) -> Result<Prefs, ApiError> {
+    let mut errors = Vec::new();
+    if let Some(mode) = req.mode {
+        match NotifyMode::parse(&mode) {
+            Some(m) => prefs.mode = m,
+            None => errors.push(crate::error::FieldError::new(
+                "mode",
+                "use \"immediate\" or \"digest\"",
+            )),
+        }
+    }
+    if let Some(m) = req.digest_minutes {
+        prefs.digest_minutes = m;
+    }
+    if let Some(quiet) = req.quiet_hours {
+        prefs.quiet = match quiet {
+            None => None,
+            Some(q) => match (parse_clock(&q.start), parse_clock(&q.end)) {
+                (Some(start), Some(end)) => Some(QuietHours { start, end }),
+                _ => {
+                    errors.push(crate::error::FieldError::new(
+                        "quiet_hours",
+                        "give start and end as \"HH:MM\", e.g. {\"start\": \"22:00\", \"end\": \"07:00\"}",
+                    ));
+                    None
+                }
+            },
+        };
+    }
+    if errors.is_empty() {
+        Ok(prefs)
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+pub async fn put_settings(
+    State(state): State<AppState>,
+    ApiUser(auth): ApiUser,
+    ApiJson(req): ApiJson<SettingsRequest>,
+) -> Result<Json<SettingsView>, ApiError> {
+    let current = state.notifier.settings(auth.user.id).await?;
+    let prefs = apply_request(current.prefs, req)?;
+    Ok(Json(
+        state.notifier.set_prefs(auth.user.id, prefs).await?.into(),
+    ))
+}
+
+#[derive(Serialize)]
+pub struct QueuedView {
+    queued: bool,
+    key: String,
+}
+
+pub async fn send_test(
+    State(state): State<AppState>,
+    ApiUser(auth): ApiUser,
+) -> Result<(StatusCode, Json<QueuedView>), ApiError> {
+    let key = state
+        .notifier
+        .send_test(auth.user.id, &auth.user.username)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(QueuedView { queued: true, key })))
+}
+
+#[derive(Serialize)]
+pub struct LinkView {
+    code: String,
+    /// What to send the bot if the link does not open Telegram.
+    command: String,
+    deep_link: Option<String>,
+    expires_at: String,
+}
+
+impl From<LinkCode> for LinkView {
+    fn from(l: LinkCode) -> Self {
+        LinkView {
+            command: format!("/start {}", l.code),
+            code: l.code,
+            deep_link: l.deep_link,
+            expires_at: rfc3339_ms(l.expires_at),
+        }
+    }
+}
+
+pub async fn link(
+    State(state): State<AppState>,
+    ApiUser(auth): ApiUser,
+) -> Result<(StatusCode, Json<LinkView>), ApiError> {
+    let code = state.notifier.link_code(auth.user.id).await?;
+    Ok((StatusCode::CREATED, Json(code.into())))
+}

@@ -1,0 +1,208 @@
+//! Owns linking Telegram chats to accounts: long-polls `getUpdates` and answers
+//! `/start <code>` (links the chat to the account that issued the code), `/start`
+//! (explains how), `/stop` (unlinks). Each batch of updates is applied with the new
+//! offset in one transaction, so an update is acted on once even across a crash;
+//! replies go through the outbox like everything else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::NotifierService;
+use super::render::escape;
+use super::telegram::{TelegramApi, TelegramError, Update};
+use crate::modules::rules::now_ms;
+use crate::storage::notify::{self, NewDelivery, OutboxKind};
+use crate::storage::{self, StorageError};
+
+/// Letters and digits that cannot be mistaken for each other.
+const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+const CODE_LEN: usize = 10;
+
+/// A fresh one-time code (50 bits of randomness).
+pub fn new_code() -> String {
+    (0..CODE_LEN)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+pub struct LinkPoller {
+    pub service: NotifierService,
+    pub api: Arc<TelegramApi>,
+    pub poll_timeout: Duration,
+}
+
+impl LinkPoller {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let api = self.api.clone();
+        match tokio::task::spawn_blocking(move || api.get_me()).await {
+            Ok(Ok(name)) => {
+                tracing::info!(bot = name, "Telegram linking on");
+                if let Ok(mut slot) = self.service.inner.bot_username.write() {
+                    *slot = Some(name);
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot learn the bot's name; link codes work without the t.me link")
+            }
+            Err(_) => {}
+        }
+        let mut failures = 0u32;
+        loop {
+            let wait = match self.poll_once().await {
+                Ok(()) => {
+                    failures = 0;
+                    Duration::ZERO
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, "polling Telegram for link requests failed");
+                    Duration::from_secs(1 << failures.min(6))
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn poll_once(&self) -> Result<(), PollError> {
+        let db = &self.service.inner.db;
+        let offset = db.call(|c| storage::telegram_offset(c)).await?;
+        let (api, timeout) = (self.api.clone(), self.poll_timeout);
+        let updates = tokio::task::spawn_blocking(move || api.get_updates(offset, timeout))
+            .await
+            .map_err(|e| PollError::Telegram(TelegramError::Unavailable(e.to_string())))??;
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let replies = db.call(move |c| apply(c, &updates)).await?;
+        if replies > 0 {
+            self.service.inner.wake.notify_one();
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PollError {
+    #[error(transparent)]
+    Telegram(#[from] TelegramError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// What a chat message asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Command<'a> {
+    Start(Option<&'a str>),
+    Stop,
+}
+
+fn command(text: &str) -> Option<Command<'_>> {
+    let mut words = text.split_whitespace();
+    // In groups commands may carry the bot's name: `/start@meteomesh_bot CODE`.
+    let head = words.next()?.split('@').next()?;
+    match head {
+        "/start" => Some(Command::Start(words.next())),
+        "/stop" => Some(Command::Stop),
+        _ => None,
+    }
+}
+
+/// Applies a batch of updates and stores the next offset, in one transaction.
+/// Returns how many replies were queued.
+fn apply(conn: &mut rusqlite::Connection, updates: &[Update]) -> Result<usize, StorageError> {
+    let now = now_ms();
+    let tx = conn.transaction()?;
+    let mut replies = Vec::new();
+    let mut next = 0;
+    for u in updates {
+        next = next.max(u.update_id + 1);
+        let Some(msg) = &u.message else { continue };
+        let chat = msg.chat.id;
+        let Some(cmd) = msg.text.as_deref().and_then(command) else {
+            continue;
+        };
+        let (user, text) = match cmd {
+            Command::Start(Some(code)) => {
+                match notify::take_link_code(&tx, &code.to_ascii_uppercase(), now)? {
+                    Some((user_id, username)) => {
+                        notify::set_chat(&tx, user_id, Some(chat), now)?;
+                        (
+                            Some(user_id),
+                            format!(
+                                "✅ Linked to the meteomesh account <b>{}</b>. Weather alerts will arrive in this chat. Send /stop to unlink.",
+                                escape(&username)
+                            ),
+                        )
+                    }
+                    None => (
+                        None,
+                        "Sorry, that link code is unknown or has expired. Open your meteomesh account page and press “Link Telegram” for a new one.".to_owned(),
+                    ),
+                }
+            }
+            Command::Start(None) => (
+                None,
+                "Hello! To get weather alerts here, open your meteomesh account page and press “Link Telegram”.".to_owned(),
+            ),
+            Command::Stop => {
+                let names = notify::unlink_chat(&tx, chat, now)?;
+                let text = if names.is_empty() {
+                    "This chat is not linked to any meteomesh account.".to_owned()
+                } else {
+                    let names: Vec<String> =
+                        names.iter().map(|n| format!("<b>{}</b>", escape(n))).collect();
+                    format!(
+                        "Unlinked from {}. No more alerts will arrive here.",
+                        names.join(", ")
+                    )
+                };
+                (None, text)
+            }
+        };
+        replies.push(NewDelivery {
+            key: format!("update:{}", u.update_id),
+            kind: OutboxKind::Notice,
+            user_id: user,
+            chat_id: Some(chat),
+            payload: text,
+            batched: false,
+            not_before: now,
+            created_at: now,
+        });
+    }
+    let n = notify::insert_deliveries(&tx, &replies)?;
+    storage::set_telegram_offset(&tx, next)?;
+    tx.commit()?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands() {
+        assert_eq!(command("/start ABC"), Some(Command::Start(Some("ABC"))));
+        assert_eq!(
+            command("/start@meteo_bot  ABC "),
+            Some(Command::Start(Some("ABC")))
+        );
+        assert_eq!(command("/start"), Some(Command::Start(None)));
+        assert_eq!(command("/stop"), Some(Command::Stop));
+        assert_eq!(command("hello"), None);
+        assert_eq!(command(""), None);
+    }
+
+    #[test]
+    fn codes_use_the_unambiguous_alphabet() {
+        let c = new_code();
+        assert_eq!(c.len(), CODE_LEN);
+        assert!(c.bytes().all(|b| ALPHABET.contains(&b)));
+        assert_ne!(new_code(), new_code());
+    }
+}

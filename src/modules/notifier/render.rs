@@ -1,0 +1,257 @@
+//! Owns the text of Telegram messages: alerts and digests in the user's units and time
+//! zone, as Telegram HTML (only `&`, `<`, `>` need escaping outside tags), never longer
+//! than Telegram's 4096 characters. Texts are pure functions of the outbox row and the
+//! user's settings, so a duplicate after a crash is byte-identical and easy to spot.
+
+use crate::bus::topics::{AlertEvent, AlertState};
+use crate::storage::subscriptions::Kind;
+use crate::storage::users::Units;
+
+/// Telegram's limit for one message.
+pub const MAX_CHARS: usize = 4096;
+/// Longest label or place name shown; longer ones are cut with an ellipsis.
+const MAX_NAME_CHARS: usize = 120;
+
+/// Escapes text for Telegram's HTML parse mode.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn name(s: &str) -> String {
+    if s.chars().count() <= MAX_NAME_CHARS {
+        return escape(s);
+    }
+    let cut: String = s.chars().take(MAX_NAME_CHARS - 1).collect();
+    format!("{}…", escape(&cut))
+}
+
+fn temperature(c: f64, units: Units) -> String {
+    match units {
+        Units::Metric => format!("{c:.1} °C"),
+        Units::Imperial => format!("{:.1} °F", c * 9.0 / 5.0 + 32.0),
+    }
+}
+
+fn amount(kind: Kind, v: f64, units: Units) -> String {
+    match (kind, units) {
+        (Kind::Snow, Units::Metric) => format!("{v:.1} cm"),
+        (Kind::Snow, Units::Imperial) => format!("{:.1} in", v / 2.54),
+        (_, Units::Metric) => format!("{v:.1} mm"),
+        (_, Units::Imperial) => format!("{:.2} in", v / 25.4),
+    }
+}
+
+fn what(kind: Kind) -> &'static str {
+    match kind {
+        Kind::TooCold => "too cold",
+        Kind::TooHot => "too hot",
+        Kind::Rain => "rain",
+        Kind::Snow => "snow",
+    }
+}
+
+/// "1.5 °C (minimum 3.0 °C)" — the value and, for temperatures, the threshold.
+fn detail(e: &AlertEvent, units: Units) -> Option<String> {
+    let value = e.value?;
+    Some(match e.constraint {
+        Kind::TooCold | Kind::TooHot => {
+            let t = temperature(value, units);
+            match e.threshold_c {
+                Some(th) if e.constraint == Kind::TooCold => {
+                    format!("{t} (minimum {})", temperature(th, units))
+                }
+                Some(th) => format!("{t} (maximum {})", temperature(th, units)),
+                None => t,
+            }
+        }
+        kind => amount(kind, value, units),
+    })
+}
+
+fn local(rfc3339: &str, tz: &str, pattern: &str) -> String {
+    let Ok(ts) = rfc3339.parse::<jiff::Timestamp>() else {
+        return escape(rfc3339);
+    };
+    let zone = jiff::tz::TimeZone::get(tz).unwrap_or(jiff::tz::TimeZone::UTC);
+    escape(&ts.to_zoned(zone).strftime(pattern).to_string())
+}
+
+/// One alert as its own message.
+pub fn alert(e: &AlertEvent, tz: &str, units: Units) -> String {
+    let (icon, headline) = match e.state {
+        AlertState::Raised => ("⚠️", what(e.constraint).to_owned()),
+        AlertState::Cleared => ("✅", format!("no longer {}", what(e.constraint))),
+    };
+    let mut text = format!("{icon} <b>{}</b>: {headline}", name(&e.label));
+    if let Some(d) = detail(e, units) {
+        text.push('\n');
+        text.push_str(&d);
+    }
+    text.push_str(&format!(
+        "\n{} · {}",
+        name(&e.place),
+        local(&e.at, tz, "%-d %b %H:%M %Z")
+    ));
+    text
+}
+
+/// One line of a digest.
+fn digest_line(e: &AlertEvent, tz: &str, units: Units) -> String {
+    let headline = match e.state {
+        AlertState::Raised => what(e.constraint).to_owned(),
+        AlertState::Cleared => format!("no longer {}", what(e.constraint)),
+    };
+    let mut line = format!(
+        "• {} <b>{}</b>: {headline}",
+        local(&e.at, tz, "%H:%M"),
+        name(&e.label)
+    );
+    if let Some(d) = detail(e, units) {
+        line.push_str(", ");
+        line.push_str(&d);
+    }
+    line
+}
+
+/// A digest of `events` (oldest first). Returns the text and how many events it holds:
+/// when they do not all fit in one message, the rest go in the next one.
+pub fn digest(events: &[AlertEvent], tz: &str, units: Units) -> (String, usize) {
+    let lines: Vec<String> = events.iter().map(|e| digest_line(e, tz, units)).collect();
+    let header = |n: usize| {
+        let zone = escape(tz);
+        if n == 1 {
+            format!("🗓 <b>meteomesh digest</b>: 1 change (times in {zone})")
+        } else {
+            format!("🗓 <b>meteomesh digest</b>: {n} changes (times in {zone})")
+        }
+    };
+    // Grow until the next line would not fit (the header grows by at most a digit or two).
+    let mut used = 0;
+    let mut len = header(lines.len()).chars().count() + 8;
+    for line in &lines {
+        let extra = line.chars().count() + 1;
+        if used > 0 && len + extra > MAX_CHARS {
+            break;
+        }
+        len += extra;
+        used += 1;
+    }
+    let mut text = header(used);
+    for line in &lines[..used] {
+        text.push('\n');
+        text.push_str(line);
+    }
+    (fit(text), used)
+}
+
+/// Cuts a message to [`MAX_CHARS`] at a line boundary (so no tag or entity is split).
+pub fn fit(text: String) -> String {
+    if text.chars().count() <= MAX_CHARS {
+        return text;
+    }
+    let mut out = String::new();
+    for line in text.split('\n') {
+        if out.chars().count() + line.chars().count() + 2 > MAX_CHARS {
+            break;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(line);
+    }
+    out.push_str("\n…");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(state: AlertState) -> AlertEvent {
+        AlertEvent {
+            id: "7-too_cold-1795363200000".into(),
+            user_id: 1,
+            subscription_id: 7,
+            label: "Home <& \"garden\">".into(),
+            place: "Catania".into(),
+            constraint: Kind::TooCold,
+            state,
+            value: Some(1.5),
+            threshold_c: Some(3.0),
+            weather_code: Some(3),
+            started_at: "2026-11-22T13:00:00Z".into(),
+            at: "2026-11-22T13:05:00Z".into(),
+            notify: true,
+        }
+    }
+
+    #[test]
+    fn alert_text_in_metric_and_imperial() {
+        assert_eq!(
+            alert(&event(AlertState::Raised), "Europe/Rome", Units::Metric),
+            "⚠️ <b>Home &lt;&amp; &quot;garden&quot;&gt;</b>: too cold\n\
+             1.5 °C (minimum 3.0 °C)\nCatania · 22 Nov 14:05 CET"
+        );
+        assert_eq!(
+            alert(
+                &event(AlertState::Cleared),
+                "America/New_York",
+                Units::Imperial
+            ),
+            "✅ <b>Home &lt;&amp; &quot;garden&quot;&gt;</b>: no longer too cold\n\
+             34.7 °F (minimum 37.4 °F)\nCatania · 22 Nov 08:05 EST"
+        );
+    }
+
+    #[test]
+    fn rain_and_snow_amounts() {
+        let mut e = event(AlertState::Raised);
+        e.constraint = Kind::Snow;
+        e.value = Some(2.54);
+        e.threshold_c = None;
+        assert!(alert(&e, "UTC", Units::Imperial).contains("\n1.0 in\n"));
+        e.constraint = Kind::Rain;
+        e.value = None;
+        assert_eq!(
+            alert(&e, "UTC", Units::Metric),
+            "⚠️ <b>Home &lt;&amp; &quot;garden&quot;&gt;</b>: rain\nCatania · 22 Nov 13:05 UTC"
+        );
+    }
+
+    #[test]
+    fn digest_splits_at_the_limit() {
+        let events: Vec<AlertEvent> = (0..200).map(|_| event(AlertState::Raised)).collect();
+        let (text, used) = digest(&events, "UTC", Units::Metric);
+        assert!(used < 200 && used > 10, "{used}");
+        assert!(text.chars().count() <= MAX_CHARS);
+        assert!(text.starts_with(&format!("🗓 <b>meteomesh digest</b>: {used} changes")));
+        assert_eq!(text.lines().count(), used + 1);
+        let (text, used) = digest(&events[..1], "UTC", Units::Metric);
+        assert_eq!(used, 1);
+        assert_eq!(
+            text,
+            "🗓 <b>meteomesh digest</b>: 1 change (times in UTC)\n\
+             • 13:05 <b>Home &lt;&amp; &quot;garden&quot;&gt;</b>: too cold, 1.5 °C (minimum 3.0 °C)"
+        );
+    }
+
+    #[test]
+    fn long_names_and_texts_are_cut() {
+        let mut e = event(AlertState::Raised);
+        e.label = "x".repeat(5000);
+        let text = alert(&e, "UTC", Units::Metric);
+        assert!(text.chars().count() < 400);
+        let long = format!("a\n{}", "b".repeat(5000));
+        assert_eq!(fit(long), "a\n…");
+    }
+}
