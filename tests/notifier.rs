@@ -568,3 +568,35 @@ async fn linking_a_chat_with_start_and_stop() {
         .await;
     t.app.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_entries_the_notifier_never_saw_are_sent_after_a_restart() {
+    let tg = FakeTelegram::start().await;
+    let t = app_with(&tg, |_| {}).await;
+    let (_, id) = user(&t, "alice", Some(31)).await;
+    let config = t.config.clone();
+    t.app.shutdown().await.unwrap();
+    // The rules committed an alert (state + journal) and the process died before the
+    // notifier received it from the bus.
+    let db = rusqlite::Connection::open(&config.storage.path).unwrap();
+    db.execute(
+        "INSERT INTO alert_log (key, user_id, event, created_at) VALUES (?1, ?2, ?3, ?4)",
+        rusqlite::params![
+            "9-too_cold-1795363200000:raised",
+            id,
+            alert(id, 9, "journal").to_string(),
+            jiff::Timestamp::now().as_millisecond()
+        ],
+    )
+    .unwrap();
+    drop(db);
+    let app = start_ready(&config).await;
+    tg.wait_until(WAIT, |s| s.sent.len() == 1).await;
+    assert!(tg.sent()[0].text.contains("<b>journal</b>: too cold"));
+    app.shutdown().await.unwrap();
+    let db = rusqlite::Connection::open(&config.storage.path).unwrap();
+    let handled: i64 = db
+        .query_row("SELECT handled FROM alert_log", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(handled, 1);
+}

@@ -44,6 +44,9 @@ pub struct State {
     /// Chats that always get this refusal.
     pub refused: HashMap<i64, Forced>,
     pub hang: bool,
+    /// Accept (and record) each message at once but answer this much later: the window
+    /// in which a crash makes the sender resend a message Telegram already has.
+    pub answer_delay: Option<Duration>,
     pub updates: Vec<Value>,
     pub offsets_asked: Vec<i64>,
     pub bad_token_requests: usize,
@@ -221,7 +224,7 @@ impl FakeTelegram {
                 "chat": {"id": chat_id, "type": "private"}, "text": req["text"]}}),
             ),
         };
-        {
+        let delay = {
             let mut s = self.lock();
             s.attempts.push((chat_id, status, Instant::now()));
             if status == 200 {
@@ -232,8 +235,12 @@ impl FakeTelegram {
                     at: Instant::now(),
                 });
             }
-        }
+            s.answer_delay
+        };
         self.changed.notify_waiters();
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
         (StatusCode::from_u16(status).unwrap(), body.to_string())
     }
 }
