@@ -82,7 +82,8 @@ fn direct_send(tg: &FakeTelegram) -> Duration {
                     .build()
                     .into();
                 for n in (t..MESSAGES).step_by(IN_FLIGHT) {
-                    let body = json!({"chat_id": 1, "text": format!("direct {n}"), "parse_mode": "HTML"});
+                    let body =
+                        json!({"chat_id": 1, "text": format!("direct {n}"), "parse_mode": "HTML"});
                     agent
                         .post(&url)
                         .header("Content-Type", "application/json")

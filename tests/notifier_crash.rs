@@ -167,3 +167,41 @@ async fn sigterm_while_telegram_hangs_loses_and_repeats_nothing() {
     let (status, _) = tokio::task::block_in_place(|| p.terminate());
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_token_never_reaches_the_log_even_at_trace_level() {
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &tg);
+    let p = tokio::task::block_in_place(|| {
+        ServeProcess::start(
+            dir.path(),
+            &["--config", config.to_str().unwrap(), "--log-level", "trace"],
+            &[],
+        )
+    });
+    let r = post_json(
+        p.http,
+        "/api/v1/auth/register",
+        &json!({"username": "alice", "password": "correct-horse-1", "telegram_chat_id": 5})
+            .to_string(),
+    )
+    .await;
+    let token = r.json()["token"].as_str().unwrap().to_owned();
+    let r = api(p.http, "POST", "/api/v1/me/telegram/test", Some(&token), "").await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    tg.wait_until(WAIT, |s| s.sent.len() == 1).await;
+    let out = tokio::task::block_in_place(|| {
+        bin()
+            .args(["print-config", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap()
+    });
+    let (status, log) = tokio::task::block_in_place(|| p.terminate());
+    assert!(status.success());
+    let secret = fake_telegram::TOKEN.split_once(':').unwrap().1;
+    assert!(log.len() > 10, "trace log too short: {log:?}");
+    let leaks: Vec<&String> = log.iter().filter(|l| l.contains(secret)).collect();
+    assert!(leaks.is_empty(), "token in the log: {leaks:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(secret));
+}

@@ -463,3 +463,104 @@ async fn my_alerts_page_needs_a_session_and_a_csrf_token() {
     assert!(r.body.contains(r#"value="warm""#));
     t.app.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_card_sends_tests_links_and_saves_settings() {
+    use common::fake_telegram::{self, FakeTelegram};
+    let tg = FakeTelegram::start().await;
+    let url = tg.url();
+    let t = TestApp::start_with(|c| {
+        c.telegram.bot_token = meteomesh::config::Secret::new(fake_telegram::TOKEN);
+        c.telegram.api_base = url;
+        c.telegram.link = true;
+        c.telegram.poll_timeout = std::time::Duration::from_secs(2);
+    })
+    .await;
+    let mut b = Browser::new(t.http);
+    b.get("/register").await;
+    let csrf = b.csrf();
+    let r = b
+        .post(
+            "/register",
+            &[
+                ("csrf", &csrf),
+                ("username", "dana"),
+                ("password", PW),
+                ("telegram_chat_id", "321"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let page = b.get("/account").await;
+    assert!(page.body.contains("<h2>Notifications</h2>"));
+    assert!(
+        page.body
+            .contains("Alerts go to Telegram chat <strong>321</strong>")
+    );
+    assert!(page.body.contains("Send test message"));
+    assert!(page.body.contains("Link Telegram"));
+
+    let r = b
+        .post("/account/notifications", &[("action", "test")], &[])
+        .await;
+    assert_eq!(r.status, 403, "a post without the CSRF token is refused");
+    let r = b
+        .post(
+            "/account/notifications",
+            &[("csrf", &csrf), ("action", "test")],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Test message queued"));
+    tg.wait_until(WAIT, |s| s.sent.len() == 1).await;
+    assert_eq!(tg.sent()[0].chat_id, 321);
+
+    let r = b
+        .post(
+            "/account/notifications",
+            &[("csrf", &csrf), ("action", "link")],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Send <code>/start "), "{}", r.body);
+
+    let r = b
+        .post(
+            "/account/notifications",
+            &[
+                ("csrf", &csrf),
+                ("action", "prefs"),
+                ("mode", "digest"),
+                ("digest_minutes", "often"),
+                ("quiet_start", ""),
+                ("quiet_end", ""),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("Enter whole minutes, 1 to 1440."));
+    assert!(r.body.contains(r#"value="often""#));
+    let r = b
+        .post(
+            "/account/notifications",
+            &[
+                ("csrf", &csrf),
+                ("action", "prefs"),
+                ("mode", "digest"),
+                ("digest_minutes", "30"),
+                ("quiet_start", "22:00"),
+                ("quiet_end", "07:00"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Notification settings saved."));
+    assert!(r.body.contains(r#"value="22:00""#));
+    assert!(r.body.contains(r#"<option value="digest" selected>"#));
+    t.app.shutdown().await.unwrap();
+}
