@@ -101,25 +101,36 @@ async fn delivered_with_duplicates(tg: &FakeTelegram) -> usize {
     sent.len() - distinct.len()
 }
 
+/// Restarts the binary on the same database with Telegram answering, waits until every
+/// alert arrived, stops it cleanly; returns the number of duplicates.
+async fn restart_and_count_duplicates(dir: &Path, config: &Path, tg: &FakeTelegram) -> usize {
+    tg.set_hang(false);
+    let p = start(dir, config);
+    let duplicates = delivered_with_duplicates(tg).await;
+    let (status, _) = tokio::task::block_in_place(|| p.terminate());
+    assert!(status.success());
+    duplicates
+}
+
+/// Kills the process without warning.
+fn sigkill(mut p: ServeProcess) {
+    p.child.kill().unwrap();
+    wait_child(&mut p.child);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_telegram_hangs_loses_nothing() {
     let tg = FakeTelegram::start().await;
     tg.set_hang(true);
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &tg);
-    let mut p = start(dir.path(), &config);
+    let p = start(dir.path(), &config);
     queue_alerts(&p).await;
     tg.wait_until(WAIT, |s| s.attempts.len() >= IN_FLIGHT).await;
-    p.child.kill().unwrap();
-    wait_child(&mut p.child);
-
-    tg.set_hang(false);
-    let p = start(dir.path(), &config);
-    let duplicates = delivered_with_duplicates(&tg).await;
+    sigkill(p);
+    let duplicates = restart_and_count_duplicates(dir.path(), &config, &tg).await;
     eprintln!("SIGKILL while hanging: {ALERTS} delivered, 0 lost, {duplicates} duplicates");
     assert!(duplicates <= IN_FLIGHT, "{duplicates} duplicates");
-    let (status, _) = tokio::task::block_in_place(|| p.terminate());
-    assert!(status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,23 +139,18 @@ async fn sigkill_mid_delivery_resends_at_most_the_in_flight_window() {
     tg.set_hang(true);
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &tg);
-    let mut p = start(dir.path(), &config);
+    let p = start(dir.path(), &config);
     queue_alerts(&p).await;
     // Telegram takes each message at once but answers late; kill in the middle.
     tg.lock().answer_delay = Some(Duration::from_millis(300));
     tg.set_hang(false);
     tg.wait_until(Duration::from_secs(60), |s| s.sent.len() >= 40)
         .await;
-    p.child.kill().unwrap();
-    wait_child(&mut p.child);
+    sigkill(p);
     tg.lock().answer_delay = None;
-
-    let p = start(dir.path(), &config);
-    let duplicates = delivered_with_duplicates(&tg).await;
+    let duplicates = restart_and_count_duplicates(dir.path(), &config, &tg).await;
     eprintln!("SIGKILL mid-delivery: {ALERTS} delivered, 0 lost, {duplicates} duplicates");
     assert!(duplicates <= IN_FLIGHT, "{duplicates} duplicates");
-    let (status, _) = tokio::task::block_in_place(|| p.terminate());
-    assert!(status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,14 +164,9 @@ async fn sigterm_while_telegram_hangs_loses_and_repeats_nothing() {
     tg.wait_until(WAIT, |s| s.attempts.len() >= IN_FLIGHT).await;
     let (status, _) = tokio::task::block_in_place(|| p.terminate());
     assert!(status.success(), "{status:?}");
-
-    tg.set_hang(false);
-    let p = start(dir.path(), &config);
-    let duplicates = delivered_with_duplicates(&tg).await;
+    let duplicates = restart_and_count_duplicates(dir.path(), &config, &tg).await;
     eprintln!("SIGTERM while hanging: {ALERTS} delivered, 0 lost, {duplicates} duplicates");
     assert_eq!(duplicates, 0);
-    let (status, _) = tokio::task::block_in_place(|| p.terminate());
-    assert!(status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

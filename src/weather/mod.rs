@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::outbound::agent;
+
 pub use geocoding::{Geocoder, PlaceCandidate};
 pub use open_meteo::OpenMeteo;
 pub use openweathermap::OpenWeatherMap;
@@ -82,16 +84,6 @@ pub trait Provider: Send + Sync {
     fn max_batch(&self) -> usize;
     /// Conditions for `places`, in the same order.
     fn fetch(&self, places: &[Coord]) -> Result<Vec<Conditions>, ProviderError>;
-}
-
-/// A blocking HTTP agent with the given timeout that reports 4xx/5xx as responses.
-fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .user_agent(concat!("meteomesh/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into()
 }
 
 /// Sends a GET and returns (status, body), mapping transport failures.

@@ -372,13 +372,16 @@ impl NotifierService {
     }
 
     /// The user's notification settings and Telegram status.
-    pub async fn settings(&self, user_id: i64) -> Result<Settings, NotifierError> {
-        let r = self
-            .inner
+    async fn recipient(&self, user_id: i64) -> Result<Recipient, NotifierError> {
+        self.inner
             .db
             .call(move |c| notify::recipient(c, user_id))
             .await?
-            .ok_or(NotifierError::NoAccount)?;
+            .ok_or(NotifierError::NoAccount)
+    }
+
+    pub async fn settings(&self, user_id: i64) -> Result<Settings, NotifierError> {
+        let r = self.recipient(user_id).await?;
         let telegram = match (&self.inner.api, r.chat_id, r.broken) {
             (None, _, _) => TelegramStatus::Disabled,
             (Some(_), None, _) => TelegramStatus::NotLinked,
@@ -411,13 +414,11 @@ impl NotifierService {
         if self.inner.api.is_none() {
             return Err(NotifierError::TelegramOff);
         }
-        let r = self
-            .inner
-            .db
-            .call(move |c| notify::recipient(c, user_id))
+        let chat = self
+            .recipient(user_id)
             .await?
-            .ok_or(NotifierError::NoAccount)?;
-        let chat = r.chat_id.ok_or(NotifierError::NoChat)?;
+            .chat_id
+            .ok_or(NotifierError::NoChat)?;
         let now = now_ms();
         let nonce: u32 = rand::random();
         let key = format!("test:{user_id}:{now}:{nonce:08x}");

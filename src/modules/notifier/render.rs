@@ -4,6 +4,7 @@
 //! user's settings, so a duplicate after a crash is byte-identical and easy to spot.
 
 use crate::bus::topics::{AlertEvent, AlertState};
+pub use crate::markup::escape;
 use crate::storage::subscriptions::Kind;
 use crate::storage::users::Units;
 
@@ -11,21 +12,6 @@ use crate::storage::users::Units;
 pub const MAX_CHARS: usize = 4096;
 /// Longest label or place name shown; longer ones are cut with an ellipsis.
 const MAX_NAME_CHARS: usize = 120;
-
-/// Escapes text for Telegram's HTML parse mode.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 fn name(s: &str) -> String {
     if s.chars().count() <= MAX_NAME_CHARS {

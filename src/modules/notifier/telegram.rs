@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::outbound::agent;
+
 /// What went wrong with one call, sorted by what to do about it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TelegramError {
@@ -82,15 +84,6 @@ impl std::fmt::Debug for TelegramApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("TelegramApi")
     }
-}
-
-fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .user_agent(concat!("meteomesh/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into()
 }
 
 impl TelegramApi {
