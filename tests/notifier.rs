@@ -316,6 +316,34 @@ async fn refused_chats_are_marked_broken_until_the_chat_id_changes() {
     .await;
     assert_eq!(tg.lock().attempts.len(), 2);
 
+    // The delivery list says why.
+    let r = api(
+        t.http,
+        "GET",
+        "/api/v1/me/deliveries?limit=5",
+        Some(&alice),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let list = r.json();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["status"], "failed");
+    assert_eq!(list[0]["kind"], "alert");
+    assert_eq!(
+        list[0]["last_error"],
+        "Forbidden: bot was blocked by the user"
+    );
+    let r = api(
+        t.http,
+        "GET",
+        "/api/v1/me/deliveries?limit=x",
+        Some(&alice),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+
     // The account page shows it.
     let page = request(
         t.http,

@@ -28,6 +28,26 @@ where
     }
 }
 
+/// A query string extractor whose rejection uses the API's error shape (422 naming the
+/// query).
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::field("query", e.body_text()))?;
+        Ok(ApiQuery(value))
+    }
+}
+
 /// The user behind `Authorization: Bearer <token>` (JSON API). Rejects with 401.
 pub struct ApiUser(pub Authenticated);
 

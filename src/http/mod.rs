@@ -95,6 +95,7 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
             "/api/v1/me/notifications",
             get(notifications::get_settings).put(notifications::put_settings),
         )
+        .route("/api/v1/me/deliveries", get(notifications::deliveries))
         .route("/api/v1/me/telegram/test", post(notifications::send_test))
         .route("/api/v1/me/telegram/link", post(notifications::link))
         .route("/api/v1/places/search", get(weather::search_places))

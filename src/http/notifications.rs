@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiUser};
+use super::extract::{ApiJson, ApiQuery, ApiUser};
 use crate::modules::notifier::schedule::{format_clock, parse_clock};
 use crate::modules::notifier::{LinkCode, NotifierError, Settings, TelegramStatus};
 use crate::modules::rules::rfc3339_ms;
@@ -193,4 +193,51 @@ pub async fn link(
 ) -> Result<(StatusCode, Json<LinkView>), ApiError> {
     let code = state.notifier.link_code(auth.user.id).await?;
     Ok((StatusCode::CREATED, Json(code.into())))
+}
+
+#[derive(Serialize)]
+pub struct DeliveryView {
+    key: String,
+    kind: &'static str,
+    /// `pending`, `delivered` or `failed`.
+    status: String,
+    attempts: i64,
+    last_error: Option<String>,
+    created_at: String,
+    finished_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct DeliveriesQuery {
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    20
+}
+
+/// `GET /api/v1/me/deliveries?limit=20`: the caller's latest Telegram messages.
+pub async fn deliveries(
+    State(state): State<AppState>,
+    ApiUser(auth): ApiUser,
+    ApiQuery(q): ApiQuery<DeliveriesQuery>,
+) -> Result<Json<Vec<DeliveryView>>, ApiError> {
+    if !(1..=200).contains(&q.limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 200"));
+    }
+    let rows = state.notifier.deliveries(auth.user.id, q.limit).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| DeliveryView {
+                key: r.key,
+                kind: r.kind.as_str(),
+                status: r.status,
+                attempts: r.attempts,
+                last_error: r.last_error,
+                created_at: rfc3339_ms(r.created_at),
+                finished_at: r.finished_at.map(rfc3339_ms),
+            })
+            .collect(),
+    ))
 }

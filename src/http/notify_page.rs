@@ -107,6 +107,7 @@ pub async fn card(state: &AppState, csrf: &str, user_id: i64, flash: &Flash) -> 
                 .unwrap_or_default(),
         ));
     }
+    out.push_str(&recent(state, user_id).await);
     let csrf = csrf_input(csrf);
     let telegram_on = s.telegram != TelegramStatus::Disabled;
     if telegram_on && s.chat_id.is_some() {
@@ -144,6 +145,35 @@ pub async fn card(state: &AppState, csrf: &str, user_id: i64, flash: &Flash) -> 
         }
         .render(),
     ));
+    out
+}
+
+/// The last few Telegram messages with their outcome.
+async fn recent(state: &AppState, user_id: i64) -> String {
+    let rows = match state.notifier.deliveries(user_id, 5).await {
+        Ok(rows) if !rows.is_empty() => rows,
+        _ => return String::new(),
+    };
+    let mut out =
+        String::from(r#"<p class="hint">Latest Telegram messages:</p><ul class="deliveries">"#);
+    for r in rows {
+        let what = match r.kind {
+            crate::storage::notify::OutboxKind::Alert => "alert",
+            crate::storage::notify::OutboxKind::Notice => "message",
+        };
+        let outcome = match (r.status.as_str(), &r.last_error) {
+            ("delivered", _) => "delivered".to_owned(),
+            ("failed", Some(e)) => format!("failed: {e}"),
+            ("pending", Some(e)) if r.attempts > 0 => format!("waiting to retry ({e})"),
+            (status, _) => status.to_owned(),
+        };
+        out.push_str(&format!(
+            "<li>{} {what}: {}</li>",
+            escape(&rfc3339_ms(r.created_at)),
+            escape(&outcome)
+        ));
+    }
+    out.push_str("</ul>");
     out
 }
 

@@ -2,14 +2,14 @@
 //! subscriptions (CRUD), and the admin's "poll now".
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiAdmin, ApiJson, ApiUser};
+use super::extract::{ApiAdmin, ApiJson, ApiQuery, ApiUser};
 use crate::modules::poller::CycleReport;
 use crate::modules::subscriptions::{SubscriptionError, SubscriptionInput, SubscriptionView};
 use crate::weather::PlaceCandidate;
@@ -40,7 +40,7 @@ fn five() -> u8 {
 pub async fn search_places(
     State(state): State<AppState>,
     _user: ApiUser,
-    Query(query): Query<SearchQuery>,
+    ApiQuery(query): ApiQuery<SearchQuery>,
 ) -> Result<Json<Vec<PlaceCandidate>>, ApiError> {
     Ok(Json(
         state

@@ -57,7 +57,7 @@ pub enum OutboxKind {
 }
 
 impl OutboxKind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             OutboxKind::Alert => "alert",
             OutboxKind::Notice => "notice",
@@ -466,20 +466,43 @@ pub fn prune(conn: &Connection, before: i64, now: i64) -> Result<usize, StorageE
     Ok(n)
 }
 
-/// A user's recent deliveries, newest first: (key, status, last error, created_at).
-pub type DeliveryRow = (String, String, Option<String>, i64);
+/// One Telegram message of a user's, for the account page and the API.
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    pub key: String,
+    pub kind: OutboxKind,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
 
+/// A user's most recent deliveries, newest first.
 pub fn recent_deliveries(
     conn: &Connection,
     user_id: i64,
     limit: usize,
 ) -> Result<Vec<DeliveryRow>, StorageError> {
     let mut stmt = conn.prepare(
-        "SELECT key, status, last_error, created_at FROM outbox WHERE user_id = ?1
-         ORDER BY id DESC LIMIT ?2",
+        "SELECT key, kind, status, attempts, last_error, created_at, finished_at FROM outbox
+         WHERE user_id = ?1 ORDER BY id DESC LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![user_id, limit as i64], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        let kind: String = r.get(1)?;
+        Ok(DeliveryRow {
+            key: r.get(0)?,
+            kind: if kind == "notice" {
+                OutboxKind::Notice
+            } else {
+                OutboxKind::Alert
+            },
+            status: r.get(2)?,
+            attempts: r.get(3)?,
+            last_error: r.get(4)?,
+            created_at: r.get(5)?,
+            finished_at: r.get(6)?,
+        })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -480,6 +480,19 @@ impl NotifierService {
         })
     }
 
+    /// The user's latest Telegram messages, newest first.
+    pub async fn deliveries(
+        &self,
+        user_id: i64,
+        limit: usize,
+    ) -> Result<Vec<notify::DeliveryRow>, NotifierError> {
+        Ok(self
+            .inner
+            .db
+            .call(move |c| notify::recent_deliveries(c, user_id, limit))
+            .await?)
+    }
+
     pub fn bot_username(&self) -> Option<String> {
         self.inner
             .bot_username
