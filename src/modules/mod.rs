@@ -6,5 +6,6 @@ pub mod auth;
 pub mod notifier;
 pub mod poller;
 pub mod rules;
+pub mod sla;
 pub mod subscriptions;
 pub mod system;
