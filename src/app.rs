@@ -94,7 +94,17 @@ impl RunningApp {
     ) -> Result<RunningApp, AppError> {
         let addresses = listeners.addresses();
         let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
-        let db = Db::open(&config.storage.path, config.storage.busy_timeout).await?;
+        let db = {
+            let m = metrics.clone();
+            Db::open(&config.storage.path, config.storage.busy_timeout)
+                .await?
+                .observed(Arc::new(move |took, ok| {
+                    m.db_duration.observe(took.as_secs_f64());
+                    m.db_operations
+                        .with_label_values(&[if ok { "ok" } else { "error" }])
+                        .inc();
+                }))
+        };
         let node_id = db.call(storage::node_id).await?;
         let started_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -7,8 +7,8 @@
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Request latency buckets in seconds: a Pi answers most requests in a few ms.
@@ -45,6 +45,22 @@ pub struct Metrics {
     pub outbox_oldest_age: prometheus::Gauge,
     pub telegram_duration: Histogram,
     pub telegram_rate_limited: IntCounter,
+    pub host_cpu_usage: Gauge,
+    pub host_memory_used: Gauge,
+    pub host_memory_total: Gauge,
+    pub host_disk_used: Gauge,
+    pub host_disk_total: Gauge,
+    pub host_load: GaugeVec,
+    pub process_resident_memory: Gauge,
+    pub process_cpu_seconds: Counter,
+    pub process_open_fds: IntGauge,
+    pub process_threads: IntGauge,
+    pub db_operations: IntCounterVec,
+    pub db_duration: Histogram,
+    pub http_p95: Gauge,
+    pub sla_evaluations: IntCounter,
+    pub sla_violations: IntCounter,
+    pub sla_sample_duration: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -300,6 +316,102 @@ impl Metrics {
             )
             .expect("valid"),
         );
+        let gauge = |name: &str, help: &str| {
+            register(&registry, Gauge::new(name, help).expect("valid"))
+        };
+        let host_cpu_usage = gauge(
+            "host_cpu_usage_ratio",
+            "Share of all CPUs busy since the previous sample (0-1).",
+        );
+        let host_memory_used = gauge("host_memory_used_bytes", "Memory in use on the host.");
+        let host_memory_total = gauge("host_memory_total_bytes", "Memory of the host.");
+        let host_disk_used = gauge(
+            "host_disk_used_bytes",
+            "Used space of the filesystem holding the database.",
+        );
+        let host_disk_total = gauge(
+            "host_disk_total_bytes",
+            "Size of the filesystem holding the database.",
+        );
+        let host_load = register(
+            &registry,
+            GaugeVec::new(
+                Opts::new("host_load_average", "Load average over the period."),
+                &["period"],
+            )
+            .expect("valid"),
+        );
+        let process_resident_memory = gauge(
+            "process_resident_memory_bytes",
+            "Resident memory of this process.",
+        );
+        let process_cpu_seconds = register(
+            &registry,
+            Counter::new(
+                "process_cpu_seconds_total",
+                "CPU time this process has used (user + system).",
+            )
+            .expect("valid"),
+        );
+        let process_open_fds = register(
+            &registry,
+            IntGauge::new("process_open_fds", "File descriptors this process holds open.")
+                .expect("valid"),
+        );
+        let process_threads = register(
+            &registry,
+            IntGauge::new("process_threads", "Threads of this process.").expect("valid"),
+        );
+        let db_operations = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "db_operations_total",
+                    "Database operations (one call = one or more statements), by outcome.",
+                ),
+                &["outcome"],
+            )
+            .expect("valid"),
+        );
+        let db_duration = register(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "db_operation_duration_seconds",
+                    "Time of one database operation, waiting for the connection included.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .expect("valid"),
+        );
+        let http_p95 = gauge(
+            "http_request_p95_seconds",
+            "95th percentile of HTTP request time over the last SLA sample interval (0 without requests).",
+        );
+        let sla_evaluations = register(
+            &registry,
+            IntCounter::new("sla_evaluations_total", "SLA evaluations (one per SLA per interval).")
+                .expect("valid"),
+        );
+        let sla_violations = register(
+            &registry,
+            IntCounter::new(
+                "sla_violations_total",
+                "SLA evaluations that found the objective violated.",
+            )
+            .expect("valid"),
+        );
+        let sla_sample_duration = register(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "sla_sample_duration_seconds",
+                    "Time of one sampling cycle: read every referenced series, store, evaluate.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .expect("valid"),
+        );
         Metrics {
             registry,
             started: Instant::now(),
@@ -329,7 +441,29 @@ impl Metrics {
             outbox_oldest_age,
             telegram_duration,
             telegram_rate_limited,
+            host_cpu_usage,
+            host_memory_used,
+            host_memory_total,
+            host_disk_used,
+            host_disk_total,
+            host_load,
+            process_resident_memory,
+            process_cpu_seconds,
+            process_open_fds,
+            process_threads,
+            db_operations,
+            db_duration,
+            http_p95,
+            sla_evaluations,
+            sla_violations,
+            sla_sample_duration,
         }
+    }
+
+    /// Every metric family now, for the SLA sampler.
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.uptime.set(self.started.elapsed().as_secs_f64());
+        self.registry.gather()
     }
 
     /// Prometheus text exposition format 0.0.4.

@@ -53,7 +53,11 @@ pub enum StorageError {
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
     path: Arc<PathBuf>,
+    observer: Option<Observer>,
 }
+
+/// Told the duration and success of every [`Db::call`] (for metrics).
+pub type Observer = Arc<dyn Fn(Duration, bool) + Send + Sync>;
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,7 +87,16 @@ impl Db {
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
             path: Arc::new(path.to_owned()),
+            observer: None,
         })
+    }
+
+    /// This handle (and its clones) report every call to `observer`.
+    pub fn observed(self, observer: Observer) -> Db {
+        Db {
+            observer: Some(observer),
+            ..self
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -97,14 +110,20 @@ impl Db {
         F: FnOnce(&mut Connection) -> Result<T, StorageError> + Send + 'static,
     {
         let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
             // A panic while holding the lock poisons it; the connection itself is still
             // consistent (SQLite rolls back), so keep serving.
             let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut guard)
         })
         .await
-        .map_err(|e| StorageError::Task(e.to_string()))?
+        .map_err(|e| StorageError::Task(e.to_string()))
+        .and_then(|r| r);
+        if let Some(observe) = &self.observer {
+            observe(started.elapsed(), result.is_ok());
+        }
+        result
     }
 
     /// Cheap liveness probe for `/readyz`.

@@ -2,3 +2,4 @@
 //! metrics, violations, and forecasts of the next violation.
 
 pub mod arima;
+pub mod selector;
