@@ -116,7 +116,7 @@ impl Selector {
             let matches = self.labels.iter().all(|(k, v)| {
                 m.get_label()
                     .iter()
-                    .any(|l| l.name() == k && l.get_value() == v)
+                    .any(|l| l.name() == k && l.value() == v)
             });
             if !matches {
                 continue;
@@ -124,8 +124,8 @@ impl Selector {
             let v = match (family.get_field_type(), part) {
                 (MetricType::GAUGE, _) => m.get_gauge().value(),
                 (MetricType::COUNTER, _) => m.get_counter().value(),
-                (MetricType::HISTOGRAM, Part::Count) => m.get_histogram().get_sample_count() as f64,
-                (MetricType::HISTOGRAM, Part::Sum) => m.get_histogram().get_sample_sum(),
+                (MetricType::HISTOGRAM, Part::Count) => m.get_histogram().sample_count() as f64,
+                (MetricType::HISTOGRAM, Part::Sum) => m.get_histogram().sample_sum(),
                 (MetricType::UNTYPED, _) => m.untyped.value(),
                 _ => continue,
             };
@@ -154,14 +154,14 @@ pub fn histogram_buckets(families: &[MetricFamily], name: &str) -> Vec<(f64, u64
         let h = m.get_histogram();
         let buckets = h.get_bucket();
         if sum.is_empty() {
-            sum = buckets.iter().map(|b| (b.get_upper_bound(), 0)).collect();
+            sum = buckets.iter().map(|b| (b.upper_bound(), 0)).collect();
             sum.push((f64::INFINITY, 0));
         }
         for (slot, b) in sum.iter_mut().zip(buckets) {
-            slot.1 += b.get_cumulative_count();
+            slot.1 += b.cumulative_count();
         }
         if let Some(inf) = sum.last_mut() {
-            inf.1 += h.get_sample_count();
+            inf.1 += h.sample_count();
         }
     }
     sum
