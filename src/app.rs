@@ -16,9 +16,9 @@ use crate::config::ProviderKind;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::modules::auth::{AuthError, AuthService};
-use crate::modules::notifier;
 use crate::modules::subscriptions::SubscriptionService;
 use crate::modules::system::{self, SystemService};
+use crate::modules::{host_metrics, notifier, sla};
 use crate::modules::{poller, rules};
 use crate::storage::{self, Db, StorageError};
 use crate::weather::{OpenMeteo, OpenWeatherMap, Provider};
@@ -177,6 +177,25 @@ impl RunningApp {
         )
         .await?;
         let subs_task = close_on_shutdown(subs_client, subs_session, shutdown.clone());
+        let data_dir = config
+            .storage
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map_or_else(|| std::path::PathBuf::from("."), |d| d.to_owned());
+        let host_task = host_metrics::start(
+            metrics.clone(),
+            data_dir,
+            config.sla.sample_interval,
+            shutdown.clone(),
+        );
+        let (sla, sla_task) = sla::start(
+            &bus,
+            db.clone(),
+            &config.sla,
+            metrics.clone(),
+            shutdown.clone(),
+        );
 
         let state = AppState {
             db: db.clone(),
@@ -186,6 +205,7 @@ impl RunningApp {
             subscriptions,
             poller,
             notifier,
+            sla,
             bus_mode: bus.mode(),
             request_timeout: config.http.request_timeout,
             cookie_secure: config.auth.cookie_secure,
@@ -205,6 +225,8 @@ impl RunningApp {
             rules_task,
             poller_task,
             subs_task,
+            host_task,
+            sla_task,
         ];
         module_tasks.extend(notifier_tasks);
         Ok(RunningApp {

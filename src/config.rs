@@ -107,6 +107,7 @@ pub struct Config {
     pub weather: WeatherConfig,
     pub notifier: NotifierConfig,
     pub telegram: TelegramConfig,
+    pub sla: SlaConfig,
     pub bus: BusConfig,
 }
 
@@ -210,6 +211,42 @@ impl Default for NotifierConfig {
     fn default() -> Self {
         NotifierConfig {
             retention: Duration::from_secs(7 * 24 * 60 * 60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlaConfig {
+    /// How often metrics are sampled into the history and SLAs evaluated (host metrics
+    /// are refreshed at the same pace).
+    #[serde(with = "humantime_serde")]
+    pub sample_interval: Duration,
+    /// How long samples and violations are kept.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Default forecast horizon.
+    #[serde(with = "humantime_serde")]
+    pub forecast_horizon: Duration,
+    /// How much recent history the forecast model is fitted on.
+    #[serde(with = "humantime_serde")]
+    pub forecast_window: Duration,
+    /// Most SLAs (each adds one history series).
+    pub max_slas: usize,
+    /// Read current values and history from this Prometheus server
+    /// (`http://host:9090`) instead of the embedded history. Empty: embedded.
+    pub prometheus_url: String,
+}
+
+impl Default for SlaConfig {
+    fn default() -> Self {
+        SlaConfig {
+            sample_interval: Duration::from_secs(15),
+            retention: Duration::from_secs(7 * 24 * 60 * 60),
+            forecast_horizon: Duration::from_secs(10 * 60),
+            forecast_window: Duration::from_secs(60 * 60),
+            max_slas: 50,
+            prometheus_url: String::new(),
         }
     }
 }
@@ -720,6 +757,48 @@ impl Config {
             return Err(ConfigError::invalid(
                 "telegram.poll_timeout",
                 "must be at most 50s (Telegram closes longer polls)",
+            ));
+        }
+        let sla = &self.sla;
+        if sla.sample_interval < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "sla.sample_interval",
+                "must be at least 1s, e.g. \"15s\"",
+            ));
+        }
+        if sla.retention < Duration::from_secs(6 * 60 * 60) {
+            return Err(ConfigError::invalid(
+                "sla.retention",
+                "must be at least 6h (the violation counts look back 6 hours)",
+            ));
+        }
+        if sla.forecast_horizon < sla.sample_interval
+            || sla.forecast_horizon > sla.sample_interval * 240
+        {
+            return Err(ConfigError::invalid(
+                "sla.forecast_horizon",
+                "must be between one sample_interval and 240 of them",
+            ));
+        }
+        if sla.forecast_window < sla.sample_interval * 30 {
+            return Err(ConfigError::invalid(
+                "sla.forecast_window",
+                "must hold at least 30 samples (30 × sample_interval)",
+            ));
+        }
+        if !(1..=1000).contains(&sla.max_slas) {
+            return Err(ConfigError::invalid(
+                "sla.max_slas",
+                "must be between 1 and 1000",
+            ));
+        }
+        if !sla.prometheus_url.is_empty()
+            && !(sla.prometheus_url.starts_with("http://")
+                || sla.prometheus_url.starts_with("https://"))
+        {
+            return Err(ConfigError::invalid(
+                "sla.prometheus_url",
+                "must start with http:// or https://, or be empty for the embedded history",
             ));
         }
         let bus = &self.bus;

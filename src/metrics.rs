@@ -316,9 +316,8 @@ impl Metrics {
             )
             .expect("valid"),
         );
-        let gauge = |name: &str, help: &str| {
-            register(&registry, Gauge::new(name, help).expect("valid"))
-        };
+        let gauge =
+            |name: &str, help: &str| register(&registry, Gauge::new(name, help).expect("valid"));
         let host_cpu_usage = gauge(
             "host_cpu_usage_ratio",
             "Share of all CPUs busy since the previous sample (0-1).",
@@ -355,8 +354,11 @@ impl Metrics {
         );
         let process_open_fds = register(
             &registry,
-            IntGauge::new("process_open_fds", "File descriptors this process holds open.")
-                .expect("valid"),
+            IntGauge::new(
+                "process_open_fds",
+                "File descriptors this process holds open.",
+            )
+            .expect("valid"),
         );
         let process_threads = register(
             &registry,
@@ -390,8 +392,11 @@ impl Metrics {
         );
         let sla_evaluations = register(
             &registry,
-            IntCounter::new("sla_evaluations_total", "SLA evaluations (one per SLA per interval).")
-                .expect("valid"),
+            IntCounter::new(
+                "sla_evaluations_total",
+                "SLA evaluations (one per SLA per interval).",
+            )
+            .expect("valid"),
         );
         let sla_violations = register(
             &registry,

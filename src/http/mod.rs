@@ -12,6 +12,7 @@ mod notifications;
 mod notify_page;
 mod ops;
 mod pages;
+mod sla;
 mod weather;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::modules::auth::AuthService;
 use crate::modules::notifier::NotifierService;
 use crate::modules::poller::PollerHandle;
+use crate::modules::sla::SlaService;
 use crate::modules::subscriptions::SubscriptionService;
 use crate::modules::system::SystemService;
 use crate::storage::Db;
@@ -44,6 +46,7 @@ pub struct AppState {
     pub subscriptions: SubscriptionService,
     pub poller: PollerHandle,
     pub notifier: NotifierService,
+    pub sla: SlaService,
     pub bus_mode: BusMode,
     pub request_timeout: Duration,
     /// Mark session cookies `Secure` (a TLS proxy is in front).
@@ -98,6 +101,10 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
         .route("/api/v1/me/deliveries", get(notifications::deliveries))
         .route("/api/v1/me/telegram/test", post(notifications::send_test))
         .route("/api/v1/me/telegram/link", post(notifications::link))
+        .route("/api/v1/sla", get(sla::list).post(sla::upsert))
+        .route("/api/v1/sla/{name}", get(sla::get_one).delete(sla::remove))
+        .route("/api/v1/sla/{name}/violations", get(sla::violations))
+        .route("/api/v1/sla/{name}/forecast", get(sla::forecast))
         .route("/api/v1/places/search", get(weather::search_places))
         .route(
             "/api/v1/subscriptions",

@@ -36,10 +36,9 @@ impl HostSampler {
                 .with_memory(MemoryRefreshKind::nothing().with_ram()),
         )
         .ok()?;
-        let disks = Disks::new_with_refreshed_list_specifics(
-            DiskRefreshKind::nothing().with_storage(),
-        )
-        .ok()?;
+        let disks =
+            Disks::new_with_refreshed_list_specifics(DiskRefreshKind::nothing().with_storage())
+                .ok()?;
         let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
         Some(HostSampler {
             system,

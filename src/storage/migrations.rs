@@ -133,6 +133,41 @@ const MIGRATIONS: &[M<'static>] = &[
             expires_at  INTEGER NOT NULL
         ) STRICT;",
     ),
+    // 5: service-level objectives, their violations, and the embedded metric history
+    // (series names stored once; samples keyed by series id and Unix seconds).
+    M::up(
+        "CREATE TABLE slas (
+            name             TEXT PRIMARY KEY NOT NULL,
+            selector         TEXT NOT NULL,
+            desired_min      REAL,
+            desired_max      REAL,
+            for_seconds      INTEGER NOT NULL DEFAULT 0,
+            arima_order      TEXT,
+            out_since        INTEGER,
+            violated_since   INTEGER,
+            last_value       REAL,
+            last_sampled_at  INTEGER,
+            created_at       INTEGER NOT NULL,
+            updated_at       INTEGER NOT NULL
+        ) STRICT;
+        CREATE TABLE sla_violations (
+            id     INTEGER PRIMARY KEY,
+            sla    TEXT NOT NULL REFERENCES slas(name) ON DELETE CASCADE,
+            value  REAL NOT NULL,
+            at     INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX sla_violations_by_time ON sla_violations(sla, at);
+        CREATE TABLE metric_series (
+            id    INTEGER PRIMARY KEY,
+            name  TEXT NOT NULL UNIQUE
+        ) STRICT;
+        CREATE TABLE metric_samples (
+            series  INTEGER NOT NULL REFERENCES metric_series(id) ON DELETE CASCADE,
+            at      INTEGER NOT NULL,
+            value   REAL NOT NULL,
+            PRIMARY KEY (series, at)
+        ) STRICT, WITHOUT ROWID;",
+    ),
 ];
 
 /// The schema version this binary writes.

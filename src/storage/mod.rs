@@ -8,6 +8,7 @@
 mod meta;
 mod migrations;
 pub mod notify;
+pub mod sla;
 pub mod subscriptions;
 pub mod users;
 

@@ -571,3 +571,13 @@ pub fn unlink_chat(conn: &Connection, chat_id: i64, now: i64) -> Result<Vec<Stri
     let rows = stmt.query_map(params![chat_id, now / 1000], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// Administrators with a Telegram chat: (user id, chat id).
+pub fn admin_chats(conn: &Connection) -> Result<Vec<(i64, i64)>, StorageError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, telegram_chat_id FROM users
+         WHERE role = 'admin' AND telegram_chat_id IS NOT NULL ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -14,7 +14,8 @@
 //! MQTT: the alert already reached the user's topic when the notifier sees it (the
 //! broker delivers to every subscriber); the notifier counts it, adds nothing.
 //!
-//! Consumes: `users/+/alerts` ([`AlertEvent`]). Publishes nothing.
+//! Consumes: `users/+/alerts` ([`AlertEvent`]) and `system/sla` ([`SlaEvent`], sent to
+//! every administrator with a Telegram chat). Publishes nothing.
 
 mod dispatch;
 mod link;
@@ -29,7 +30,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::topics::{AlertEvent, BusMessage};
+use crate::bus::topics::{AlertEvent, BusMessage, SlaEvent};
 use crate::bus::{Bus, BusError, Incoming};
 use crate::config::{NotifierConfig, TelegramConfig};
 use crate::error::FieldError;
@@ -143,11 +144,14 @@ pub async fn start(
     let alerts = client
         .subscribe(AlertEvent::FILTER, AlertEvent::DELIVERY.qos)
         .await?;
+    let sla_events = client
+        .subscribe(SlaEvent::FILTER, SlaEvent::DELIVERY.qos)
+        .await?;
     let mut tasks = Vec::new();
     let consumer = service.clone();
     let stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {
-        consumer.consume(alerts, stop).await;
+        consumer.consume(alerts, sla_events, stop).await;
         client.disconnect().await;
         let _ = session.await;
     }));
@@ -183,7 +187,12 @@ pub async fn start(
 impl NotifierService {
     /// Takes alert events from the bus, a batch per transaction. Before the first, and
     /// on a timer in [`Self::maintain`], it takes journal entries it never received.
-    async fn consume(&self, mut alerts: mpsc::Receiver<Incoming>, shutdown: CancellationToken) {
+    async fn consume(
+        &self,
+        mut alerts: mpsc::Receiver<Incoming>,
+        mut sla_events: mpsc::Receiver<Incoming>,
+        shutdown: CancellationToken,
+    ) {
         if let Err(e) = self.take_journal(0).await {
             tracing::error!(error = %e, "resuming unhandled alerts failed");
         }
@@ -214,9 +223,52 @@ impl NotifierService {
                         tracing::error!(error = %e, "writing alerts to the outbox failed");
                     }
                 }
+                Some(msg) = sla_events.recv() => match msg.decode::<SlaEvent>() {
+                    Ok(event) => {
+                        if let Err(e) = self.notify_admins(&event).await {
+                            tracing::error!(error = %e, "queueing an SLA notice failed");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "ignoring malformed SLA event"),
+                },
                 _ = shutdown.cancelled() => break,
             }
         }
+    }
+
+    /// Tells every administrator with a Telegram chat about an SLA transition.
+    async fn notify_admins(&self, event: &SlaEvent) -> Result<(), StorageError> {
+        if self.inner.api.is_none() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let event = event.clone();
+        let queued = self
+            .inner
+            .db
+            .call(move |c| {
+                let mut deliveries = Vec::new();
+                for (admin, chat) in notify::admin_chats(c)? {
+                    let tz = notify::recipient(c, admin)?
+                        .map_or_else(|| "UTC".to_owned(), |r| r.timezone);
+                    deliveries.push(NewDelivery {
+                        key: format!("sla:{}:{:?}:{}:{admin}", event.name, event.state, event.at),
+                        kind: OutboxKind::Notice,
+                        user_id: Some(admin),
+                        chat_id: Some(chat),
+                        payload: render::sla_event(&event, &tz),
+                        batched: false,
+                        not_before: now,
+                        created_at: now,
+                    });
+                }
+                notify::enqueue(c, &deliveries, &[])
+            })
+            .await?;
+        if queued > 0 {
+            self.inner.wake.notify_one();
+        }
+        Ok(())
     }
 
     /// Queues journal entries older than `grace_ms` that the notifier has not handled.

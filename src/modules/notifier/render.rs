@@ -3,7 +3,7 @@
 //! than Telegram's 4096 characters. Texts are pure functions of the outbox row and the
 //! user's settings, so a duplicate after a crash is byte-identical and easy to spot.
 
-use crate::bus::topics::{AlertEvent, AlertState};
+use crate::bus::topics::{AlertEvent, AlertState, SlaEvent, SlaState};
 pub use crate::markup::escape;
 use crate::storage::subscriptions::Kind;
 use crate::storage::users::Units;
@@ -138,6 +138,33 @@ pub fn digest(events: &[AlertEvent], tz: &str, units: Units) -> (String, usize) 
         text.push_str(line);
     }
     (fit(text), used)
+}
+
+/// An SLA transition, for administrators (times in `tz`).
+pub fn sla_event(e: &SlaEvent, tz: &str) -> String {
+    let value = e.value.map_or("no data".to_owned(), |v| format!("{v}"));
+    let range = match (e.desired_min, e.desired_max) {
+        (Some(lo), Some(hi)) => format!("between {lo} and {hi}"),
+        (Some(lo), None) => format!("at least {lo}"),
+        (None, Some(hi)) => format!("at most {hi}"),
+        (None, None) => "in range".to_owned(),
+    };
+    let at = jiff::Timestamp::from_second(e.at)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let when = local(&at, tz, "%-d %b %H:%M %Z");
+    match e.state {
+        SlaState::Violated => format!(
+            "🚨 <b>SLA violated</b>: {}\n<code>{}</code> = {value}, desired {range}\n{when}",
+            name(&e.name),
+            escape(&e.selector)
+        ),
+        SlaState::Resolved => format!(
+            "✅ <b>SLA back in range</b>: {}\n<code>{}</code> = {value}, desired {range}\n{when}",
+            name(&e.name),
+            escape(&e.selector)
+        ),
+    }
 }
 
 /// Cuts a message to [`MAX_CHARS`] at a line boundary (so no tag or entity is split).

@@ -107,7 +107,9 @@ impl Selector {
                         let base = self.name.strip_suffix(suffix)?;
                         families
                             .iter()
-                            .find(|f| f.name() == base && f.get_field_type() == MetricType::HISTOGRAM)
+                            .find(|f| {
+                                f.name() == base && f.get_field_type() == MetricType::HISTOGRAM
+                            })
                             .map(|f| (f, part))
                     })
             })?;
@@ -220,7 +222,15 @@ mod tests {
         );
         assert_eq!(s.canonical(), r#"up{instance="a\"b",job="node"}"#);
         assert_eq!(Selector::parse("x").unwrap().canonical(), "x");
-        for bad in ["", "1x", "x{a}", "x{a=b}", r#"x{a=~"b"}"#, r#"x{a="b""#, r#"x{a="b""#] {
+        for bad in [
+            "",
+            "1x",
+            "x{a}",
+            "x{a=b}",
+            r#"x{a=~"b"}"#,
+            r#"x{a="b""#,
+            r#"x{a="b""#,
+        ] {
             assert!(Selector::parse(bad).is_err(), "{bad}");
         }
     }
@@ -235,7 +245,8 @@ mod tests {
         v.with_label_values(&["1m"]).set(0.5);
         v.with_label_values(&["5m"]).set(0.25);
         r.register(Box::new(v)).unwrap();
-        let h = Histogram::with_opts(HistogramOpts::new("lat", "l").buckets(vec![0.1, 1.0])).unwrap();
+        let h =
+            Histogram::with_opts(HistogramOpts::new("lat", "l").buckets(vec![0.1, 1.0])).unwrap();
         h.observe(0.05);
         h.observe(0.5);
         r.register(Box::new(h)).unwrap();
