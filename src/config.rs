@@ -792,10 +792,8 @@ impl Config {
                 "must be between 1 and 1000",
             ));
         }
-        if !sla.prometheus_url.is_empty()
-            && !(sla.prometheus_url.starts_with("http://")
-                || sla.prometheus_url.starts_with("https://"))
-        {
+        let url = &sla.prometheus_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             return Err(ConfigError::invalid(
                 "sla.prometheus_url",
                 "must start with http:// or https://, or be empty for the embedded history",

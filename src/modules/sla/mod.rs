@@ -498,11 +498,10 @@ impl SlaService {
             .call(move |c| store::get(c, &name))
             .await?
             .ok_or(SlaError::NotFound)?;
-        Ok(self
-            .with_counts(vec![row])
+        self.with_counts(vec![row])
             .await?
             .pop()
-            .ok_or(SlaError::NotFound)?)
+            .ok_or(SlaError::NotFound)
     }
 
     /// Violations from `since` (Unix s) on, newest first: (value, at).
