@@ -1,0 +1,356 @@
+//! /metrics and the SLA manager: exposition parsed by a Prometheus text-format parser,
+//! SLA CRUD (admins only), violation counts over 1/3/6 h, transitions on the bus and to
+//! admins on Telegram, forecasts (and their refusal on short history), and the external
+//! Prometheus mode against a fake Prometheus API.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fake_telegram::{self, FakeTelegram};
+use common::*;
+use rumqttc::QoS;
+use serde_json::{Value, json};
+
+const PW: &str = "correct-horse-1";
+
+async fn sla_app(edit: impl FnOnce(&mut meteomesh::config::Config)) -> TestApp {
+    TestApp::start_with(|c| {
+        c.sla.sample_interval = Duration::from_secs(1);
+        c.sla.forecast_horizon = Duration::from_secs(10);
+        c.sla.forecast_window = Duration::from_secs(3600);
+        edit(c);
+    })
+    .await
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_and_hold_every_family() {
+    let t = sla_app(|_| {}).await;
+    register(t.http, "root", PW).await;
+    // Wait for one host sample and one SLA cycle.
+    let deadline = std::time::Instant::now() + WAIT;
+    let text = loop {
+        let text = get(t.http, "/metrics").await.body;
+        if text.contains("meteomesh_process_resident_memory_bytes ")
+            && text.contains("meteomesh_sla_sample_duration_seconds_count")
+            && !text.contains("meteomesh_sla_sample_duration_seconds_count 0")
+        {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no host sample:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let names: std::collections::HashSet<&str> =
+        scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    for family in [
+        "meteomesh_http_requests_total",
+        "meteomesh_http_request_duration_seconds",
+        "meteomesh_db_operations_total",
+        "meteomesh_db_operation_duration_seconds",
+        "meteomesh_users",
+        "meteomesh_subscriptions",
+        "meteomesh_alerts_raised_total",
+        "meteomesh_outbox_pending",
+        "meteomesh_bus_connections",
+        "meteomesh_bus_messages_received_total",
+        "meteomesh_bus_messages_delivered_total",
+        "meteomesh_host_cpu_usage_ratio",
+        "meteomesh_host_memory_used_bytes",
+        "meteomesh_host_memory_total_bytes",
+        "meteomesh_host_disk_used_bytes",
+        "meteomesh_host_disk_total_bytes",
+        "meteomesh_host_load_average",
+        "meteomesh_process_resident_memory_bytes",
+        "meteomesh_process_cpu_seconds_total",
+        "meteomesh_process_open_fds",
+        "meteomesh_process_threads",
+        "meteomesh_uptime_seconds",
+        "meteomesh_http_request_p95_seconds",
+        "meteomesh_sla_evaluations_total",
+    ] {
+        assert!(names.contains(family), "{family} missing");
+    }
+    let value = |name: &str| match &scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name)
+        .unwrap()
+        .value
+    {
+        prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Untyped(v) => *v,
+        other => panic!("{name}: {other:?}"),
+    };
+    let cpu = value("meteomesh_host_cpu_usage_ratio");
+    assert!((0.0..=1.0).contains(&cpu), "{cpu}");
+    assert!(value("meteomesh_process_resident_memory_bytes") > 1e6);
+    assert!(value("meteomesh_host_disk_total_bytes") >= value("meteomesh_host_disk_used_bytes"));
+    assert!(value("meteomesh_process_threads") >= 2.0);
+    assert!(value("meteomesh_process_open_fds") >= 3.0);
+    assert_eq!(value("meteomesh_users"), 1.0);
+    // No user ids in labels.
+    assert!(!text.contains("user_id="));
+    t.app.shutdown().await.unwrap();
+}
+
+async fn post_sla(t: &TestApp, token: &str, body: Value) -> Response {
+    api(
+        t.http,
+        "POST",
+        "/api/v1/sla",
+        Some(token),
+        &body.to_string(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sla_crud_is_for_admins_and_counts_violations_by_window() {
+    let t = sla_app(|_| {}).await;
+    let (admin, _) = register(t.http, "root", PW).await;
+    let (user, _) = register(t.http, "alice", PW).await;
+    let body = json!({"name": "rss", "selector": "meteomesh_process_resident_memory_bytes",
+                      "desired_max": 1e12, "for": "1m"});
+    let r = post_sla(&t, &user, body.clone()).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        api(t.http, "GET", "/api/v1/sla", Some(&user), "")
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        api(t.http, "GET", "/api/v1/sla", None, "").await.status,
+        401
+    );
+    let r = post_sla(&t, &admin, body).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["for_seconds"], 60);
+    assert_eq!(v["state"]["violated"], false);
+    // Adding an existing name updates it.
+    let r = post_sla(
+        &t,
+        &admin,
+        json!({"name": "rss", "selector": "meteomesh_process_resident_memory_bytes", "desired_max": 5e11}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["desired_max"], 5e11);
+    let r = post_sla(&t, &admin, json!({"name": "x", "selector": "1bad"})).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+
+    // Violations at injected times: 30 min, 2 h, 5 h and 7 h ago.
+    let db = rusqlite::Connection::open(t.db_path()).unwrap();
+    for ago in [1800, 7200, 18000, 25200] {
+        db.execute(
+            "INSERT INTO sla_violations (sla, value, at) VALUES ('rss', 1.0, ?1)",
+            [now() - ago],
+        )
+        .unwrap();
+    }
+    let v = api(t.http, "GET", "/api/v1/sla/rss", Some(&admin), "")
+        .await
+        .json();
+    assert_eq!(
+        v["violations"],
+        json!({"last_1h": 1, "last_3h": 2, "last_6h": 3})
+    );
+    let r = api(
+        t.http,
+        "GET",
+        &format!("/api/v1/sla/rss/violations?since={}", now() - 8 * 3600),
+        Some(&admin),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["violations"].as_array().unwrap().len(), 4);
+    let list = api(t.http, "GET", "/api/v1/sla", Some(&admin), "")
+        .await
+        .json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    // Removing deletes its violations too.
+    let r = api(t.http, "DELETE", "/api/v1/sla/rss", Some(&admin), "").await;
+    assert_eq!(r.status, 204);
+    let left: i64 = db
+        .query_row("SELECT count(*) FROM sla_violations", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
+    assert_eq!(
+        api(t.http, "GET", "/api/v1/sla/rss", Some(&admin), "")
+            .await
+            .status,
+        404
+    );
+    t.app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_violation_publishes_one_event_and_notifies_admins_once() {
+    let tg = FakeTelegram::start().await;
+    let url = tg.url();
+    let t = sla_app(|c| {
+        c.telegram.bot_token = meteomesh::config::Secret::new(fake_telegram::TOKEN);
+        c.telegram.api_base = url;
+    })
+    .await;
+    let r = post_json(
+        t.http,
+        "/api/v1/auth/register",
+        &json!({"username": "root", "password": PW, "telegram_chat_id": 999}).to_string(),
+    )
+    .await;
+    let admin = r.json()["token"].as_str().unwrap().to_owned();
+    let mut svc = t.service_client("svc-sla").await;
+    svc.subscribe("meteomesh/v1/system/sla", QoS::AtLeastOnce)
+        .await;
+    // One user exists; at most zero are wanted.
+    let r = post_sla(
+        &t,
+        &admin,
+        json!({"name": "no-users", "selector": "meteomesh_users", "desired_max": 0}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let event: Value =
+        serde_json::from_slice(&svc.next_publish(|t| t.ends_with("/sla")).await.payload).unwrap();
+    assert_eq!(event["name"], "no-users");
+    assert_eq!(event["state"], "violated");
+    assert_eq!(event["value"], 1.0);
+    tg.wait_until(WAIT, |s| s.sent.len() == 1).await;
+    let sent = tg.sent();
+    assert_eq!(sent[0].chat_id, 999);
+    assert!(
+        sent[0].text.starts_with(
+            "🚨 <b>SLA violated</b>: no-users\n<code>meteomesh_users</code> = 1, desired at most 0"
+        ),
+        "{}",
+        sent[0].text
+    );
+    // Three more evaluations while still violated: no new event, no new message, one
+    // violation row per evaluation.
+    let before = api(t.http, "GET", "/api/v1/sla/no-users", Some(&admin), "")
+        .await
+        .json();
+    let start = before["violations"]["last_1h"].as_i64().unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let v = api(t.http, "GET", "/api/v1/sla/no-users", Some(&admin), "")
+            .await
+            .json();
+        if v["violations"]["last_1h"].as_i64().unwrap() >= start + 3 {
+            assert_eq!(v["state"]["violated"], true);
+            assert_eq!(v["state"]["value"], 1.0);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let extra = tokio::time::timeout(
+        Duration::from_millis(500),
+        svc.next_publish(|t| t.ends_with("/sla")),
+    )
+    .await;
+    assert!(extra.is_err(), "a second event while still violated");
+    assert_eq!(tg.sent().len(), 1);
+    t.app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forecasts_need_history_and_then_report_steps_and_probability() {
+    let t = sla_app(|_| {}).await;
+    let (admin, _) = register(t.http, "root", PW).await;
+    let r = post_sla(
+        &t,
+        &admin,
+        json!({"name": "queue", "selector": "meteomesh_injected_depth", "desired_max": 60,
+               "order": {"p": 1, "d": 0, "q": 0}}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = api(
+        t.http,
+        "GET",
+        "/api/v1/sla/queue/forecast",
+        Some(&admin),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not enough history"),
+        "{}",
+        r.body
+    );
+
+    // 120 samples of an AR(1) around 50, injected one per sample interval.
+    let db = rusqlite::Connection::open(t.db_path()).unwrap();
+    // A series the app itself does not have, so only the injected samples exist.
+    db.execute(
+        "INSERT INTO metric_series (name) VALUES ('meteomesh_injected_depth')",
+        [],
+    )
+    .unwrap();
+    let id = db.last_insert_rowid();
+    let (mut x, mut seed) = (0.0f64, 12345u64);
+    for k in 0..120 {
+        // A small deterministic LCG for the noise.
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let noise = ((seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 4.0;
+        x = 0.7 * x + noise;
+        db.execute(
+            "INSERT OR REPLACE INTO metric_samples (series, at, value) VALUES (?1, ?2, ?3)",
+            rusqlite::params![id, now() - 120 + k, 50.0 + x],
+        )
+        .unwrap();
+    }
+    let r = api(
+        t.http,
+        "GET",
+        "/api/v1/sla/queue/forecast?horizon=10s",
+        Some(&admin),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let f = r.json();
+    assert_eq!(f["order"], json!({"p": 1, "d": 0, "q": 0}));
+    assert_eq!(f["history_points"], 120);
+    // One step per sample interval (1 s here).
+    assert_eq!(f["steps"].as_array().unwrap().len(), 10);
+    let p = f["probability_within_horizon"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p));
+    let step = &f["steps"][0];
+    assert!(
+        (step["mean"].as_f64().unwrap() - 50.0).abs() < 5.0,
+        "{step}"
+    );
+    assert!(step["se"].as_f64().unwrap() > 0.0);
+    let r = api(
+        t.http,
+        "GET",
+        "/api/v1/sla/queue/forecast?horizon=soon",
+        Some(&admin),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    t.app.shutdown().await.unwrap();
+}
