@@ -354,3 +354,114 @@ async fn forecasts_need_history_and_then_report_steps_and_probability() {
     assert_eq!(r.status, 422, "{}", r.body);
     t.app.shutdown().await.unwrap();
 }
+
+/// A fake Prometheus HTTP API: two series for `up{job="node"}`, 0.75 and 0.5 now, and a
+/// gently rising history for ranges. Records the queries it was asked.
+async fn fake_prometheus() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::extract::Query;
+    use std::collections::HashMap;
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (a1, a2) = (asked.clone(), asked.clone());
+    let app = axum::Router::new()
+        .route(
+            "/api/v1/query",
+            axum::routing::get(move |Query(q): Query<HashMap<String, String>>| {
+                let asked = a1.clone();
+                async move {
+                    let query = q.get("query").cloned().unwrap_or_default();
+                    asked.lock().unwrap().push(format!("query {query}"));
+                    let result = if query == r#"up{job="node"}"# {
+                        json!([
+                            {"metric": {"__name__": "up", "job": "node", "instance": "a"}, "value": [1795363200.0, "0.75"]},
+                            {"metric": {"__name__": "up", "job": "node", "instance": "b"}, "value": [1795363200.0, "0.5"]}
+                        ])
+                    } else {
+                        json!([])
+                    };
+                    axum::Json(json!({"status": "success", "data": {"resultType": "vector", "result": result}}))
+                }
+            }),
+        )
+        .route(
+            "/api/v1/query_range",
+            axum::routing::get(move |Query(q): Query<HashMap<String, String>>| {
+                let asked = a2.clone();
+                async move {
+                    let start: i64 = q["start"].parse().unwrap();
+                    let end: i64 = q["end"].parse().unwrap();
+                    let step: i64 = q["step"].parse().unwrap();
+                    asked.lock().unwrap().push(format!("range {} {step}", q["query"]));
+                    let values: Vec<Value> = (0..)
+                        .map(|k| start + k * step)
+                        .take_while(|t| *t <= end)
+                        .enumerate()
+                        .map(|(k, t)| json!([t, format!("{}", 1.0 + 0.001 * k as f64 + 0.01 * ((k * 7919) % 13) as f64)]))
+                        .collect();
+                    axum::Json(json!({"status": "success", "data": {"resultType": "matrix",
+                        "result": [{"metric": {"job": "node"}, "values": values}]}}))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, asked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_prometheus_supplies_values_and_history() {
+    let (url, asked) = fake_prometheus().await;
+    let t = sla_app(|c| c.sla.prometheus_url = url).await;
+    let (admin, _) = register(t.http, "root", PW).await;
+    let r = post_sla(
+        &t,
+        &admin,
+        json!({"name": "node-up", "selector": r#"up{job="node"}"#, "desired_max": 1,
+               "order": {"p": 1, "d": 1, "q": 0}}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let deadline = std::time::Instant::now() + WAIT;
+    let v = loop {
+        let v = api(t.http, "GET", "/api/v1/sla/node-up", Some(&admin), "")
+            .await
+            .json();
+        if v["state"]["violated"] == true {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(v["state"]["value"], 1.25);
+    let r = api(
+        t.http,
+        "GET",
+        "/api/v1/sla/node-up/forecast",
+        Some(&admin),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let f = r.json();
+    // The latest 500 of the hour of history at the 1 s step.
+    assert_eq!(f["history_points"], 500, "{f}");
+    assert_eq!(f["steps"].as_array().unwrap().len(), 10);
+    let asked = asked.lock().unwrap().clone();
+    assert!(
+        asked.iter().any(|q| q == r#"query up{job="node"}"#),
+        "{asked:?}"
+    );
+    assert!(
+        asked.iter().any(|q| q == r#"range up{job="node"} 1"#),
+        "{asked:?}"
+    );
+    // Nothing is stored locally in this mode.
+    let db = rusqlite::Connection::open(t.db_path()).unwrap();
+    let samples: i64 = db
+        .query_row("SELECT count(*) FROM metric_samples", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(samples, 0);
+    t.app.shutdown().await.unwrap();
+}

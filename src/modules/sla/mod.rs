@@ -38,6 +38,9 @@ pub const CORE_SERIES: &[&str] = &[
 ];
 /// Simulated paths for the within-horizon probability.
 const PATHS: usize = 4000;
+/// Most samples a model is fitted on (the latest of the window): enough for the short
+/// memory these models have, and it bounds the CPU a forecast costs on a small device.
+pub const MAX_FIT_POINTS: usize = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SlaError {
@@ -560,7 +563,10 @@ impl SlaService {
         }
         let steps = horizon.as_secs().div_ceil(step) as usize;
         let since = now_s() - cfg.forecast_window.as_secs() as i64;
-        let history = self.history(&row, since).await?;
+        let mut history = self.history(&row, since).await?;
+        if history.len() > MAX_FIT_POINTS {
+            history.drain(..history.len() - MAX_FIT_POINTS);
+        }
         let values: Vec<f64> = history.iter().map(|(_, v)| *v).collect();
         let last_at = history.last().map_or(now_s(), |(t, _)| *t);
         let order = row.arima_order.as_deref().and_then(parse_order);
