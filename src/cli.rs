@@ -51,6 +51,70 @@ pub enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Manage service-level objectives on a running server over its API (admin token).
+    Sla {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        action: SlaAction,
+    },
+}
+
+/// Where the server is and who is asking.
+#[derive(Debug, clap::Args)]
+pub struct Remote {
+    /// Base address of the meteomesh HTTP API.
+    #[arg(long, env = "METEOMESH_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// An administrator's login token (from /api/v1/auth/login).
+    #[arg(long, env = "METEOMESH_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SlaAction {
+    /// Create an SLA, or update the one with this name.
+    Add {
+        name: String,
+        /// Metric selector, e.g. 'meteomesh_process_resident_memory_bytes' or
+        /// 'meteomesh_http_requests_total{route="/healthz"}'.
+        #[arg(long)]
+        selector: String,
+        /// Lowest desired value.
+        #[arg(long, allow_hyphen_values = true)]
+        min: Option<f64>,
+        /// Highest desired value.
+        #[arg(long, allow_hyphen_values = true)]
+        max: Option<f64>,
+        /// How long out of range before it counts as violated, e.g. 5m.
+        #[arg(long = "for")]
+        for_duration: Option<String>,
+        /// Fixed ARIMA order "p,d,q" (default: chosen by AIC).
+        #[arg(long)]
+        order: Option<String>,
+    },
+    /// Delete an SLA and its violations.
+    Remove { name: String },
+    /// Every SLA with its state and violation counts.
+    List,
+    /// One SLA's state and violation counts over 1, 3 and 6 hours.
+    Status { name: String },
+    /// Violations since a time (RFC 3339 or Unix seconds; default 6 hours ago).
+    Violations {
+        name: String,
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Forecast: mean, standard error and the probability of a violation.
+    Forecast {
+        name: String,
+        /// e.g. 10m; default the server's sla.forecast_horizon.
+        #[arg(long)]
+        horizon: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod modules;
 pub mod ops;
 pub mod outbound;
+pub mod sla_cli;
 pub mod storage;
 pub mod users_cli;
 pub mod weather;

@@ -45,6 +45,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Sla { remote, action } => match meteomesh::sla_cli::run(&remote, action) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("meteomesh: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::User { action } => match meteomesh::users_cli::run(&config, action) {
             Ok(out) => {
                 println!("{out}");

@@ -14,3 +14,16 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
         .build()
         .into()
 }
+
+/// Percent-encodes a URL path segment or query value (RFC 3986 unreserved characters
+/// stay as they are).
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -465,3 +465,84 @@ async fn external_prometheus_supplies_values_and_history() {
     assert_eq!(samples, 0);
     t.app.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sla_client_subcommand_drives_the_api() {
+    let t = sla_app(|_| {}).await;
+    let (admin, _) = register(t.http, "root", PW).await;
+    let (user, _) = register(t.http, "alice", PW).await;
+    let url = format!("http://{}", t.http);
+    let run = |args: &[&str], token: &str| {
+        let out = tokio::task::block_in_place(|| {
+            bin()
+                .arg("sla")
+                .args(args)
+                .env("METEOMESH_URL", &url)
+                .env("METEOMESH_TOKEN", token)
+                .output()
+                .unwrap()
+        });
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = run(
+        &[
+            "add",
+            "users",
+            "--selector",
+            "meteomesh_users",
+            "--max",
+            "0",
+            "--for",
+            "0s",
+        ],
+        &admin,
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("saved\nNAME"), "{out}");
+    let (code, _, err) = run(
+        &["add", "x", "--selector", "meteomesh_users", "--max", "1"],
+        &user,
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("the server answered 403"), "{err}");
+    let (code, _, err) = run(&["add", "x", "--selector", "1bad", "--max", "1"], &admin);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("selector:"), "{err}");
+    // Wait until the sampler has found the violation.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, out, _) = run(&["status", "users"], &admin);
+        if out.contains("VIOLATED") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{out}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, out, _) = run(&["list"], &admin);
+    assert_eq!(code, Some(0));
+    let line = out.lines().nth(1).unwrap();
+    assert!(
+        line.starts_with("users") && line.contains("<= 0") && line.contains("VIOLATED"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["--json", "violations", "users"], &admin);
+    assert_eq!(code, Some(0));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(v["counts"]["last_1h"].as_i64().unwrap() >= 1, "{v}");
+    let (code, _, err) = run(&["forecast", "users"], &admin);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("409") && err.contains("not enough history"),
+        "{err}"
+    );
+    let (code, out, _) = run(&["remove", "users"], &admin);
+    assert_eq!((code, out.trim()), (Some(0), "removed"));
+    let (code, _, err) = run(&["status", "users"], &admin);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("404"), "{err}");
+    t.app.shutdown().await.unwrap();
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::outbound::agent;
+use crate::outbound::{agent, encode};
 
 #[derive(Debug)]
 pub struct Prometheus {
@@ -38,18 +38,6 @@ struct Series {
     value: Option<(f64, String)>,
     #[serde(default)]
     values: Vec<(f64, String)>,
-}
-
-/// Percent-encodes a query parameter value.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn number(s: &str) -> Option<f64> {

@@ -1,0 +1,287 @@
+//! Owns `meteomesh sla ...`: the SLA client (the seed's SLA client, as a subcommand). It
+//! talks to a running server's JSON API with an administrator's token and prints tables
+//! or, with `--json`, the API's answers.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::cli::{Remote, SlaAction};
+use crate::outbound::encode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SlaCliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the server answered {status}: {message}")]
+    Refused { status: u16, message: String },
+}
+
+fn call(
+    remote: &Remote,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value, SlaCliError> {
+    let agent = crate::outbound::agent(Duration::from_secs(30));
+    let url = format!("{}{path}", remote.url.trim_end_matches('/'));
+    let auth = format!("Bearer {}", remote.token);
+    let unreachable = |e: ureq::Error| SlaCliError::Unreachable {
+        url: remote.url.clone(),
+        reason: e.to_string(),
+    };
+    let mut response = match (method, body) {
+        ("POST", Some(b)) => agent
+            .post(&url)
+            .header("Authorization", &auth)
+            .header("Content-Type", "application/json")
+            .send(b.to_string().as_bytes()),
+        ("DELETE", _) => agent.delete(&url).header("Authorization", &auth).call(),
+        _ => agent.get(&url).header("Authorization", &auth).call(),
+    }
+    .map_err(unreachable)?;
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().map_err(unreachable)?;
+    let value: Value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    if status >= 400 {
+        let mut message = value["error"]["message"]
+            .as_str()
+            .unwrap_or("no explanation")
+            .to_owned();
+        if let Some(fields) = value["error"]["fields"].as_array() {
+            for f in fields {
+                let _ = write!(
+                    message,
+                    "; {}: {}",
+                    f["field"].as_str().unwrap_or("?"),
+                    f["message"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        return Err(SlaCliError::Refused { status, message });
+    }
+    Ok(value)
+}
+
+fn num(v: &Value) -> String {
+    match v.as_f64() {
+        Some(x) => format!("{x}"),
+        None => "-".into(),
+    }
+}
+
+fn range(v: &Value) -> String {
+    match (v["desired_min"].as_f64(), v["desired_max"].as_f64()) {
+        (Some(lo), Some(hi)) => format!("{lo}..{hi}"),
+        (Some(lo), None) => format!(">= {lo}"),
+        (None, Some(hi)) => format!("<= {hi}"),
+        (None, None) => "-".into(),
+    }
+}
+
+fn state(v: &Value) -> &'static str {
+    if v["state"]["violated"] == true {
+        "VIOLATED"
+    } else if v["state"]["value"].is_null() {
+        "no data"
+    } else {
+        "ok"
+    }
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{s:<w$}", w = widths[i]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out.trim_end().to_owned()
+}
+
+fn status_table(slas: &[Value]) -> String {
+    let mut rows = vec![
+        [
+            "NAME", "SELECTOR", "DESIRED", "VALUE", "STATE", "1H", "3H", "6H",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for s in slas {
+        rows.push(vec![
+            s["name"].as_str().unwrap_or("").to_owned(),
+            s["selector"].as_str().unwrap_or("").to_owned(),
+            range(s),
+            num(&s["state"]["value"]),
+            state(s).to_owned(),
+            num(&s["violations"]["last_1h"]),
+            num(&s["violations"]["last_3h"]),
+            num(&s["violations"]["last_6h"]),
+        ]);
+    }
+    table(&rows)
+}
+
+/// Runs one `sla` subcommand; returns what to print.
+pub fn run(remote: &Remote, action: SlaAction) -> Result<String, SlaCliError> {
+    let (value, render): (Value, Box<dyn Fn(&Value) -> String>) = match action {
+        SlaAction::Add {
+            name,
+            selector,
+            min,
+            max,
+            for_duration,
+            order,
+        } => {
+            let order = match order {
+                None => Value::Null,
+                Some(o) => {
+                    let parts: Vec<Option<usize>> =
+                        o.split(',').map(|p| p.trim().parse().ok()).collect();
+                    match parts.as_slice() {
+                        [Some(p), Some(d), Some(q)] => json!({"p": p, "d": d, "q": q}),
+                        _ => {
+                            return Err(SlaCliError::Usage(
+                                "--order takes \"p,d,q\", e.g. 1,0,1".into(),
+                            ));
+                        }
+                    }
+                }
+            };
+            let body = json!({"name": name, "selector": selector, "desired_min": min,
+                              "desired_max": max, "for": for_duration, "order": order});
+            let v = call(remote, "POST", "/api/v1/sla", Some(&body))?;
+            (
+                v,
+                Box::new(|v| format!("saved\n{}", status_table(std::slice::from_ref(v)))),
+            )
+        }
+        SlaAction::Remove { name } => {
+            call(
+                remote,
+                "DELETE",
+                &format!("/api/v1/sla/{}", encode(&name)),
+                None,
+            )?;
+            (json!({"removed": name}), Box::new(|_| "removed".to_owned()))
+        }
+        SlaAction::List => {
+            let v = call(remote, "GET", "/api/v1/sla", None)?;
+            (
+                v,
+                Box::new(|v| status_table(v.as_array().map_or(&[][..], Vec::as_slice))),
+            )
+        }
+        SlaAction::Status { name } => {
+            let v = call(
+                remote,
+                "GET",
+                &format!("/api/v1/sla/{}", encode(&name)),
+                None,
+            )?;
+            (
+                v,
+                Box::new(|v| {
+                    let mut out = status_table(std::slice::from_ref(v));
+                    let _ = write!(
+                        out,
+                        "\nsampled at {}",
+                        v["state"]["sampled_at"].as_str().unwrap_or("never")
+                    );
+                    out
+                }),
+            )
+        }
+        SlaAction::Violations { name, since } => {
+            let mut path = format!("/api/v1/sla/{}/violations", encode(&name));
+            if let Some(s) = since {
+                path.push_str(&format!("?since={}", encode(&s)));
+            }
+            let v = call(remote, "GET", &path, None)?;
+            (
+                v,
+                Box::new(|v| {
+                    let c = &v["counts"];
+                    let mut rows = vec![vec!["AT".to_owned(), "VALUE".to_owned()]];
+                    for x in v["violations"].as_array().into_iter().flatten() {
+                        rows.push(vec![
+                            x["at"].as_str().unwrap_or("").to_owned(),
+                            num(&x["value"]),
+                        ]);
+                    }
+                    format!(
+                        "violations: {} in 1h, {} in 3h, {} in 6h\n{}",
+                        num(&c["last_1h"]),
+                        num(&c["last_3h"]),
+                        num(&c["last_6h"]),
+                        table(&rows)
+                    )
+                }),
+            )
+        }
+        SlaAction::Forecast { name, horizon } => {
+            let mut path = format!("/api/v1/sla/{}/forecast", encode(&name));
+            if let Some(h) = horizon {
+                path.push_str(&format!("?horizon={}", encode(&h)));
+            }
+            let v = call(remote, "GET", &path, None)?;
+            (
+                v,
+                Box::new(|v| {
+                    let o = &v["order"];
+                    let mut rows = vec![
+                        ["AT", "MEAN", "SE", "P(OUTSIDE)"]
+                            .map(String::from)
+                            .to_vec(),
+                    ];
+                    for s in v["steps"].as_array().into_iter().flatten() {
+                        rows.push(vec![
+                            s["at"].as_str().unwrap_or("").to_owned(),
+                            format!("{:.4}", s["mean"].as_f64().unwrap_or(f64::NAN)),
+                            format!("{:.4}", s["se"].as_f64().unwrap_or(f64::NAN)),
+                            format!(
+                                "{:.3}",
+                                s["probability_outside"].as_f64().unwrap_or(f64::NAN)
+                            ),
+                        ]);
+                    }
+                    format!(
+                        "ARIMA({},{},{}) on {} samples; P(violation within {} s) = {:.3}\n{}",
+                        o["p"],
+                        o["d"],
+                        o["q"],
+                        v["history_points"],
+                        v["horizon_seconds"],
+                        v["probability_within_horizon"].as_f64().unwrap_or(f64::NAN),
+                        table(&rows)
+                    )
+                }),
+            )
+        }
+    };
+    if remote.json {
+        Ok(serde_json::to_string_pretty(&value).unwrap_or_default())
+    } else {
+        Ok(render(&value))
+    }
+}
