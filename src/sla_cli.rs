@@ -142,9 +142,12 @@ fn status_table(slas: &[Value]) -> String {
     table(&rows)
 }
 
+/// Turns an API answer into the table a person reads.
+type Render = Box<dyn Fn(&Value) -> String>;
+
 /// Runs one `sla` subcommand; returns what to print.
 pub fn run(remote: &Remote, action: SlaAction) -> Result<String, SlaCliError> {
-    let (value, render): (Value, Box<dyn Fn(&Value) -> String>) = match action {
+    let (value, render): (Value, Render) = match action {
         SlaAction::Add {
             name,
             selector,
