@@ -564,3 +564,108 @@ async fn notifications_card_sends_tests_links_and_saves_settings() {
     assert!(r.body.contains(r#"<option value="digest" selected>"#));
     t.app.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sla_page_is_for_admins_and_manages_slas() {
+    let t = TestApp::start_with(|c| {
+        c.sla.sample_interval = std::time::Duration::from_secs(1);
+        c.sla.forecast_horizon = std::time::Duration::from_secs(10);
+    })
+    .await;
+    let mut admin = Browser::new(t.http);
+    admin.get("/register").await;
+    let csrf = admin.csrf();
+    let r = admin
+        .post(
+            "/register",
+            &[("csrf", &csrf), ("username", "root"), ("password", PW)],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let page = admin.get("/sla").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(r#"<a href="/sla">SLA</a>"#));
+    assert!(page.body.contains("No SLAs yet"));
+    let r = admin
+        .post(
+            "/sla",
+            &[
+                ("csrf", &csrf),
+                ("action", "save"),
+                ("name", "rss"),
+                ("selector", "1bad"),
+                ("desired_max", "lots"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("Enter a number."));
+    assert!(r.body.contains(r#"value="1bad""#));
+    let r = admin
+        .post(
+            "/sla",
+            &[
+                ("csrf", &csrf),
+                ("action", "save"),
+                ("name", "rss"),
+                ("selector", "meteomesh_process_resident_memory_bytes"),
+                ("desired_max", "1e12"),
+                ("for", ""),
+                ("order", ""),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("SLA “rss” added."));
+    assert!(
+        r.body
+            .contains("<code>meteomesh_process_resident_memory_bytes</code>")
+    );
+    // After a few samples the card draws the history.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let page = admin.get("/sla").await;
+        if page.body.contains("<polyline") {
+            assert!(page.body.contains(r#"<span class="badge ok">ok</span>"#));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", page.body);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+
+    let mut user = Browser::new(t.http);
+    user.get("/register").await;
+    let ucsrf = user.csrf();
+    user.post(
+        "/register",
+        &[("csrf", &ucsrf), ("username", "alice"), ("password", PW)],
+        &[],
+    )
+    .await;
+    let page = user.get("/sla").await;
+    assert_eq!(page.status, 403);
+    assert!(!page.body.contains(r#"<a href="/sla">"#));
+    let r = user
+        .post(
+            "/sla",
+            &[("csrf", &ucsrf), ("action", "remove"), ("name", "rss")],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+
+    let r = admin
+        .post(
+            "/sla",
+            &[("csrf", &csrf), ("action", "remove"), ("name", "rss")],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("SLA “rss” removed."));
+    assert!(r.body.contains("No SLAs yet"));
+    t.app.shutdown().await.unwrap();
+}

@@ -270,10 +270,7 @@ async fn show(
         .list_with_status(&auth.user)
         .await
         .unwrap_or_default();
-    let nav = Nav {
-        username: Some(&auth.user.username),
-        csrf: token,
-    };
+    let nav = Nav::signed_in(&auth.user, token);
     let body = render(&View {
         auth,
         csrf: token,

@@ -8,16 +8,40 @@ pub use crate::markup::escape;
 /// Who the navigation is for.
 pub struct Nav<'a> {
     pub username: Option<&'a str>,
+    pub admin: bool,
     pub csrf: &'a str,
+}
+
+impl<'a> Nav<'a> {
+    pub fn anonymous(csrf: &'a str) -> Nav<'a> {
+        Nav {
+            username: None,
+            admin: false,
+            csrf,
+        }
+    }
+
+    pub fn signed_in(user: &'a crate::storage::users::User, csrf: &'a str) -> Nav<'a> {
+        Nav {
+            username: Some(&user.username),
+            admin: user.role == crate::storage::users::Role::Admin,
+            csrf,
+        }
+    }
 }
 
 pub fn page(title: &str, nav: &Nav<'_>, body: &str) -> String {
     let links = match nav.username {
         Some(name) => format!(
-            r#"<a href="/alerts">My alerts</a> <a href="/account">{}</a>
+            r#"<a href="/alerts">My alerts</a>{sla} <a href="/account">{}</a>
 <form class="inline" method="post" action="/logout"><input type="hidden" name="csrf" value="{}"><button class="link" type="submit">Log out</button></form>"#,
             escape(name),
-            escape(nav.csrf)
+            escape(nav.csrf),
+            sla = if nav.admin {
+                r#" <a href="/sla">SLA</a>"#
+            } else {
+                ""
+            },
         ),
         None => r#"<a href="/login">Log in</a> <a href="/register">Register</a>"#.to_owned(),
     };

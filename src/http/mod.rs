@@ -13,6 +13,7 @@ mod notify_page;
 mod ops;
 mod pages;
 mod sla;
+mod sla_page;
 mod weather;
 
 use std::sync::Arc;
@@ -66,6 +67,7 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
             get(pages::account_page).post(pages::account_submit),
         )
         .route("/account/notifications", post(notify_page::submit))
+        .route("/sla", get(sla_page::sla_page).post(sla_page::sla_submit))
         .route("/logout", post(pages::logout_submit))
         .route(
             "/alerts",

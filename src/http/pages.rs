@@ -169,10 +169,7 @@ pub(super) fn check_csrf(headers: &HeaderMap, form: &HashMap<String, String>) ->
             StatusCode::FORBIDDEN,
             page(
                 "Form expired",
-                &Nav {
-                    username: None,
-                    csrf: "",
-                },
+                &Nav::anonymous(""),
                 &format!(
                     r#"<div class="card"><h1>This form has expired</h1>{}<p><a href="/">Start again</a></p></div>"#,
                     alert(
@@ -291,10 +288,7 @@ pub async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> im
         return Page::redirect("/account");
     }
     let (token, set) = csrf(&state, &headers);
-    let nav = Nav {
-        username: None,
-        csrf: &token,
-    };
+    let nav = Nav::anonymous(&token);
     Page::html(
         StatusCode::OK,
         page("Log in", &nav, &login_form(&token, "", None)),
@@ -345,10 +339,7 @@ pub async fn login_submit(
                     )
                 }
             };
-            let nav = Nav {
-                username: None,
-                csrf: &token,
-            };
+            let nav = Nav::anonymous(&token);
             Page::html(
                 status,
                 page(
@@ -411,10 +402,7 @@ fn chat_id(raw: &str) -> Result<Option<i64>, String> {
 
 pub async fn register_page(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     let (token, set) = csrf(&state, &headers);
-    let nav = Nav {
-        username: None,
-        csrf: &token,
-    };
+    let nav = Nav::anonymous(&token);
     let body = if state.auth.open_registration() {
         register_form(&token, &HashMap::new(), &HashMap::new(), None)
     } else {
@@ -438,10 +426,7 @@ pub async fn register_submit(
         return p;
     }
     let (token, _) = csrf(&state, &headers);
-    let nav = Nav {
-        username: None,
-        csrf: &token,
-    };
+    let nav = Nav::anonymous(&token);
     let chat = match chat_id(field(&form, "telegram_chat_id")) {
         Ok(c) => c,
         Err(message) => {
@@ -600,10 +585,7 @@ pub(super) async fn account_view(
     status: StatusCode,
     flash: &Flash,
 ) -> Page {
-    let nav = Nav {
-        username: Some(&auth.user.username),
-        csrf: token,
-    };
+    let nav = Nav::signed_in(&auth.user, token);
     let card = notify_page::card(state, token, auth.user.id, flash).await;
     let empty = HashMap::new();
     let body = account_body(token, auth, &empty, &empty, None, &card);
@@ -624,10 +606,7 @@ pub async fn account_submit(
                         settings: &HashMap<String, String>,
                         errors: &HashMap<String, String>,
                         notice: Option<&str>| {
-        let nav = Nav {
-            username: Some(&auth.user.username),
-            csrf: &token,
-        };
+        let nav = Nav::signed_in(&auth.user, &token);
         let card = notify_page::card(&state, &token, auth.user.id, &Flash::default()).await;
         Page::html(
             status,
