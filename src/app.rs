@@ -21,6 +21,7 @@ use crate::modules::system::{self, SystemService};
 use crate::modules::{host_metrics, notifier, sla};
 use crate::modules::{poller, rules};
 use crate::storage::{self, Db, StorageError};
+use crate::supervisor;
 use crate::weather::{OpenMeteo, OpenWeatherMap, Provider};
 
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +276,7 @@ impl RunningApp {
     pub async fn wait(self) -> Result<(), AppError> {
         self.shutdown.cancelled().await;
         tracing::info!("shutting down");
+        supervisor::stopping();
         let http = self.http_task.await;
         for task in self.module_tasks {
             let _ = task.await;
@@ -296,7 +298,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
-    let app = RunningApp::start(&config, listeners, shutdown).await?;
+    let app = RunningApp::start(&config, listeners, shutdown.clone()).await?;
     match app.ready(Duration::from_secs(30)).await {
         Ok(rtt) => tracing::info!(
             http = %show(app.addresses.http),
@@ -308,7 +310,18 @@ pub async fn run(
         // Stay up: /readyz reports the problem and the bus client keeps reconnecting.
         Err(e) => tracing::warn!(error = %e, "meteomesh is serving but not ready"),
     }
-    app.wait().await
+    // Ready for systemd either way: the process serves, and /readyz tells the rest.
+    supervisor::ready(&format!(
+        "serving HTTP on {}, MQTT on {}",
+        show(app.addresses.http),
+        show(app.addresses.mqtt)
+    ));
+    let watchdog = supervisor::watchdog(app.db.clone(), shutdown);
+    let result = app.wait().await;
+    if let Some(w) = watchdog {
+        let _ = w.await;
+    }
+    result
 }
 
 /// Disconnects a publish-only module client once `shutdown` fires (modules with a loop

@@ -19,5 +19,6 @@ pub mod ops;
 pub mod outbound;
 pub mod sla_cli;
 pub mod storage;
+pub mod supervisor;
 pub mod users_cli;
 pub mod weather;
