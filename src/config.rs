@@ -462,7 +462,7 @@ impl Default for BusConfig {
             max_connections: 1024,
             max_packet_size: 256 * 1024,
             max_inflight: 32,
-            max_queued_messages: 4096,
+            max_queued_messages: 1000,
             session_expiry: Duration::from_secs(2 * 60 * 60),
             allow_anonymous: false,
             users: Vec::new(),

@@ -60,6 +60,9 @@ impl BrokerListeners {
     }
 }
 
+/// Queue length per session on the internal listener.
+const INTERNAL_QUEUE: usize = 100_000;
+
 enum Transport {
     Tcp,
     WebSocket,
@@ -73,13 +76,20 @@ fn listen(
     transport: Transport,
 ) -> Result<Listener, BusError> {
     let inflight = NonZeroU16::new(cfg.max_inflight).unwrap_or(NonZeroU16::MIN);
+    // meteomesh's own modules must not lose a burst (a poll cycle of 10,000 alerts):
+    // their queue is only bounded by what they have not read yet.
+    let queue = if name == "internal" {
+        cfg.max_queued_messages.max(INTERNAL_QUEUE)
+    } else {
+        cfg.max_queued_messages
+    };
     let bound = Builder::new()
         .name(name)
         .laddr(addr)
         .max_connections(cfg.max_connections)
         .max_packet_size(cfg.max_packet_size)
         .max_inflight(inflight)
-        .max_mqueue_len(cfg.max_queued_messages)
+        .max_mqueue_len(queue)
         .session_expiry_interval(cfg.session_expiry)
         .allow_anonymous(cfg.allow_anonymous)
         // Keepalive 0 ("never ping") is legal MQTT; battery devices use it.
