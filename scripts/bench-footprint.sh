@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Footprint benchmark: stripped binary size per target (from dist/), and for the x86_64
-# static release build: time from exec to the first `/readyz` 200 and idle RSS after
-# 10 s; Debian's mosquitto idle RSS measured in the same run as the peer.
+# static release build: time from exec to the first `/readyz` 200, idle RSS after 10 s,
+# and RSS with 1,000 weather subscriptions (20 users) and 100 MQTT clients connected;
+# Debian's mosquitto idle and with the same 100 clients, measured in the same run.
 #
 #   scripts/bench-footprint.sh            # builds dist/meteomesh-x86_64-unknown-linux-musl if missing
 #
@@ -81,6 +82,81 @@ def run_meteomesh():
     p.terminate(); code = p.wait(timeout=20)
     return t_ready, rss, pss, code, anon
 
+def mqtt_connect(port, client_id, user, password):
+    """A minimal MQTT 3.1.1 CONNECT (keepalive 0: no pings needed); returns the socket."""
+    def s(b): return len(b).to_bytes(2, "big") + b
+    var = s(b"MQTT") + bytes([4, 0xC2]) + (0).to_bytes(2, "big")
+    payload = s(client_id.encode()) + s(user.encode()) + s(password.encode())
+    body = var + payload
+    n, rl = len(body), b""
+    while True:
+        d, n = n % 128, n // 128
+        rl += bytes([d | (0x80 if n else 0)])
+        if not n: break
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(bytes([0x10]) + rl + body)
+    ack = sock.recv(4)
+    if len(ack) < 4 or ack[0] != 0x20 or ack[3] != 0:
+        raise SystemExit(f"CONNACK refused: {ack!r}")
+    return sock
+
+def api(port, method, path, body=None, token=None):
+    import json
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    h = {"content-type": "application/json"}
+    if token: h["authorization"] = f"Bearer {token}"
+    c.request(method, path, json.dumps(body) if body is not None else None, h)
+    r = c.getresponse(); data = r.read(); c.close()
+    if r.status >= 300: raise SystemExit(f"{method} {path}: {r.status} {data[:200]!r}")
+    return json.loads(data) if data else None
+
+def run_meteomesh_loaded():
+    d = tempfile.mkdtemp()
+    http_port, mqtt_port = free_port(), free_port()
+    env = dict(os.environ, METEOMESH__HTTP__LISTEN=f"127.0.0.1:{http_port}",
+               METEOMESH__BUS__TCP_LISTEN=f"127.0.0.1:{mqtt_port}",
+               METEOMESH__BUS__WS_LISTEN=f"127.0.0.1:{free_port()}",
+               METEOMESH__BUS__USERS="bench:bench-password",
+               METEOMESH__WEATHER__OPEN_METEO_URL="http://127.0.0.1:9",
+               METEOMESH__LOG__LEVEL="warn")
+    p = subprocess.Popen([os.path.abspath(meteomesh)], cwd=d, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.perf_counter()
+    while not ready(http_port):
+        if time.perf_counter() - t0 > 30: raise SystemExit("meteomesh not ready in 30 s")
+        time.sleep(0.01)
+    for u in range(20):
+        tok = api(http_port, "POST", "/api/v1/auth/register",
+                  {"username": f"bench{u}", "password": "bench-password-1"})["token"]
+        for k in range(50):
+            i = u * 50 + k
+            api(http_port, "POST", "/api/v1/subscriptions",
+                {"label": f"s{i}", "place": {"lat": 30 + (i // 40) * 0.5, "lon": -10 + (i % 40) * 0.5},
+                 "min_temp": 5, "max_temp": 30, "rain": True}, tok)
+    socks = [mqtt_connect(mqtt_port, f"bench-{i}", "bench", "bench-password") for i in range(100)]
+    time.sleep(5)
+    rss, anon = rss_kib(p.pid), anon_kib(p.pid)
+    for s_ in socks: s_.close()
+    p.terminate(); p.wait(timeout=20)
+    return rss, anon
+
+def run_mosquitto_loaded():
+    d = tempfile.mkdtemp()
+    conf, pw = os.path.join(d, "m.conf"), os.path.join(d, "pw")
+    subprocess.run(["mosquitto_passwd", "-b", "-c", pw, "bench", "bench-password"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
+    with open(conf, "w") as f:
+        f.write(f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {pw}\npersistence false\n")
+    p = subprocess.Popen([mosquitto, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    socks = [mqtt_connect(port, f"bench-{i}", "bench", "bench-password") for i in range(100)]
+    time.sleep(5)
+    rss, anon = rss_kib(p.pid), anon_kib(p.pid)
+    for s_ in socks: s_.close()
+    p.terminate(); p.wait(timeout=20)
+    return rss, anon
+
 def run_mosquitto():
     d = tempfile.mkdtemp()
     conf = os.path.join(d, "m.conf")
@@ -108,4 +184,10 @@ print(f"{mver} (Debian, dynamically linked)")
 print(f"mosquitto idle RSS after {IDLE:.0f} s : {mosq/1024:7.2f} MiB                     PSS {mosq_pss/1024:5.2f} MiB")
 print(f"anonymous (private) memory      : meteomesh {anon/1024:5.2f} MiB, mosquitto {mosq_anon/1024:5.2f} MiB")
 print(f"ratio meteomesh / mosquitto     : RSS {rss/mosq:4.2f}x  PSS {pss/mosq_pss:4.2f}x  anonymous {anon/mosq_anon:4.2f}x  (meteomesh also serves HTTP + SQLite)")
+lrss, lanon = run_meteomesh_loaded()
+mrss, manon = run_mosquitto_loaded()
+print("## Loaded: 1,000 subscriptions (20 users) + 100 MQTT clients connected")
+print(f"meteomesh RSS                   : {lrss/1024:7.2f} MiB  anonymous {lanon/1024:5.2f} MiB")
+print(f"mosquitto RSS (100 clients)     : {mrss/1024:7.2f} MiB  anonymous {manon/1024:5.2f} MiB")
+print(f"ratio meteomesh / mosquitto     : RSS {lrss/mrss:4.2f}x  anonymous {lanon/manon:4.2f}x")
 PY
