@@ -36,7 +36,8 @@ for _ in $(seq 1 100); do [ -s "$weather_log" ] && break; sleep 0.1; done
 weather="http://127.0.0.1:$(head -1 "$weather_log")"
 
 smoke() {
-  local bin=$1 runner dir pid log http mqtt code
+  local bin runner dir pid log http mqtt code
+  bin=$(realpath "$1")
   runner=$(runner_for "$bin")
   dir=$(mktemp -d)
   log="$dir/log"
@@ -46,7 +47,7 @@ smoke() {
     export METEOMESH__HTTP__LISTEN=127.0.0.1:0 METEOMESH__BUS__TCP_LISTEN=127.0.0.1:0 \
       METEOMESH__BUS__WS_LISTEN=127.0.0.1:0 METEOMESH__BUS__USERS=smoke:smoke-password NO_COLOR=1 \
       METEOMESH__WEATHER__OPEN_METEO_URL="$weather" METEOMESH__WEATHER__GEOCODING_URL="$weather"
-    exec $runner "$OLDPWD/$bin" > "$log" 2>&1
+    exec $runner "$bin" > "$log" 2>&1
   ) &
   pid=$!
   # Wait (bounded; emulation is slow) for the ready line, which names the bound ports.
