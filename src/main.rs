@@ -45,26 +45,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Sla { remote, action } => match meteomesh::sla_cli::run(&remote, action) {
-            Ok(out) => {
-                println!("{out}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("meteomesh: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::User { action } => match meteomesh::users_cli::run(&config, action) {
-            Ok(out) => {
-                println!("{out}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("meteomesh: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Sla { remote, action } => report(meteomesh::sla_cli::run(&remote, action)),
+        Command::User { action } => report(meteomesh::users_cli::run(&config, action)),
         Command::Backup { file } => match meteomesh::ops::backup(&config, &file) {
             Ok(()) => {
                 println!("backup written to {}", file.display());
@@ -75,6 +57,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Prints a subcommand's output, or its error, and picks the exit code.
+fn report<E: std::fmt::Display>(result: Result<String, E>) -> ExitCode {
+    match result {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("meteomesh: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -63,6 +63,15 @@ impl OutboxKind {
             OutboxKind::Notice => "notice",
         }
     }
+
+    /// The CHECK constraint allows only the two spellings.
+    fn from_column(s: &str) -> OutboxKind {
+        if s == "notice" {
+            OutboxKind::Notice
+        } else {
+            OutboxKind::Alert
+        }
+    }
 }
 
 /// A message to deliver. The channel is Telegram, the only one with an outbox (MQTT
@@ -158,11 +167,7 @@ fn due_from_row(r: &Row<'_>) -> rusqlite::Result<Due> {
     Ok(Due {
         id: r.get(0)?,
         key: r.get(1)?,
-        kind: if kind == "notice" {
-            OutboxKind::Notice
-        } else {
-            OutboxKind::Alert
-        },
+        kind: OutboxKind::from_column(&kind),
         user_id: r.get(3)?,
         payload: r.get(4)?,
         batched: r.get(5)?,
@@ -492,11 +497,7 @@ pub fn recent_deliveries(
         let kind: String = r.get(1)?;
         Ok(DeliveryRow {
             key: r.get(0)?,
-            kind: if kind == "notice" {
-                OutboxKind::Notice
-            } else {
-                OutboxKind::Alert
-            },
+            kind: OutboxKind::from_column(&kind),
             status: r.get(2)?,
             attempts: r.get(3)?,
             last_error: r.get(4)?,

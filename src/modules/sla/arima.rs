@@ -63,6 +63,32 @@ fn zeros(n: usize) -> Mat {
     vec![vec![0.0; n]; n]
 }
 
+/// T x.
+fn mat_vec(t: &Mat, x: &[f64]) -> Vec<f64> {
+    t.iter()
+        .map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum())
+        .collect()
+}
+
+/// T P T' + R R': one step of the state covariance.
+fn propagate(t: &Mat, p: &Mat, rv: &[f64]) -> Mat {
+    let r = t.len();
+    let tp: Mat = (0..r)
+        .map(|i| {
+            (0..r)
+                .map(|j| (0..r).map(|l| t[i][l] * p[l][j]).sum())
+                .collect()
+        })
+        .collect();
+    (0..r)
+        .map(|i| {
+            (0..r)
+                .map(|j| (0..r).map(|l| tp[i][l] * t[j][l]).sum::<f64>() + rv[i] * rv[j])
+                .collect()
+        })
+        .collect()
+}
+
 /// Stationary AR coefficients from unconstrained values (Monahan 1984, as statsmodels'
 /// `constrain_stationary_univariate`).
 fn constrain(x: &[f64]) -> Vec<f64> {
@@ -167,29 +193,12 @@ fn filter(w: &[f64], phi: &[f64], theta: &[f64]) -> Option<Filtered> {
         sumlog += f.ln();
         // K = T P Z' / F; a = T a + K v; P = T P T' + RR' − K K' F.
         let pz: Vec<f64> = (0..r).map(|i| p[i][0]).collect();
-        let k: Vec<f64> = (0..r)
-            .map(|i| (0..r).map(|j| t[i][j] * pz[j]).sum::<f64>() / f)
-            .collect();
-        let ta: Vec<f64> = (0..r)
-            .map(|i| (0..r).map(|j| t[i][j] * a[j]).sum())
-            .collect();
+        let k: Vec<f64> = mat_vec(&t, &pz).into_iter().map(|v| v / f).collect();
+        let ta = mat_vec(&t, &a);
         a = (0..r).map(|i| ta[i] + k[i] * v).collect();
-        let tp: Mat = (0..r)
-            .map(|i| {
-                (0..r)
-                    .map(|j| (0..r).map(|l| t[i][l] * p[l][j]).sum())
-                    .collect()
-            })
-            .collect();
+        let next = propagate(&t, &p, &rv);
         p = (0..r)
-            .map(|i| {
-                (0..r)
-                    .map(|j| {
-                        (0..r).map(|l| tp[i][l] * t[j][l]).sum::<f64>() + rv[i] * rv[j]
-                            - k[i] * k[j] * f
-                    })
-                    .collect()
-            })
+            .map(|i| (0..r).map(|j| next[i][j] - k[i] * k[j] * f).collect())
             .collect();
     }
     Some(Filtered {
@@ -422,25 +431,8 @@ impl Fit {
                     }
                 }
             } else {
-                x = (0..r)
-                    .map(|i| (0..r).map(|j| t[i][j] * x[j]).sum())
-                    .collect();
-                let tp: Mat = (0..r)
-                    .map(|i| {
-                        (0..r)
-                            .map(|j| (0..r).map(|l| t[i][l] * p[l][j]).sum())
-                            .collect()
-                    })
-                    .collect();
-                p = (0..r)
-                    .map(|i| {
-                        (0..r)
-                            .map(|j| {
-                                (0..r).map(|l| tp[i][l] * t[j][l]).sum::<f64>() + rv[i] * rv[j]
-                            })
-                            .collect()
-                    })
-                    .collect();
+                x = mat_vec(&t, &x);
+                p = propagate(&t, &p, &rv);
             }
             let m: f64 = (0..r).map(|i| z[i] * x[i]).sum();
             let v: f64 = (0..r)
