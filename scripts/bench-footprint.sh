@@ -148,8 +148,16 @@ def run_mosquitto_loaded():
     port = free_port()
     with open(conf, "w") as f:
         f.write(f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {pw}\npersistence false\n")
+    # mosquitto started as root drops to its own user, which must read these files.
+    os.chmod(d, 0o755); os.chmod(pw, 0o644); os.chmod(conf, 0o644)
     p = subprocess.Popen([mosquitto, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
+    t0 = time.perf_counter()
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port)).close(); break
+        except OSError:
+            if time.perf_counter() - t0 > 10: raise SystemExit("mosquitto did not listen")
+            time.sleep(0.05)
     socks = [mqtt_connect(port, f"bench-{i}", "bench", "bench-password") for i in range(100)]
     time.sleep(5)
     rss, anon = rss_kib(p.pid), anon_kib(p.pid)
