@@ -390,14 +390,27 @@ async fn digest_groups_alerts_into_one_message() {
     assert_eq!(s["mode"], "digest");
     assert_eq!(s["digest_minutes"], 1);
     let mut svc = t.service_client("svc-digest").await;
+    // All five must fall into one 1-minute window: start early in a minute.
+    let second = jiff::Timestamp::now().as_second() % 60;
+    if second >= 45 {
+        tokio::time::sleep(Duration::from_secs((61 - second) as u64)).await;
+    }
+    let published = jiff::Timestamp::now();
     let events: Vec<Value> = (0..5).map(|n| alert(id, n, &format!("s{n}"))).collect();
     publish(&mut svc, &events).await;
-    wait_pending(&t, 5.0).await;
     tg.wait_until(Duration::from_secs(75), |s| !s.sent.is_empty())
         .await;
-    // Sent at the minute boundary, as one message.
+    // Held until the minute boundary, then sent as one message.
+    let boundary = (published.as_second() / 60 + 1) * 60;
     let now = jiff::Timestamp::now();
-    assert!(now.as_second() % 60 < 15, "sent at {now}");
+    assert!(
+        now.as_second() >= boundary,
+        "sent at {now}, before the window closed"
+    );
+    assert!(
+        now.as_second() < boundary + 15,
+        "sent at {now}, long after the window"
+    );
     let sent = tg.sent();
     assert_eq!(sent.len(), 1);
     assert!(
