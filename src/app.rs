@@ -107,6 +107,7 @@ impl RunningApp {
                 }))
         };
         let node_id = db.call(storage::node_id).await?;
+        crate::clock::raise_floor(db.call(|c| storage::last_seen(c)).await?);
         let started_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -184,6 +185,7 @@ impl RunningApp {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .map_or_else(|| std::path::PathBuf::from("."), |d| d.to_owned());
+        let clock_task = tokio::spawn(record_seen(db.clone(), shutdown.clone()));
         let host_task = host_metrics::start(
             metrics.clone(),
             data_dir,
@@ -228,6 +230,7 @@ impl RunningApp {
             subs_task,
             host_task,
             sla_task,
+            clock_task,
         ];
         module_tasks.extend(notifier_tasks);
         Ok(RunningApp {
@@ -336,6 +339,27 @@ fn close_on_shutdown(
         client.disconnect().await;
         let _ = session.await;
     })
+}
+
+/// Keeps the last wall-clock time seen in the database (every 10 minutes and at stop),
+/// so a board that boots with a wrong clock still stamps tokens sensibly (see `clock`).
+async fn record_seen(db: Db, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        let stop = tokio::select! {
+            _ = tick.tick() => false,
+            _ = shutdown.cancelled() => true,
+        };
+        if crate::clock::is_set() {
+            let now = crate::clock::system_now();
+            if let Err(e) = db.call(move |c| storage::record_seen(c, now)).await {
+                tracing::warn!(error = %e, "recording the time failed");
+            }
+        }
+        if stop {
+            return;
+        }
+    }
 }
 
 fn show(addr: Option<SocketAddr>) -> String {

@@ -9,6 +9,7 @@
 pub mod app;
 pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -62,3 +62,42 @@ pub fn set_telegram_offset(conn: &Connection, offset: i64) -> Result<(), Storage
     )?;
     Ok(())
 }
+
+/// The latest wall-clock time (Unix seconds) this installation recorded; 0 before the
+/// first record.
+pub fn last_seen(conn: &Connection) -> Result<i64, StorageError> {
+    Ok(get(conn, "last_seen")?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+/// Records `at` as seen, unless a later time is already recorded.
+pub fn record_seen(conn: &Connection, at: i64) -> Result<(), StorageError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('last_seen', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value
+         WHERE CAST(meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)",
+        [at.to_string()],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_seen_time_only_moves_forward() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL)",
+        )
+        .unwrap();
+        assert_eq!(last_seen(&conn).unwrap(), 0);
+        record_seen(&conn, 1_795_000_000).unwrap();
+        record_seen(&conn, 1_700_000_000).unwrap();
+        assert_eq!(last_seen(&conn).unwrap(), 1_795_000_000);
+        record_seen(&conn, 1_795_000_600).unwrap();
+        assert_eq!(last_seen(&conn).unwrap(), 1_795_000_600);
+    }
+}

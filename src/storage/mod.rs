@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use meta::{jwt_secret, node_id, set_telegram_offset, telegram_offset};
+pub use meta::{jwt_secret, last_seen, node_id, record_seen, set_telegram_offset, telegram_offset};
 pub use migrations::{LATEST_VERSION, schema_version};
 
 #[derive(Debug, thiserror::Error)]

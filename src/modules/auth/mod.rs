@@ -244,10 +244,10 @@ impl AuthService {
     }
 
     fn issue(&self, user: User) -> IssuedToken {
-        let (token, claims) = self
-            .inner
-            .keys
-            .issue(user.id, user.token_generation, unix_now());
+        let (token, claims) =
+            self.inner
+                .keys
+                .issue(user.id, user.token_generation, crate::clock::now());
         IssuedToken {
             token,
             claims,

@@ -36,11 +36,6 @@ pub const CORE_SERIES: &[&str] = &[
     "meteomesh_http_request_p95_seconds",
     "meteomesh_outbox_pending",
 ];
-/// No sample is stored or evaluated while the clock reads earlier than this (2026-11-01,
-/// before this release): a board without RTC before NTP would file history under 1970
-/// and fire violations on nonsense timestamps.
-pub const CLOCK_FLOOR: i64 = 1_793_491_200;
-
 /// Simulated paths for the within-horizon probability.
 const PATHS: usize = 4000;
 /// Most samples a model is fitted on (the latest of the window): enough for the short
@@ -319,10 +314,11 @@ impl SlaService {
                 _ = shutdown.cancelled() => return,
             }
             let started = Instant::now();
-            if now_s() < CLOCK_FLOOR {
+            // A board without RTC before NTP would file history under 1970.
+            if !crate::clock::is_set() {
                 if !clock_warned {
                     tracing::warn!(
-                        "the system clock is not set yet (before 2026-11-01); SLA sampling waits for it"
+                        "the system clock is behind the last time seen; SLA sampling waits for NTP"
                     );
                     clock_warned = true;
                 }
