@@ -101,6 +101,24 @@ async fn delivered_with_duplicates(tg: &FakeTelegram) -> usize {
     sent.len() - distinct.len()
 }
 
+/// A running binary with the 200 alerts in its outbox while Telegram hangs.
+struct Outage {
+    tg: FakeTelegram,
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    p: ServeProcess,
+}
+
+async fn outage() -> Outage {
+    let tg = FakeTelegram::start().await;
+    tg.set_hang(true);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &tg);
+    let p = start(dir.path(), &config);
+    queue_alerts(&p).await;
+    Outage { tg, dir, config, p }
+}
+
 /// Restarts the binary on the same database with Telegram answering, waits until every
 /// alert arrived, stops it cleanly; returns the number of duplicates.
 async fn restart_and_count_duplicates(dir: &Path, config: &Path, tg: &FakeTelegram) -> usize {
@@ -120,12 +138,7 @@ fn sigkill(mut p: ServeProcess) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_telegram_hangs_loses_nothing() {
-    let tg = FakeTelegram::start().await;
-    tg.set_hang(true);
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &tg);
-    let p = start(dir.path(), &config);
-    queue_alerts(&p).await;
+    let Outage { tg, dir, config, p } = outage().await;
     tg.wait_until(WAIT, |s| s.attempts.len() >= IN_FLIGHT).await;
     sigkill(p);
     let duplicates = restart_and_count_duplicates(dir.path(), &config, &tg).await;
@@ -135,12 +148,7 @@ async fn sigkill_while_telegram_hangs_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_delivery_resends_at_most_the_in_flight_window() {
-    let tg = FakeTelegram::start().await;
-    tg.set_hang(true);
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &tg);
-    let p = start(dir.path(), &config);
-    queue_alerts(&p).await;
+    let Outage { tg, dir, config, p } = outage().await;
     // Telegram takes each message at once but answers late; kill in the middle.
     tg.lock().answer_delay = Some(Duration::from_millis(300));
     tg.set_hang(false);
@@ -155,12 +163,7 @@ async fn sigkill_mid_delivery_resends_at_most_the_in_flight_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_telegram_hangs_loses_and_repeats_nothing() {
-    let tg = FakeTelegram::start().await;
-    tg.set_hang(true);
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &tg);
-    let p = start(dir.path(), &config);
-    queue_alerts(&p).await;
+    let Outage { tg, dir, config, p } = outage().await;
     tg.wait_until(WAIT, |s| s.attempts.len() >= IN_FLIGHT).await;
     let (status, _) = tokio::task::block_in_place(|| p.terminate());
     assert!(status.success(), "{status:?}");
