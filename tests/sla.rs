@@ -546,3 +546,77 @@ async fn the_sla_client_subcommand_drives_the_api() {
     assert!(err.contains("404"), "{err}");
     t.app.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_violation_is_announced_again_after_a_restart_without_duplicates() {
+    let tg = FakeTelegram::start().await;
+    let url = tg.url();
+    let t = sla_app(|c| {
+        c.telegram.bot_token = meteomesh::config::Secret::new(fake_telegram::TOKEN);
+        c.telegram.api_base = url;
+    })
+    .await;
+    let r = post_json(
+        t.http,
+        "/api/v1/auth/register",
+        &json!({"username": "root", "password": PW, "telegram_chat_id": 777}).to_string(),
+    )
+    .await;
+    let admin = r.json()["token"].as_str().unwrap().to_owned();
+    let r = post_sla(
+        &t,
+        &admin,
+        json!({"name": "no-users", "selector": "meteomesh_users", "desired_max": 0}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    tg.wait_until(WAIT, |s| s.sent.len() == 1).await;
+    let config = t.config.clone();
+    t.app.shutdown().await.unwrap();
+
+    // The notice was lost (as if the process died between the commit and the bus).
+    let db = rusqlite::Connection::open(&config.storage.path).unwrap();
+    db.execute("DELETE FROM outbox WHERE key LIKE 'sla:%'", [])
+        .unwrap();
+    drop(db);
+    let app = start_ready(&config).await;
+    tg.wait_until(WAIT, |s| s.sent.len() == 2).await;
+    let sent = tg.sent();
+    assert_eq!(sent[1].chat_id, 777);
+    assert_eq!(
+        sent[0].text, sent[1].text,
+        "the same notice, for the same transition"
+    );
+    app.shutdown().await.unwrap();
+
+    // Restarted again with the notice on record: announced, but not sent twice.
+    let app = start_ready(&config).await;
+    let http = app.addresses.http.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let text = get(http, "/metrics").await.body;
+        let evaluations = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("meteomesh_sla_evaluations_total ")?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0);
+        let pending = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("meteomesh_outbox_pending ")?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(-1.0);
+        if evaluations >= 3.0 && pending == 0.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(tg.sent().len(), 2);
+    app.shutdown().await.unwrap();
+}

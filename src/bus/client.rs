@@ -94,6 +94,8 @@ struct Shared {
     publisher: Option<Session>,
     consumer: Option<Session>,
     subscriptions: Mutex<Vec<LocalSubscription>>,
+    /// SUBSCRIBE requests sent on the consuming session and not yet acknowledged.
+    pending_subacks: watch::Sender<usize>,
 }
 
 impl Shared {
@@ -146,6 +148,7 @@ impl BusClient {
             publisher: publisher.as_ref().map(|(c, _)| session(c)),
             consumer: consumer.as_ref().map(|(c, _)| session(c)),
             subscriptions: Mutex::new(Vec::new()),
+            pending_subacks: watch::channel(0).0,
         });
         let stop = CancellationToken::new();
         let mut loops = Vec::new();
@@ -238,13 +241,40 @@ impl BusClient {
             });
         // When not yet connected, the ConnAck handler subscribes everything listed.
         if *consumer.connected.borrow() {
-            consumer
-                .client
-                .subscribe(filter, qos(q))
-                .await
-                .map_err(|_| BusError::Closed)?;
+            self.shared.pending_subacks.send_modify(|n| *n += 1);
+            if consumer.client.subscribe(filter, qos(q)).await.is_err() {
+                self.shared
+                    .pending_subacks
+                    .send_modify(|n| *n = n.saturating_sub(1));
+                return Err(BusError::Closed);
+            }
         }
         Ok(rx)
+    }
+
+    /// Waits until the consuming session is connected and the broker has acknowledged
+    /// every subscription so far, so messages published from now on reach this client.
+    /// False after `timeout` (an external broker that is down): the subscriptions still
+    /// take effect once it connects.
+    pub async fn wait_subscribed(&self, timeout: Duration) -> bool {
+        let Some(consumer) = self.shared.consumer.as_ref() else {
+            return true;
+        };
+        let mut connected = consumer.connected.subscribe();
+        let mut pending = self.shared.pending_subacks.subscribe();
+        tokio::time::timeout(timeout, async {
+            loop {
+                if *connected.borrow_and_update() && *pending.borrow_and_update() == 0 {
+                    return;
+                }
+                tokio::select! {
+                    r = connected.changed() => if r.is_err() { return },
+                    r = pending.changed() => if r.is_err() { return },
+                }
+            }
+        })
+        .await
+        .is_ok()
     }
 
     /// Sends DISCONNECT (so no last will fires) and stops the event loops.
@@ -310,10 +340,15 @@ async fn drive(
                     subs.retain(|s| !s.tx.is_closed());
                     subs.iter().map(|s| (s.filter.clone(), s.qos)).collect()
                 };
+                // A new session: earlier requests died with the old one.
+                shared.pending_subacks.send_replace(filters.len());
                 for (filter, q) in filters {
                     // try_subscribe: awaiting here would deadlock on a full request queue,
                     // since only this loop drains it.
                     if let Err(e) = session.client.try_subscribe(&filter, q) {
+                        shared
+                            .pending_subacks
+                            .send_modify(|n| *n = n.saturating_sub(1));
                         tracing::warn!(client_id, filter, error = %e, "bus resubscribe failed");
                     }
                 }
@@ -336,6 +371,11 @@ async fn drive(
                     // Waiting here is deliberate back-pressure: the broker queues for us.
                     let _ = tx.send(incoming.clone()).await;
                 }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) if role == Role::Consumer => {
+                shared
+                    .pending_subacks
+                    .send_modify(|n| *n = n.saturating_sub(1));
             }
             Ok(_) => {}
             Err(e) => {

@@ -251,6 +251,13 @@ pub async fn start(
             SubscriptionsChanged::DELIVERY.qos,
         )
         .await?;
+    // The poller starts next and publishes at once; be listening by then.
+    if !client
+        .wait_subscribed(std::time::Duration::from_secs(5))
+        .await
+    {
+        tracing::warn!("the rules' bus subscriptions are not confirmed yet; continuing");
+    }
     let rules = Rules {
         client,
         db,

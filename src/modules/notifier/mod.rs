@@ -44,6 +44,8 @@ use telegram::TelegramApi;
 pub const LINK_CODE_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// Journal entries younger than this are left to the bus path by the periodic sweep.
 const SWEEP_GRACE_MS: i64 = 5_000;
+/// How long start-up waits for the broker to confirm the subscriptions.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
 /// Events taken from the bus or the journal per outbox transaction.
 const ENQUEUE_BATCH: usize = 256;
 
@@ -147,6 +149,10 @@ pub async fn start(
     let sla_events = client
         .subscribe(SlaEvent::FILTER, SlaEvent::DELIVERY.qos)
         .await?;
+    // Modules started after this one may publish at once; be listening by then.
+    if !client.wait_subscribed(SUBSCRIBE_WAIT).await {
+        tracing::warn!("the notifier's bus subscriptions are not confirmed yet; continuing");
+    }
     let mut tasks = Vec::new();
     let consumer = service.clone();
     let stop = shutdown.clone();

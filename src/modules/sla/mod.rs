@@ -303,6 +303,9 @@ pub fn start(
 
 impl SlaService {
     async fn run(&self, shutdown: CancellationToken) {
+        if let Err(e) = self.announce_open_violations().await {
+            tracing::warn!(error = %e, "re-announcing open SLA violations failed");
+        }
         let mut tick = tokio::time::interval(self.inner.config.sample_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buckets = Vec::new();
@@ -341,6 +344,37 @@ impl SlaService {
                 }
             }
         }
+    }
+
+    /// Publishes the violation event again for every SLA in violation at start: a crash
+    /// between committing a transition and publishing it would otherwise lose the
+    /// admins' notice. The event is the original one (same time), and the notifier's
+    /// outbox key (SLA, state, time, admin) turns a notice already queued into a no-op.
+    async fn announce_open_violations(&self) -> Result<(), SlaError> {
+        let open: Vec<SlaRow> = self
+            .inner
+            .db
+            .call(|c| store::list(c))
+            .await?
+            .into_iter()
+            .filter(|r| r.violated_since.is_some())
+            .collect();
+        for row in open {
+            let event = SlaEvent {
+                name: row.name,
+                selector: row.selector,
+                state: SlaState::Violated,
+                value: row.last_value,
+                desired_min: row.desired_min,
+                desired_max: row.desired_max,
+                at: row.violated_since.unwrap_or_default(),
+                since: row.out_since,
+            };
+            if let Err(e) = self.inner.publisher.publish(SLA_EVENTS, &event).await {
+                tracing::warn!(error = %e, "publishing an SLA event failed");
+            }
+        }
+        Ok(())
     }
 
     /// Reads the current value of every series in `names`.
