@@ -26,11 +26,7 @@ const PER_USER: i64 = 100;
 const PLACES: i64 = 1000;
 
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    metric_value(text, name).unwrap_or(0.0)
 }
 
 fn vm_hwm_kib() -> u64 {

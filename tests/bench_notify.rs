@@ -32,8 +32,7 @@ fn event(user_id: i64, n: usize) -> serde_json::Value {
 
 fn configure(dir: &std::path::Path, tg: &FakeTelegram) -> meteomesh::config::Config {
     let mut c = test_config(dir);
-    c.telegram.bot_token = meteomesh::config::Secret::new(fake_telegram::TOKEN);
-    c.telegram.api_base = tg.url();
+    tg.configure(&mut c);
     c.telegram.per_chat_interval = Duration::ZERO;
     c.telegram.messages_per_second = 1_000_000;
     c.telegram.max_in_flight = IN_FLIGHT;

@@ -16,10 +16,8 @@ use serde_json::{Value, json};
 const PW: &str = "correct-horse-1";
 
 async fn app_with(tg: &FakeTelegram, edit: impl FnOnce(&mut meteomesh::config::Config)) -> TestApp {
-    let url = tg.url();
     TestApp::start_with(|c| {
-        c.telegram.bot_token = meteomesh::config::Secret::new(fake_telegram::TOKEN);
-        c.telegram.api_base = url;
+        tg.configure(c);
         c.telegram.request_timeout = Duration::from_secs(2);
         c.telegram.max_backoff = Duration::from_secs(2);
         c.telegram.per_chat_interval = Duration::ZERO;
@@ -84,10 +82,7 @@ async fn put_settings(t: &TestApp, token: &str, body: Value) -> Value {
 
 /// The value of one metric line (exact name with labels).
 async fn metric(t: &TestApp, series: &str) -> f64 {
-    let text = get(t.http, "/metrics").await.body;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    metric_value(&get(t.http, "/metrics").await.body, series).unwrap_or(0.0)
 }
 
 async fn wait_metric(t: &TestApp, series: &str, want: f64) {

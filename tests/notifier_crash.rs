@@ -36,12 +36,7 @@ fn start(dir: &Path, config: &Path) -> ServeProcess {
 }
 
 async fn metric(p: &ServeProcess, series: &str) -> f64 {
-    get(p.http, "/metrics")
-        .await
-        .body
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    metric_value(&get(p.http, "/metrics").await.body, series).unwrap_or(0.0)
 }
 
 /// Registers the users and publishes the alerts on the bus; returns once all are in the

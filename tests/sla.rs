@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::fake_telegram::{self, FakeTelegram};
+use common::fake_telegram::FakeTelegram;
 use common::*;
 use rumqttc::QoS;
 use serde_json::{Value, json};
@@ -101,6 +101,22 @@ async fn metrics_parse_and_hold_every_family() {
     // No user ids in labels.
     assert!(!text.contains("user_id="));
     t.app.shutdown().await.unwrap();
+}
+
+/// An app that sends Telegram to a fake, and its first account (an admin) with the
+/// Telegram chat `chat`: (fake, app, admin token).
+async fn app_with_telegram_admin(chat: i64) -> (FakeTelegram, TestApp, String) {
+    let tg = FakeTelegram::start().await;
+    let t = sla_app(|c| tg.configure(c)).await;
+    let r = post_json(
+        t.http,
+        "/api/v1/auth/register",
+        &json!({"username": "root", "password": PW, "telegram_chat_id": chat}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let admin = r.json()["token"].as_str().unwrap().to_owned();
+    (tg, t, admin)
 }
 
 async fn post_sla(t: &TestApp, token: &str, body: Value) -> Response {
@@ -199,20 +215,7 @@ async fn sla_crud_is_for_admins_and_counts_violations_by_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_violation_publishes_one_event_and_notifies_admins_once() {
-    let tg = FakeTelegram::start().await;
-    let url = tg.url();
-    let t = sla_app(|c| {
-        c.telegram.bot_token = meteomesh::config::Secret::new(fake_telegram::TOKEN);
-        c.telegram.api_base = url;
-    })
-    .await;
-    let r = post_json(
-        t.http,
-        "/api/v1/auth/register",
-        &json!({"username": "root", "password": PW, "telegram_chat_id": 999}).to_string(),
-    )
-    .await;
-    let admin = r.json()["token"].as_str().unwrap().to_owned();
+    let (tg, t, admin) = app_with_telegram_admin(999).await;
     let mut svc = t.service_client("svc-sla").await;
     svc.subscribe("meteomesh/v1/system/sla", QoS::AtLeastOnce)
         .await;
@@ -549,20 +552,7 @@ async fn the_sla_client_subcommand_drives_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_violation_is_announced_again_after_a_restart_without_duplicates() {
-    let tg = FakeTelegram::start().await;
-    let url = tg.url();
-    let t = sla_app(|c| {
-        c.telegram.bot_token = meteomesh::config::Secret::new(fake_telegram::TOKEN);
-        c.telegram.api_base = url;
-    })
-    .await;
-    let r = post_json(
-        t.http,
-        "/api/v1/auth/register",
-        &json!({"username": "root", "password": PW, "telegram_chat_id": 777}).to_string(),
-    )
-    .await;
-    let admin = r.json()["token"].as_str().unwrap().to_owned();
+    let (tg, t, admin) = app_with_telegram_admin(777).await;
     let r = post_sla(
         &t,
         &admin,
@@ -595,23 +585,8 @@ async fn an_open_violation_is_announced_again_after_a_restart_without_duplicates
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let text = get(http, "/metrics").await.body;
-        let evaluations = text
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("meteomesh_sla_evaluations_total ")?
-                    .parse::<f64>()
-                    .ok()
-            })
-            .unwrap_or(0.0);
-        let pending = text
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("meteomesh_outbox_pending ")?
-                    .parse::<f64>()
-                    .ok()
-            })
-            .unwrap_or(-1.0);
-        if evaluations >= 3.0 && pending == 0.0 {
+        let evaluations = metric_value(&text, "meteomesh_sla_evaluations_total").unwrap_or(0.0);
+        if evaluations >= 3.0 && metric_value(&text, "meteomesh_outbox_pending") == Some(0.0) {
             break;
         }
         assert!(std::time::Instant::now() < deadline);

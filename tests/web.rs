@@ -466,12 +466,10 @@ async fn my_alerts_page_needs_a_session_and_a_csrf_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_card_sends_tests_links_and_saves_settings() {
-    use common::fake_telegram::{self, FakeTelegram};
+    use common::fake_telegram::FakeTelegram;
     let tg = FakeTelegram::start().await;
-    let url = tg.url();
     let t = TestApp::start_with(|c| {
-        c.telegram.bot_token = meteomesh::config::Secret::new(fake_telegram::TOKEN);
-        c.telegram.api_base = url;
+        tg.configure(c);
         c.telegram.link = true;
         c.telegram.poll_timeout = std::time::Duration::from_secs(2);
     })

@@ -83,6 +83,12 @@ impl FakeTelegram {
         format!("http://{}", self.addr)
     }
 
+    /// Points `config`'s Telegram settings at this fake, with its token.
+    pub fn configure(&self, config: &mut meteomesh::config::Config) {
+        config.telegram.bot_token = meteomesh::config::Secret::new(TOKEN);
+        config.telegram.api_base = self.url();
+    }
+
     pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap()
     }

@@ -110,6 +110,18 @@ impl TestApp {
     }
 }
 
+/// The value of one series in Prometheus text: `name` or `name{labels}`, spelled
+/// exactly as /metrics prints it.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// A parsed HTTP response.
 #[derive(Debug)]
 pub struct Response {
