@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Form, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
 use super::AppState;
 use super::html::{Field, alert, escape};
-use super::pages::{account_view, csrf_input, field, signed_in_form};
+use super::pages::{SignedInForm, account_view, csrf_input, field};
 use crate::modules::notifier::schedule::{format_clock, parse_clock};
 use crate::modules::notifier::{NotifierError, Settings, TelegramStatus};
 use crate::modules::rules::rfc3339_ms;
@@ -220,13 +220,8 @@ fn prefs_from_form(form: &HashMap<String, String>) -> Result<Prefs, HashMap<Stri
 
 pub async fn submit(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    SignedInForm { auth, token, form }: SignedInForm,
 ) -> impl IntoResponse {
-    let (auth, token) = match signed_in_form(&state, &headers, &form).await {
-        Ok(signed_in) => signed_in,
-        Err(page) => return page,
-    };
     let user_id = auth.user.id;
     let mut flash = Flash::default();
     let mut status = StatusCode::OK;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use axum::Form;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
@@ -200,18 +200,30 @@ pub(super) fn check_csrf(headers: &HeaderMap, form: &HashMap<String, String>) ->
     }
 }
 
-/// For a form post that needs a session: the CSRF check, then the user and this
-/// browser's CSRF token; or the page to answer instead (403, or a redirect to login).
-pub(super) async fn signed_in_form(
-    state: &AppState,
-    headers: &HeaderMap,
-    form: &HashMap<String, String>,
-) -> Result<(Authenticated, String), Page> {
-    check_csrf(headers, form)?;
-    let auth = current_user(state, headers)
-        .await
-        .ok_or_else(|| Page::redirect("/login"))?;
-    Ok((auth, csrf(state, headers).0))
+/// A form post that needs a session: the CSRF check passed, the signed-in user, this
+/// browser's CSRF token and the fields. Otherwise the handler never runs and the answer
+/// is 403, a redirect to login, or the form's own rejection.
+pub(super) struct SignedInForm {
+    pub auth: Authenticated,
+    pub token: String,
+    pub form: HashMap<String, String>,
+}
+
+impl FromRequest<AppState> for SignedInForm {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let headers = req.headers().clone();
+        let Form(form) = Form::<HashMap<String, String>>::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        check_csrf(&headers, &form).map_err(IntoResponse::into_response)?;
+        let auth = current_user(state, &headers)
+            .await
+            .ok_or_else(|| Page::redirect("/login").into_response())?;
+        let token = csrf(state, &headers).0;
+        Ok(SignedInForm { auth, token, form })
+    }
 }
 
 pub(super) async fn current_user(state: &AppState, headers: &HeaderMap) -> Option<Authenticated> {
@@ -594,13 +606,8 @@ pub(super) async fn account_view(
 
 pub async fn account_submit(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    SignedInForm { auth, token, form }: SignedInForm,
 ) -> impl IntoResponse {
-    let (auth, token) = match signed_in_form(&state, &headers, &form).await {
-        Ok(signed_in) => signed_in,
-        Err(page) => return page,
-    };
     let render = async |auth: &Authenticated,
                         status,
                         settings: &HashMap<String, String>,

@@ -5,13 +5,13 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
-use axum::extract::{Form, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 
 use super::AppState;
 use super::html::{Field, Nav, alert, escape, page};
-use super::pages::{Page, csrf, csrf_input, current_user, field, signed_in_form};
+use super::pages::{Page, SignedInForm, csrf, csrf_input, current_user, field};
 use crate::modules::auth::Authenticated;
 use crate::modules::sla::arima::Order;
 use crate::modules::sla::{SlaError, SlaInput, SlaStatus};
@@ -240,13 +240,8 @@ fn number(form: &HashMap<String, String>, name: &str) -> Result<Option<f64>, Str
 
 pub async fn sla_submit(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    SignedInForm { auth, token, form }: SignedInForm,
 ) -> impl IntoResponse {
-    let (auth, token) = match signed_in_form(&state, &headers, &form).await {
-        Ok(signed_in) => signed_in,
-        Err(page) => return page,
-    };
     if auth.user.role != Role::Admin {
         return forbidden(&auth, &token);
     }
