@@ -11,9 +11,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{BrokerListeners, Bus, BusClient, BusError};
-use crate::config::Config;
 use crate::config::ProviderKind;
+use crate::config::{BusUser, Config};
 use crate::http::{self, AppState};
+use crate::mesh::{self, MeshError, MeshService};
 use crate::metrics::Metrics;
 use crate::modules::auth::{AuthError, AuthService};
 use crate::modules::subscriptions::SubscriptionService;
@@ -36,6 +37,8 @@ pub enum AppError {
     Auth(#[from] AuthError),
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error(transparent)]
+    Mesh(#[from] MeshError),
     #[error("not ready after {0:?}: the bus did not answer a round trip")]
     NotReady(Duration),
 }
@@ -113,12 +116,29 @@ impl RunningApp {
             .map(|d| d.as_secs())
             .unwrap_or_default();
 
-        let auth = AuthService::new(db.clone(), &config.auth, metrics.clone()).await?;
+        let auth = AuthService::new(
+            db.clone(),
+            &config.auth,
+            &config.mesh.shared_secret,
+            metrics.clone(),
+        )
+        .await?;
 
+        // Peer nodes' links log in with the mesh credential, as a service account.
+        let link_account: Vec<BusUser> = config
+            .mesh
+            .enabled
+            .then(|| BusUser {
+                username: config.mesh.link_username.clone(),
+                password: config.mesh.link_password.clone(),
+            })
+            .into_iter()
+            .collect();
         let bus = Bus::start(
             &config.bus,
             listeners.broker,
             &node_id,
+            &link_account,
             Some(Arc::new(auth.clone())),
             metrics.clone(),
         )
@@ -200,6 +220,22 @@ impl RunningApp {
             shutdown.clone(),
         );
 
+        let (mesh, mesh_tasks) = match bus.mode() {
+            crate::config::BusMode::Embedded => {
+                mesh::start(
+                    &bus,
+                    db.clone(),
+                    &node_id,
+                    config,
+                    addresses,
+                    metrics.clone(),
+                    shutdown.clone(),
+                )
+                .await?
+            }
+            // Presence comes from the embedded broker's hooks; an external broker has none.
+            crate::config::BusMode::External => (MeshService::unavailable(), Vec::new()),
+        };
         let state = AppState {
             db: db.clone(),
             metrics,
@@ -209,6 +245,7 @@ impl RunningApp {
             poller,
             notifier,
             sla,
+            mesh,
             bus_mode: bus.mode(),
             request_timeout: config.http.request_timeout,
             cookie_secure: config.auth.cookie_secure,
@@ -233,6 +270,7 @@ impl RunningApp {
             clock_task,
         ];
         module_tasks.extend(notifier_tasks);
+        module_tasks.extend(mesh_tasks);
         Ok(RunningApp {
             addresses,
             node_id,

@@ -58,6 +58,86 @@ pub enum Command {
         #[command(subcommand)]
         action: SlaAction,
     },
+    /// Look at the mesh from a running node (any user's token).
+    Mesh {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        action: MeshAction,
+    },
+    /// Talk to other users over the mesh as a client: fails over between nodes.
+    Client(ClientArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MeshAction {
+    /// Nodes, links, round trips, users per node, message counters.
+    Status,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClientArgs {
+    /// MQTT addresses of mesh nodes, e.g. 192.168.1.20:1883,192.168.1.21:1883.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub nodes: Vec<String>,
+    /// Your username.
+    #[arg(long)]
+    pub user: String,
+    /// A login token (from /api/v1/auth/login); with a mesh-wide secret every node
+    /// accepts it.
+    #[arg(long, env = "METEOMESH_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// How to choose a node: first, least-users or lowest-rtt.
+    #[arg(long, default_value = "first", value_parser = parse_choice)]
+    pub choose: crate::config::NodeChoice,
+    /// The nodes' heartbeat interval (mesh.heartbeat_interval).
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub heartbeat: std::time::Duration,
+    /// Heartbeats missed before failing over.
+    #[arg(long, default_value_t = 2)]
+    pub missed_heartbeats: u32,
+    /// Keep the node list in this file between runs.
+    #[arg(long)]
+    pub node_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub action: ClientAction,
+}
+
+fn parse_choice(s: &str) -> Result<crate::config::NodeChoice, String> {
+    use crate::config::NodeChoice;
+    match s {
+        "first" => Ok(NodeChoice::First),
+        "least-users" => Ok(NodeChoice::LeastUsers),
+        "lowest-rtt" => Ok(NodeChoice::LowestRtt),
+        other => Err(format!("`{other}`: use first, least-users or lowest-rtt")),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientAction {
+    /// Send to one user. Without --fire, waits for their acknowledgement (exit 1 when
+    /// not delivered); with --fire, queues it (kept while they are offline).
+    Send {
+        to: String,
+        /// JSON, or any text (sent as a string).
+        message: String,
+        #[arg(long)]
+        fire: bool,
+    },
+    /// Send to every online user. Without --fire, reports how many acknowledged.
+    Broadcast {
+        message: String,
+        #[arg(long)]
+        fire: bool,
+    },
+    /// Print incoming messages and connection events as JSON lines until interrupted.
+    Listen {
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// Who is online anywhere in the mesh.
+    Online,
 }
 
 /// Where the server is and who is asking.
@@ -66,7 +146,7 @@ pub struct Remote {
     /// Base address of the meteomesh HTTP API.
     #[arg(long, env = "METEOMESH_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
-    /// An administrator's login token (from /api/v1/auth/login).
+    /// A login token (from /api/v1/auth/login); `sla` needs an administrator's.
     #[arg(long, env = "METEOMESH_TOKEN", hide_env_values = true)]
     pub token: String,
     /// Print the API's JSON instead of a table.

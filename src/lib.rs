@@ -4,20 +4,25 @@
 //! services; `bus` owns the embedded broker and the topic contract; `modules` hold the
 //! behaviour and talk to each other only over the bus; `storage` is the only place that
 //! knows SQL. `app` wires them together and owns the one shutdown path; `config` the
-//! layered configuration; `cli` the command line; `ops` the non-serving subcommands.
+//! layered configuration; `cli` the command line; `ops` the non-serving subcommands;
+//! `mesh` links nodes and carries user-to-user messages.
 
 pub mod app;
 pub mod bus;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod markup;
+pub mod mesh;
+pub mod mesh_cli;
 pub mod metrics;
 pub mod modules;
 pub mod ops;
 pub mod outbound;
+pub mod remote;
 pub mod sla_cli;
 pub mod storage;
 pub mod supervisor;

@@ -46,6 +46,11 @@ fn main() -> ExitCode {
             }
         }
         Command::Sla { remote, action } => report(meteomesh::sla_cli::run(&remote, action)),
+        Command::Mesh { remote, action } => report(meteomesh::mesh_cli::mesh(&remote, action)),
+        Command::Client(args) => match meteomesh::mesh_cli::client(args) {
+            Ok(out) if out.is_empty() => ExitCode::SUCCESS,
+            other => report(other),
+        },
         Command::User { action } => report(meteomesh::users_cli::run(&config, action)),
         Command::Backup { file } => match meteomesh::ops::backup(&config, &file) {
             Ok(()) => {

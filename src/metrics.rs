@@ -61,6 +61,14 @@ pub struct Metrics {
     pub sla_evaluations: IntCounter,
     pub sla_violations: IntCounter,
     pub sla_sample_duration: Histogram,
+    pub mesh_envelopes: IntCounterVec,
+    pub mesh_messages: IntCounterVec,
+    pub mesh_local_deliveries: IntCounter,
+    pub mesh_links_up: IntGauge,
+    pub mesh_nodes: IntGauge,
+    pub mesh_link_rtt: GaugeVec,
+    pub mesh_queued: IntGauge,
+    pub mesh_users_online: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -417,7 +425,78 @@ impl Metrics {
             )
             .expect("valid"),
         );
+        let mesh_envelopes = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "mesh_envelopes_total",
+                    "Envelopes between nodes by outcome (received, sent incl. forwarded, duplicate and ttl_exceeded are dropped) and tag (msg, ack, alert, presence, adverts, ping, pong).",
+                ),
+                &["outcome", "tag"],
+            )
+            .expect("valid"),
+        );
+        let mesh_messages = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "mesh_messages_total",
+                    "User messages accepted by this node, by mode.",
+                ),
+                &["mode"],
+            )
+            .expect("valid"),
+        );
+        let mesh_local_deliveries = register(
+            &registry,
+            IntCounter::new(
+                "mesh_local_deliveries_total",
+                "Messages handed to users connected to this node.",
+            )
+            .expect("valid"),
+        );
+        let mesh_links_up = register(
+            &registry,
+            IntGauge::new("mesh_links_up", "Links to peer nodes that are up.").expect("valid"),
+        );
+        let mesh_nodes = register(
+            &registry,
+            IntGauge::new("mesh_nodes", "Nodes in the directory, this one included.")
+                .expect("valid"),
+        );
+        let mesh_link_rtt = register(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "mesh_link_rtt_seconds",
+                    "Last measured round trip to a peer node.",
+                ),
+                &["peer"],
+            )
+            .expect("valid"),
+        );
+        let mesh_queued = register(
+            &registry,
+            IntGauge::new(
+                "mesh_queued_messages",
+                "Messages kept for recipients who have not acknowledged them.",
+            )
+            .expect("valid"),
+        );
+        let mesh_users_online = register(
+            &registry,
+            IntGauge::new("mesh_users_online", "Users online anywhere in the mesh.")
+                .expect("valid"),
+        );
         Metrics {
+            mesh_envelopes,
+            mesh_messages,
+            mesh_local_deliveries,
+            mesh_links_up,
+            mesh_nodes,
+            mesh_link_rtt,
+            mesh_queued,
+            mesh_users_online,
             registry,
             started: Instant::now(),
             uptime,

@@ -71,7 +71,7 @@ pub fn run(config: &Config, action: UserAction) -> Result<String, UserCommandErr
     runtime.block_on(async {
         let db = Db::open(&config.storage.path, config.storage.busy_timeout).await?;
         let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
-        let auth = AuthService::new(db, &config.auth, metrics).await?;
+        let auth = AuthService::new(db, &config.auth, &config.mesh.shared_secret, metrics).await?;
         match action {
             UserAction::Add {
                 username,

@@ -15,7 +15,7 @@ use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
 use rmqtt::types::{AuthResult, PublishAclResult, SubscribeAclResult};
 use subtle::ConstantTimeEq;
 
-use super::sessions::{SessionRegistry, UserSession};
+use super::sessions::{SessionRegistry, UserSession, principal};
 use super::topics;
 use crate::config::BusUser;
 use crate::metrics::Metrics;
@@ -135,8 +135,8 @@ impl Handler for AuthHandler {
             }
             // Superusers never reach the ACL hooks (rmqtt lets them through before).
             Parameter::ClientSubscribeCheckAcl(session, subscribe) => {
-                let user = self.registry.user_of(&session.id);
-                let allowed = topics::may_subscribe(user, &subscribe.topic_filter);
+                let user = self.registry.principal_of(&session.id);
+                let allowed = topics::may_subscribe(principal(&user), &subscribe.topic_filter);
                 let result = if allowed {
                     SubscribeAclResult::new_success(subscribe.opts.qos(), None)
                 } else {
@@ -144,21 +144,21 @@ impl Handler for AuthHandler {
                         .bus_acl_denied
                         .with_label_values(&["subscribe"])
                         .inc();
-                    tracing::info!(user, filter = %subscribe.topic_filter, "subscription refused");
+                    tracing::info!(user = ?user.as_ref().map(|u| &u.1), filter = %subscribe.topic_filter, "subscription refused");
                     SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized)
                 };
                 (false, Some(HookResult::SubscribeAclResult(result)))
             }
             Parameter::MessagePublishCheckAcl(session, publish) => {
-                let user = self.registry.user_of(&session.id);
-                let result = if topics::may_publish(user, &publish.topic) {
+                let user = self.registry.principal_of(&session.id);
+                let result = if topics::may_publish(principal(&user), &publish.topic) {
                     PublishAclResult::allow()
                 } else {
                     self.metrics
                         .bus_acl_denied
                         .with_label_values(&["publish"])
                         .inc();
-                    tracing::debug!(user, topic = %publish.topic, "publish refused");
+                    tracing::debug!(user = ?user.as_ref().map(|u| &u.1), topic = %publish.topic, "publish refused");
                     PublishAclResult::rejected(false, None)
                 };
                 (false, Some(HookResult::PublishAclResult(result)))

@@ -11,12 +11,13 @@ use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::net::{Builder, Listener};
 use rmqtt::server::MqttServer;
 use rmqtt::types::Reason;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::BusError;
 use super::auth::{Accounts, AuthHandler, UserAuthenticator};
-use super::sessions::SessionRegistry;
-use crate::config::BusConfig;
+use super::sessions::{PresenceChange, SessionRegistry};
+use crate::config::{BusConfig, BusUser};
 use crate::metrics::Metrics;
 
 const TCP_LISTENER_ID: u16 = 1;
@@ -117,8 +118,10 @@ impl EmbeddedBroker {
         cfg: &BusConfig,
         listeners: BrokerListeners,
         internal_password: &str,
+        extra_accounts: &[BusUser],
         users: Option<Arc<dyn UserAuthenticator>>,
         metrics: Arc<Metrics>,
+        presence: mpsc::UnboundedSender<PresenceChange>,
     ) -> Result<EmbeddedBroker, BusError> {
         let retainer_config = format!(
             "storage = {{ type = \"ram\" }}\nmax_retained_messages = 10000\nmax_payload_size = \"{}B\"\n",
@@ -136,10 +139,11 @@ impl EmbeddedBroker {
             .await
             .map_err(|e| BusError::Broker(format!("retained-message store: {e}")))?;
 
-        let registry = Arc::new(SessionRegistry::default());
+        let registry = Arc::new(SessionRegistry::new(presence));
+        let accounts: Vec<BusUser> = cfg.users.iter().chain(extra_accounts).cloned().collect();
         let register = scx.extends.hook_mgr().register();
         let auth = Arc::new(AuthHandler {
-            accounts: Accounts::new(&cfg.users, internal_password),
+            accounts: Accounts::new(&accounts, internal_password),
             users: users.clone(),
             registry: registry.clone(),
             metrics: metrics.clone(),

@@ -178,6 +178,31 @@ impl BusClient {
         (BusClient { shared, stop }, task)
     }
 
+    /// Follows whether the publishing (or only) session is connected.
+    pub fn watch_connected(&self) -> watch::Receiver<bool> {
+        self.shared
+            .publisher
+            .as_ref()
+            .or(self.shared.consumer.as_ref())
+            .map_or_else(|| watch::channel(false).1, |s| s.connected.subscribe())
+    }
+
+    /// Publishes without waiting: fails at once when the request queue is full (a peer
+    /// that is down must not stall the caller; the mesh retries by itself).
+    pub fn try_publish_raw(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        q: Qos,
+        retain: bool,
+    ) -> Result<(), BusError> {
+        let publisher = self.shared.publisher.as_ref().ok_or(BusError::Closed)?;
+        publisher
+            .client
+            .try_publish(topic, qos(q), retain, payload)
+            .map_err(|_| BusError::Closed)
+    }
+
     pub fn is_connected(&self) -> bool {
         self.shared.sessions().all(|s| *s.connected.borrow())
     }
@@ -307,6 +332,7 @@ async fn drive(
     }
     .expect("a loop runs only for a session that exists");
     let mut backoff = Duration::from_millis(100);
+    let max_backoff = Duration::from_secs(5);
     loop {
         let event = tokio::select! {
             event = eventloop.poll() => event,
@@ -385,11 +411,14 @@ async fn drive(
                 } else {
                     tracing::debug!(client_id, error = %e, "bus connect failed; retrying");
                 }
+                // Jitter (50–100 %) so sessions that lost the same broker do not return
+                // in lockstep.
+                let wait = backoff.mul_f64(0.5 + rand::random::<f64>() / 2.0);
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stop.cancelled() => break,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(max_backoff);
             }
         }
     }

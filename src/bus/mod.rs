@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use auth::{INTERNAL_USERNAME, Refusal, UserAuthenticator};
@@ -19,7 +20,7 @@ pub use broker::BrokerListeners;
 pub use client::{BusClient, ConnectOptions, Incoming, Sessions};
 pub use sessions::UserSession;
 
-use crate::config::{BrokerUrl, BusConfig, BusMode};
+use crate::config::{BrokerUrl, BusConfig, BusMode, BusUser};
 use crate::metrics::Metrics;
 use broker::EmbeddedBroker;
 use topics::{AccountChange, AccountEvent, BusMessage};
@@ -56,6 +57,7 @@ struct Endpoint {
 pub struct Bus {
     broker: Option<Arc<EmbeddedBroker>>,
     enforcer: Option<(BusClient, JoinHandle<()>)>,
+    presence: Option<(BusClient, JoinHandle<()>)>,
     endpoint: Endpoint,
     client_id_base: String,
     max_packet_size: usize,
@@ -75,6 +77,7 @@ impl Bus {
         cfg: &BusConfig,
         listeners: Option<BrokerListeners>,
         node_id: &str,
+        extra_accounts: &[BusUser],
         users: Option<Arc<dyn UserAuthenticator>>,
         metrics: Arc<Metrics>,
     ) -> Result<Bus, BusError> {
@@ -84,12 +87,23 @@ impl Bus {
             (BusMode::Embedded, Some(listeners)) => {
                 let internal = listeners.internal_addr()?;
                 let password = random_hex(32);
+                let (presence_tx, presence_rx) = mpsc::unbounded_channel();
                 let broker = Arc::new(
-                    EmbeddedBroker::start(cfg, listeners, &password, users, metrics).await?,
+                    EmbeddedBroker::start(
+                        cfg,
+                        listeners,
+                        &password,
+                        extra_accounts,
+                        users,
+                        metrics,
+                        presence_tx,
+                    )
+                    .await?,
                 );
                 let mut bus = Bus {
                     broker: Some(broker.clone()),
                     enforcer: None,
+                    presence: None,
                     endpoint: Endpoint {
                         host: internal.ip().to_string(),
                         port: internal.port(),
@@ -106,6 +120,9 @@ impl Bus {
                     .await?;
                 let task = tokio::spawn(enforce_account_changes(broker, events, session));
                 bus.enforcer = Some((client, task));
+                let (client, session) = bus.publisher("presence");
+                let task = tokio::spawn(publish_presence(client.clone(), presence_rx, session));
+                bus.presence = Some((client, task));
                 Ok(bus)
             }
             (BusMode::Embedded, None) => Err(BusError::Config(
@@ -116,6 +133,7 @@ impl Bus {
                 Ok(Bus {
                     broker: None,
                     enforcer: None,
+                    presence: None,
                     endpoint: Endpoint {
                         host: url.host,
                         port: url.port,
@@ -175,7 +193,7 @@ impl Bus {
 
     /// Stops the embedded broker, if any. Call after the module clients disconnected.
     pub async fn stop(self) {
-        if let Some((client, task)) = self.enforcer {
+        for (client, task) in self.presence.into_iter().chain(self.enforcer) {
             client.disconnect().await;
             // It holds nothing that needs finishing; end it so the broker can stop.
             task.abort();
@@ -185,6 +203,39 @@ impl Bus {
             broker.stop();
         }
     }
+}
+
+/// Publishes each change of a user's session count on this broker as the retained
+/// `system/presence/{username}` (emptied when the last session ends), so the mesh
+/// module also learns who was connected before it subscribed.
+async fn publish_presence(
+    client: BusClient,
+    mut changes: mpsc::UnboundedReceiver<sessions::PresenceChange>,
+    session: JoinHandle<()>,
+) {
+    while let Some(change) = changes.recv().await {
+        let topic = topics::presence(&change.username);
+        let payload = if change.sessions == 0 {
+            Vec::new()
+        } else {
+            match serde_json::to_vec(&topics::LocalPresence {
+                user: change.username,
+                sessions: change.sessions,
+            }) {
+                Ok(p) => p,
+                Err(_) => continue,
+            }
+        };
+        let delivery = topics::LocalPresence::DELIVERY;
+        if client
+            .publish_raw(&topic, payload, delivery.qos, delivery.retain)
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = session.await;
 }
 
 /// Ends the MQTT sessions of accounts that were deleted or whose tokens were revoked:

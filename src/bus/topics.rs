@@ -295,28 +295,413 @@ impl BusMessage for SlaEvent {
     };
 }
 
+// ---------------------------------------------------------------------------------
+// The mesh (see `mesh/`): node-to-node envelopes, the node directory, heartbeats, and
+// each user's mesh topics under `meteomesh/v1/mesh/users/{username}/...`. Usernames are
+// the identity across nodes (`[a-z0-9_.-]`, so they are safe as a topic level).
+
+/// `meteomesh/v1/mesh/links/{from_node}` — internal (link accounts): an [`Envelope`]
+/// that node `from_node` hands to this node over its link.
+pub fn mesh_link(from_node: &str) -> String {
+    format!("{ROOT}/mesh/links/{from_node}")
+}
+pub const MESH_LINKS: &str = "meteomesh/v1/mesh/links/+";
+
+/// The node an envelope came from, read from its link topic.
+pub fn mesh_link_sender(topic: &str) -> Option<&str> {
+    topic
+        .strip_prefix("meteomesh/v1/mesh/links/")
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+}
+
+/// Where an envelope is going.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// One user, wherever they are connected.
+    User(String),
+    /// One node (acknowledgements, pongs).
+    Node(String),
+    /// Every node.
+    All,
+}
+
+/// Everything that crosses from one node to another travels in an envelope; the
+/// routing metadata is in the JSON payload (not MQTT 5 properties) so MQTT 3.1.1
+/// clients and browsers see the same thing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// `{origin}:{seq}`, unique per transmission; nodes drop an id they have seen.
+    pub id: String,
+    pub origin: String,
+    /// Links crossed so far.
+    pub hops: u8,
+    /// Most links this envelope may cross.
+    pub ttl: u8,
+    /// The sending user (empty for the node's own control traffic).
+    #[serde(default)]
+    pub from: String,
+    pub to: Target,
+    /// What `data` is: one of the `TAG_*` constants.
+    pub tag: String,
+    pub data: serde_json::Value,
+    /// The node that wants acknowledgements for this message, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
+}
+
+impl BusMessage for Envelope {
+    const FILTER: &'static str = MESH_LINKS;
+    const DELIVERY: Delivery = Delivery {
+        qos: Qos::AtLeastOnce,
+        retain: false,
+    };
+}
+
+/// A user message ([`MeshMessage`]).
+pub const TAG_MESSAGE: &str = "msg";
+/// A recipient acknowledged a message ([`MeshAck`]).
+pub const TAG_ACK: &str = "ack";
+/// A weather alert for a user connected elsewhere ([`AlertEvent`]).
+pub const TAG_ALERT: &str = "alert";
+/// The users connected to one node ([`Presence`]).
+pub const TAG_PRESENCE: &str = "presence";
+/// Node adverts ([`Vec<NodeAdvert>`]); relayed only when newer than what is known.
+pub const TAG_ADVERTS: &str = "adverts";
+/// Round-trip measurement ([`LinkPing`]), answered with `pong`.
+pub const TAG_PING: &str = "ping";
+pub const TAG_PONG: &str = "pong";
+
+/// `data` of a [`TAG_MESSAGE`] envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeshMessage {
+    /// Stable message id (`{origin}:{n}`), the same on every retry.
+    pub msg: String,
+    /// The sender's own increasing sequence number.
+    pub seq: u64,
+    pub body: serde_json::Value,
+    /// Whether the origin wants an acknowledgement from the recipient.
+    pub ack: bool,
+    /// RFC 3339 time the sender's node accepted it.
+    pub sent_at: String,
+}
+
+/// `data` of a [`TAG_ACK`] envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshAck {
+    pub msg: String,
+    pub user: String,
+}
+
+/// `data` of a [`TAG_PRESENCE`] envelope: the complete set of users connected to `node`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    pub node: String,
+    /// Increases with every change, so an older set never replaces a newer one.
+    pub version: u64,
+    pub users: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkPing {
+    /// The asker's clock, milliseconds; echoed back.
+    pub t_ms: u64,
+}
+
+/// What a node tells the mesh about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAdvert {
+    pub id: String,
+    /// `host:port` of its MQTT listener.
+    pub mqtt: String,
+    /// `host:port` of its MQTT-over-WebSocket listener, if on.
+    pub ws: Option<String>,
+    /// `http://host:port` of its HTTP server.
+    pub http: String,
+    /// Users connected when advertised.
+    pub users: u32,
+    /// Unix seconds the node process started.
+    pub started_at: u64,
+    /// Unix milliseconds the node made this advert; a newer one replaces an older one.
+    pub at: u64,
+}
+
+/// `meteomesh/v1/mesh/heartbeat` — every node publishes one on its own broker every
+/// `mesh.heartbeat_interval` (QoS 0); clients and peer links watch it to notice a dead
+/// node within two beats.
+pub const MESH_HEARTBEAT: &str = "meteomesh/v1/mesh/heartbeat";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node: String,
+    pub seq: u64,
+    /// Users connected to this node now.
+    pub users: u32,
+}
+
+impl BusMessage for Heartbeat {
+    const FILTER: &'static str = MESH_HEARTBEAT;
+    const DELIVERY: Delivery = Delivery {
+        qos: Qos::AtMostOnce,
+        retain: false,
+    };
+}
+
+/// `meteomesh/v1/mesh/directory` — RETAINED on each node: the node list as that node
+/// sees it. Clients keep it to fail over and to choose a node.
+pub const MESH_DIRECTORY: &str = "meteomesh/v1/mesh/directory";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Directory {
+    /// The node that published this list.
+    pub node: String,
+    pub nodes: Vec<DirectoryEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DirectoryEntry {
+    #[serde(flatten)]
+    pub advert: NodeAdvert,
+    /// Whether the publishing node's link to it is up (always true for itself).
+    pub reachable: bool,
+    /// The link's last measured round trip, milliseconds.
+    pub rtt_ms: Option<f64>,
+}
+
+impl BusMessage for Directory {
+    const FILTER: &'static str = MESH_DIRECTORY;
+    const DELIVERY: Delivery = Delivery {
+        qos: Qos::AtLeastOnce,
+        retain: true,
+    };
+}
+
+/// `meteomesh/v1/mesh/online` — RETAINED on each node: who is online anywhere.
+pub const MESH_ONLINE: &str = "meteomesh/v1/mesh/online";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnlineUsers {
+    pub users: Vec<OnlineUser>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnlineUser {
+    pub user: String,
+    pub nodes: Vec<String>,
+}
+
+impl BusMessage for OnlineUsers {
+    const FILTER: &'static str = MESH_ONLINE;
+    const DELIVERY: Delivery = Delivery {
+        qos: Qos::AtLeastOnce,
+        retain: true,
+    };
+}
+
+/// `meteomesh/v1/mesh/users/{username}` — the root of one user's mesh topics.
+pub fn mesh_user_root(username: &str) -> String {
+    format!("{ROOT}/mesh/users/{username}")
+}
+
+/// `.../inbox` — messages for the user ([`InboxMessage`], QoS 1).
+pub fn mesh_inbox(username: &str) -> String {
+    format!("{}/inbox", mesh_user_root(username))
+}
+/// `.../send` — the user asks their node to send ([`SendRequest`]).
+pub fn mesh_send(username: &str) -> String {
+    format!("{}/send", mesh_user_root(username))
+}
+/// `.../ack` — the user acknowledges an inbox message ([`InboxAck`]).
+pub fn mesh_ack(username: &str) -> String {
+    format!("{}/ack", mesh_user_root(username))
+}
+/// `.../result` — the node answers a [`SendRequest`] ([`SendResult`]).
+pub fn mesh_result(username: &str) -> String {
+    format!("{}/result", mesh_user_root(username))
+}
+
+/// The username level of a `meteomesh/v1/mesh/users/{username}/{leaf}` topic.
+pub fn mesh_user_of<'t>(topic: &'t str, leaf: &str) -> Option<&'t str> {
+    let name = topic
+        .strip_prefix("meteomesh/v1/mesh/users/")?
+        .strip_suffix(leaf)?
+        .strip_suffix('/')?;
+    (!name.is_empty() && !name.contains('/')).then_some(name)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxMessage {
+    /// Message id; acknowledge it on `.../ack` when `ack` is true.
+    pub id: String,
+    pub from: String,
+    /// The sender's sequence number: increasing per sender, so duplicates can be dropped.
+    pub seq: u64,
+    /// `message`, `broadcast` or `alert`.
+    pub kind: String,
+    pub body: serde_json::Value,
+    pub ack: bool,
+    pub sent_at: String,
+}
+
+impl BusMessage for InboxMessage {
+    const FILTER: &'static str = "meteomesh/v1/mesh/users/+/inbox";
+    const DELIVERY: Delivery = Delivery {
+        qos: Qos::AtLeastOnce,
+        retain: false,
+    };
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxAck {
+    pub id: String,
+}
+
+impl BusMessage for InboxAck {
+    const FILTER: &'static str = "meteomesh/v1/mesh/users/+/ack";
+    const DELIVERY: Delivery = Delivery {
+        qos: Qos::AtLeastOnce,
+        retain: false,
+    };
+}
+
+/// How a message is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SendMode {
+    /// To one user; answers once the recipient acknowledged, or not within the timeout.
+    Send,
+    /// To one user; queued (kept for an offline recipient), answers at once.
+    FireSend,
+    /// To every online user; answers how many acknowledged out of how many were online.
+    Broadcast,
+    /// To every online user; answers at once.
+    FireBroadcast,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendRequest {
+    /// The client's correlation id, echoed in the [`SendResult`] (1..=64 chars).
+    pub req: String,
+    pub mode: SendMode,
+    /// Recipient username (`send`, `fire_send`).
+    #[serde(default)]
+    pub to: Option<String>,
+    /// The sender's sequence number; a retried request reuses it so the recipient
+    /// drops the duplicate. Absent: the node assigns one.
+    #[serde(default)]
+    pub seq: Option<u64>,
+    pub body: serde_json::Value,
+}
+
+impl BusMessage for SendRequest {
+    const FILTER: &'static str = "meteomesh/v1/mesh/users/+/send";
+    const DELIVERY: Delivery = Delivery {
+        qos: Qos::AtLeastOnce,
+        retain: false,
+    };
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendResult {
+    pub req: String,
+    /// The message id, absent when refused.
+    pub id: Option<String>,
+    pub seq: u64,
+    /// `send`: whether the recipient acknowledged in time.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub delivered: Option<bool>,
+    /// `broadcast`: recipients that acknowledged in time, and how many were online.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub acked: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub online: Option<u32>,
+    /// `fire_send`: accepted and stored until the recipient acknowledges.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub queued: Option<bool>,
+    /// Why the request was refused: a code to act on and a message to show.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub code: Option<SendRefusal>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SendRefusal {
+    /// The request is malformed (fix it; do not retry as is).
+    Invalid,
+    /// The recipient has too many messages waiting (retry later).
+    QueueFull,
+    /// The node cannot take it now: storage failed or it is stopping (retry elsewhere).
+    Unavailable,
+}
+
+impl BusMessage for SendResult {
+    const FILTER: &'static str = "meteomesh/v1/mesh/users/+/result";
+    const DELIVERY: Delivery = Delivery {
+        qos: Qos::AtLeastOnce,
+        retain: false,
+    };
+}
+
+/// `meteomesh/v1/system/presence/{username}` — internal, RETAINED: how many sessions a
+/// user has on this node's broker, published by the broker; an empty payload when none.
+pub fn presence(username: &str) -> String {
+    format!("{ROOT}/system/presence/{username}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalPresence {
+    pub user: String,
+    pub sessions: u32,
+}
+
+impl BusMessage for LocalPresence {
+    const FILTER: &'static str = "meteomesh/v1/system/presence/+";
+    const DELIVERY: Delivery = Delivery {
+        qos: Qos::AtLeastOnce,
+        retain: true,
+    };
+}
+
 /// `meteomesh/v1/users/{id}` — the root of one user's private topics.
 pub fn user_root(user_id: i64) -> String {
     format!("{ROOT}/users/{user_id}")
 }
 
-/// Topic filters any logged-in user may subscribe to, besides their own subtree.
-const PUBLIC_SUBSCRIBE: &[&str] = &[NodeStatus::FILTER, PONG];
-/// Topics any logged-in user may publish to.
+/// Topic filters anyone on the broker may subscribe to, besides their own subtrees.
+const PUBLIC_SUBSCRIBE: &[&str] = &[NodeStatus::FILTER, PONG, MESH_HEARTBEAT, MESH_DIRECTORY];
+/// Topics anyone on the broker may publish to.
 const PUBLIC_PUBLISH: &[&str] = &[PING];
 
+/// Who a user session is: the account on this node (absent for a user whose home is
+/// another mesh node) and the username, their identity across the mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal<'a> {
+    pub user_id: Option<i64>,
+    pub username: &'a str,
+}
+
 /// The access rule for user accounts on the embedded broker (service accounts and
-/// meteomesh itself are not limited): subscribe to their own subtree
-/// `meteomesh/v1/users/{id}/#` and the public filters; nothing wider. An anonymous
-/// session (`user` = None, only when anonymous access is on) gets the public filters.
-pub fn may_subscribe(user: Option<i64>, filter: &str) -> bool {
-    let own = user.is_some_and(|id| filter_within(filter, &format!("{}/#", user_root(id))));
+/// meteomesh itself are not limited): subscribe to their own subtrees
+/// `meteomesh/v1/users/{id}/#` (home node only) and `meteomesh/v1/mesh/users/{name}/#`,
+/// the online list, and the public filters; nothing wider. An anonymous session (only
+/// when anonymous access is on) gets the public filters.
+pub fn may_subscribe(user: Option<Principal>, filter: &str) -> bool {
+    let own = user.is_some_and(|p| {
+        p.user_id
+            .is_some_and(|id| filter_within(filter, &format!("{}/#", user_root(id))))
+            || filter_within(filter, &format!("{}/#", mesh_user_root(p.username)))
+            || filter_within(filter, MESH_ONLINE)
+    });
     own || PUBLIC_SUBSCRIBE.iter().any(|p| filter_within(filter, p))
 }
 
-/// Users publish only where the contract invites them to.
-pub fn may_publish(_user: Option<i64>, topic: &str) -> bool {
-    PUBLIC_PUBLISH.iter().any(|p| filter_matches(p, topic))
+/// Users publish only where the contract invites them to: the public topics, and their
+/// own mesh `send` and `ack` topics.
+pub fn may_publish(user: Option<Principal>, topic: &str) -> bool {
+    let own = user.is_some_and(|p| topic == mesh_send(p.username) || topic == mesh_ack(p.username));
+    own || PUBLIC_PUBLISH.iter().any(|p| filter_matches(p, topic))
 }
 
 /// Whether every topic `filter` can match is also matched by `pattern`.
@@ -390,6 +775,14 @@ mod tests {
 
     #[test]
     fn user_acl() {
+        let user = |id| {
+            Some(Principal {
+                user_id: Some(id),
+                username: "ann",
+            })
+        };
+        let may_subscribe = |u: Option<i64>, f: &str| super::may_subscribe(u.and_then(user), f);
+        let may_publish = |u: Option<i64>, t: &str| super::may_publish(u.and_then(user), t);
         assert!(may_subscribe(Some(7), "meteomesh/v1/users/7/#"));
         assert!(may_subscribe(Some(7), "meteomesh/v1/users/7/alerts"));
         assert!(may_subscribe(Some(7), "meteomesh/v1/users/7/+/x"));
@@ -408,5 +801,31 @@ mod tests {
         assert!(!may_publish(Some(7), "meteomesh/v1/users/7/alerts"));
         assert!(may_subscribe(None, PONG));
         assert!(!may_subscribe(None, "meteomesh/v1/users/7/#"));
+        // Mesh topics go by username.
+        assert!(may_subscribe(Some(7), "meteomesh/v1/mesh/users/ann/#"));
+        assert!(may_subscribe(Some(7), &mesh_inbox("ann")));
+        assert!(!may_subscribe(Some(7), &mesh_inbox("bob")));
+        assert!(!may_subscribe(Some(7), "meteomesh/v1/mesh/users/+/inbox"));
+        assert!(may_subscribe(Some(7), MESH_ONLINE));
+        assert!(!may_subscribe(None, MESH_ONLINE));
+        assert!(may_subscribe(None, MESH_HEARTBEAT));
+        assert!(!may_subscribe(Some(7), MESH_LINKS));
+        assert!(may_publish(Some(7), &mesh_send("ann")));
+        assert!(may_publish(Some(7), &mesh_ack("ann")));
+        assert!(!may_publish(Some(7), &mesh_send("bob")));
+        assert!(!may_publish(Some(7), &mesh_inbox("ann")));
+        assert!(!may_publish(Some(7), &mesh_link("x")));
+        let remote = Some(Principal {
+            user_id: None,
+            username: "ann",
+        });
+        assert!(super::may_subscribe(remote, &mesh_inbox("ann")));
+        assert!(!super::may_subscribe(remote, "meteomesh/v1/users/7/#"));
+        assert_eq!(mesh_user_of(&mesh_send("ann"), "send"), Some("ann"));
+        assert_eq!(
+            mesh_user_of("meteomesh/v1/mesh/users/a/b/send", "send"),
+            None
+        );
+        assert_eq!(mesh_link_sender(&mesh_link("n1")), Some("n1"));
     }
 }

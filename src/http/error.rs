@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::bus::BusError;
 pub use crate::error::FieldError;
+use crate::mesh::MeshError;
 use crate::modules::auth::AuthError;
 use crate::storage::StorageError;
 
@@ -173,6 +174,17 @@ impl From<JsonRejection> for ApiError {
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> ApiError {
         ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<MeshError> for ApiError {
+    fn from(e: MeshError) -> ApiError {
+        match e {
+            MeshError::Unavailable => ApiError::Unavailable(e.to_string()),
+            MeshError::Invalid(m) => ApiError::field("body", m),
+            MeshError::Storage(e) => e.into(),
+            MeshError::Bus(e) => e.into(),
+        }
     }
 }
 

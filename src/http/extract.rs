@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::modules::auth::{AuthError, Authenticated};
+use crate::modules::auth::{AuthError, Authenticated, MeshIdentity};
 use crate::storage::users::Role;
 
 pub struct ApiJson<T>(pub T);
@@ -51,21 +51,36 @@ where
 /// The user behind `Authorization: Bearer <token>` (JSON API). Rejects with 401.
 pub struct ApiUser(pub Authenticated);
 
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer <token>`".into()))
+}
+
 impl FromRequestParts<AppState> for ApiUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer <token>`".into()))?;
-        Ok(ApiUser(state.auth.authenticate(token).await?))
+        Ok(ApiUser(state.auth.authenticate(bearer(parts)?).await?))
+    }
+}
+
+/// A user of this node or, with a mesh-wide secret, of any node of the mesh (the mesh
+/// endpoints, where the username is the identity). Rejects with 401.
+pub struct MeshUser(pub MeshIdentity);
+
+impl FromRequestParts<AppState> for MeshUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(MeshUser(state.auth.identify(bearer(parts)?).await?))
     }
 }
 

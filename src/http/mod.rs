@@ -8,6 +8,7 @@ mod api;
 pub mod error;
 mod extract;
 mod html;
+mod mesh;
 mod notifications;
 mod notify_page;
 mod ops;
@@ -28,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BusMode, HttpConfig};
+use crate::mesh::MeshService;
 use crate::metrics::Metrics;
 use crate::modules::auth::AuthService;
 use crate::modules::notifier::NotifierService;
@@ -48,6 +50,7 @@ pub struct AppState {
     pub poller: PollerHandle,
     pub notifier: NotifierService,
     pub sla: SlaService,
+    pub mesh: MeshService,
     pub bus_mode: BusMode,
     pub request_timeout: Duration,
     /// Mark session cookies `Secure` (a TLS proxy is in front).
@@ -108,6 +111,9 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
         .route("/api/v1/sla/{name}/violations", get(sla::violations))
         .route("/api/v1/sla/{name}/forecast", get(sla::forecast))
         .route("/api/v1/places/search", get(weather::search_places))
+        .route("/api/v1/messages", post(mesh::send))
+        .route("/api/v1/users/online", get(mesh::online))
+        .route("/api/v1/mesh", get(mesh::status))
         .route(
             "/api/v1/subscriptions",
             get(weather::list).post(weather::create),

@@ -168,6 +168,32 @@ const MIGRATIONS: &[M<'static>] = &[
             PRIMARY KEY (series, at)
         ) STRICT, WITHOUT ROWID;",
     ),
+    // 6: the mesh: the node directory as this node knows it, and messages queued for
+    // recipients who have not acknowledged them yet (kept in send order per recipient).
+    M::up(
+        "CREATE TABLE mesh_nodes (
+            id              TEXT PRIMARY KEY NOT NULL,
+            mqtt            TEXT NOT NULL,
+            ws              TEXT,
+            http            TEXT NOT NULL,
+            users           INTEGER NOT NULL DEFAULT 0,
+            started_at      INTEGER NOT NULL,
+            advertised_at   INTEGER NOT NULL,
+            last_seen_at    INTEGER NOT NULL
+        ) STRICT;
+        CREATE TABLE mesh_outbox (
+            row         INTEGER PRIMARY KEY,
+            id          TEXT NOT NULL UNIQUE,
+            from_user   TEXT NOT NULL,
+            to_user     TEXT NOT NULL,
+            seq         INTEGER NOT NULL,
+            body        TEXT NOT NULL,
+            sent_at     TEXT NOT NULL,
+            expires_at  INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX mesh_outbox_by_recipient ON mesh_outbox(to_user, row);
+        CREATE INDEX mesh_outbox_by_expiry ON mesh_outbox(expires_at);",
+    ),
 ];
 
 /// The schema version this binary writes.

@@ -6,6 +6,7 @@
 
 pub mod fake_telegram;
 pub mod fake_weather;
+pub mod mesh;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

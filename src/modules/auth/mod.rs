@@ -20,7 +20,7 @@ pub use token::{Claims, install_provider as install_jwt_provider, looks_like_jwt
 
 use crate::bus::topics::{ACCOUNT_EVENTS, AccountChange, AccountEvent};
 use crate::bus::{BusClient, Refusal, UserAuthenticator, UserSession};
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, Secret};
 use crate::error::FieldError;
 use crate::metrics::Metrics;
 use crate::storage::users::{self, NewUser, Role, Units, User};
@@ -117,6 +117,10 @@ pub struct AuthService {
 struct Inner {
     db: Db,
     cfg: AuthConfig,
+    /// This node's id, written into the tokens it issues as their home.
+    node_id: String,
+    /// Tokens signed with the mesh's shared secret are accepted from any node.
+    mesh_wide: bool,
     hasher: Hasher,
     keys: TokenKeys,
     throttle: Throttle,
@@ -177,16 +181,22 @@ pub fn check_timezone(tz: &str) -> Result<(), FieldError> {
 
 impl AuthService {
     /// Loads (or generates and stores) the token key and prepares the hasher.
+    /// With a non-empty `mesh_secret` tokens are signed with it and tokens of other
+    /// nodes of the mesh are accepted (see [`AuthService::identify`]).
     pub async fn new(
         db: Db,
         cfg: &AuthConfig,
+        mesh_secret: &Secret,
         metrics: Arc<Metrics>,
     ) -> Result<AuthService, AuthError> {
-        let secret = if cfg.jwt_secret.is_empty() {
+        let secret = if !mesh_secret.is_empty() {
+            mesh_secret.expose().to_owned()
+        } else if cfg.jwt_secret.is_empty() {
             db.call(storage::jwt_secret).await?
         } else {
             cfg.jwt_secret.expose().to_owned()
         };
+        let node_id = db.call(storage::node_id).await?;
         let hasher = Hasher::new(cfg.hash_concurrency);
         let service = AuthService {
             inner: Arc::new(Inner {
@@ -194,6 +204,8 @@ impl AuthService {
                 keys: TokenKeys::new(secret.as_bytes(), cfg.token_lifetime),
                 throttle: Throttle::new(cfg.login_max_failures, cfg.login_failure_window),
                 cfg: cfg.clone(),
+                node_id,
+                mesh_wide: !mesh_secret.is_empty(),
                 hasher,
                 metrics,
                 events: OnceLock::new(),
@@ -244,10 +256,12 @@ impl AuthService {
     }
 
     fn issue(&self, user: User) -> IssuedToken {
-        let (token, claims) =
-            self.inner
-                .keys
-                .issue(user.id, user.token_generation, crate::clock::now());
+        let (token, claims) = self.inner.keys.issue(
+            user.id,
+            user.token_generation,
+            (&user.username, &self.inner.node_id),
+            crate::clock::now(),
+        );
         IssuedToken {
             token,
             claims,
@@ -427,6 +441,37 @@ impl AuthService {
         }
     }
 
+    /// Who a token belongs to across the mesh: a token of this node is checked fully
+    /// ([`AuthService::authenticate`]); with a mesh-wide secret, a token issued by
+    /// another node is accepted on its signature and expiry (its account lives there).
+    pub async fn identify(&self, token: &str) -> Result<MeshIdentity, AuthError> {
+        if let Some(claims) = self.foreign_claims(token) {
+            return Ok(MeshIdentity {
+                user_id: None,
+                username: claims.name,
+                claims_jti: claims.jti,
+                expires_at: claims.exp,
+            });
+        }
+        let auth = self.authenticate(token).await?;
+        Ok(MeshIdentity {
+            user_id: Some(auth.user.id),
+            username: auth.user.username,
+            claims_jti: auth.claims.jti,
+            expires_at: auth.claims.exp,
+        })
+    }
+
+    /// The claims of a valid token issued by another node of the mesh.
+    fn foreign_claims(&self, token: &str) -> Option<Claims> {
+        if !self.inner.mesh_wide {
+            return None;
+        }
+        let claims = self.inner.keys.verify(token)?;
+        (!claims.home.is_empty() && claims.home != self.inner.node_id && !claims.name.is_empty())
+            .then_some(claims)
+    }
+
     /// Puts the token on the denylist until it would have expired anyway.
     pub async fn logout(&self, auth: &Authenticated) -> Result<(), AuthError> {
         let (jti, user_id, exp) = (auth.claims.jti.clone(), auth.user.id, auth.claims.exp);
@@ -591,12 +636,25 @@ impl AuthService {
         client: Option<IpAddr>,
     ) -> Result<MqttIdentity, AuthError> {
         if looks_like_jwt(password) {
+            if let Some(claims) = self.foreign_claims(password) {
+                if claims.name != username.trim().to_lowercase() {
+                    return Err(AuthError::Unauthenticated);
+                }
+                return Ok(MqttIdentity {
+                    user_id: None,
+                    username: claims.name,
+                    generation: claims.generation,
+                    jti: Some(claims.jti),
+                    expires_at: Some(claims.exp),
+                });
+            }
             let auth = self.authenticate(password).await?;
             if auth.user.username != username.trim().to_lowercase() {
                 return Err(AuthError::Unauthenticated);
             }
             return Ok(MqttIdentity {
-                user_id: auth.user.id,
+                user_id: Some(auth.user.id),
+                username: auth.user.username,
                 generation: auth.user.token_generation,
                 jti: Some(auth.claims.jti),
                 expires_at: Some(auth.claims.exp),
@@ -606,7 +664,8 @@ impl AuthService {
             .check_password(username, password, client, Channel::Mqtt)
             .await?;
         Ok(MqttIdentity {
-            user_id: user.id,
+            user_id: Some(user.id),
+            username: user.username,
             generation: user.token_generation,
             jti: None,
             expires_at: None,
@@ -631,10 +690,22 @@ impl AuthService {
     }
 }
 
+/// Who a request or session is across the mesh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshIdentity {
+    /// The account on this node; `None` when the user's home is another node.
+    pub user_id: Option<i64>,
+    pub username: String,
+    pub claims_jti: String,
+    pub expires_at: i64,
+}
+
 /// Who an MQTT session belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MqttIdentity {
-    pub user_id: i64,
+    /// `None` for a user of another mesh node.
+    pub user_id: Option<i64>,
+    pub username: String,
     /// The account's token generation at login; a password change raises it.
     pub generation: i64,
     /// The token used as password, if any (its revocation ends the session).
@@ -653,6 +724,7 @@ impl UserAuthenticator for AuthService {
         match self.mqtt_login(username, password, client).await {
             Ok(id) => Ok(UserSession {
                 user_id: id.user_id,
+                username: id.username,
                 generation: id.generation,
                 jti: id.jti,
                 expires_at: id.expires_at,
@@ -669,7 +741,11 @@ impl UserAuthenticator for AuthService {
     }
 
     async fn still_valid(&self, session: &UserSession) -> bool {
-        let (user_id, jti) = (session.user_id, session.jti.clone());
+        // A user of another node: their home decides; the session ends at token expiry.
+        let Some(user_id) = session.user_id else {
+            return true;
+        };
+        let jti = session.jti.clone();
         let lookup = self
             .inner
             .db

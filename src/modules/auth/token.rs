@@ -79,6 +79,12 @@ pub struct Claims {
     /// The account's token generation at issue time (see `users.token_generation`).
     #[serde(default)]
     pub generation: i64,
+    /// The username, the identity across a mesh.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// The node that issued the token (the account's home).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub home: String,
 }
 
 impl Claims {
@@ -109,10 +115,18 @@ impl TokenKeys {
         }
     }
 
-    pub fn issue(&self, user_id: i64, generation: i64, now: i64) -> (String, Claims) {
+    pub fn issue(
+        &self,
+        user_id: i64,
+        generation: i64,
+        (name, home): (&str, &str),
+        now: i64,
+    ) -> (String, Claims) {
         let jti: [u8; 16] = rand::random();
         let claims = Claims {
             generation,
+            name: name.to_owned(),
+            home: home.to_owned(),
             sub: user_id.to_string(),
             iat: now,
             exp: now + i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX / 2),
@@ -144,7 +158,7 @@ mod tests {
     fn issue_verify_tamper_expire() {
         let keys = TokenKeys::new(b"0123456789abcdef0123456789abcdef", Duration::from_secs(60));
         let now = jsonwebtoken::get_current_timestamp() as i64;
-        let (token, claims) = keys.issue(42, 0, now);
+        let (token, claims) = keys.issue(42, 0, ("ann", "n1"), now);
         assert!(looks_like_jwt(&token));
         assert_eq!(keys.verify(&token), Some(claims.clone()));
         assert_eq!(claims.user_id(), Some(42));
@@ -160,7 +174,7 @@ mod tests {
         bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
         assert_eq!(keys.verify(&String::from_utf8(bad).unwrap()), None);
         // Expired.
-        let (old, _) = keys.issue(42, 0, now - 120);
+        let (old, _) = keys.issue(42, 0, ("ann", "n1"), now - 120);
         assert_eq!(keys.verify(&old), None);
         assert!(!looks_like_jwt("hunter22"));
         // Other algorithms are refused, whatever the key.

@@ -1,0 +1,249 @@
+//! Owns the mesh tables: `mesh_nodes` (the node directory, so a restarted node finds
+//! its peers without its seeds) and `mesh_outbox` (messages kept until their recipient
+//! acknowledges them, in send order per recipient, until they expire).
+//!
+//! `advertised_at` is the advertising node's clock in Unix milliseconds; `last_seen_at`
+//! and `expires_at` are this node's clock in Unix seconds.
+
+use rusqlite::{Connection, Row, params};
+
+use super::StorageError;
+
+/// One node as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredNode {
+    pub id: String,
+    pub mqtt: String,
+    pub ws: Option<String>,
+    pub http: String,
+    pub users: u32,
+    pub started_at: u64,
+    pub advertised_at: u64,
+    pub last_seen_at: i64,
+}
+
+pub fn load_nodes(conn: &Connection) -> Result<Vec<StoredNode>, StorageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, mqtt, ws, http, users, started_at, advertised_at, last_seen_at
+         FROM mesh_nodes ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(StoredNode {
+            id: r.get(0)?,
+            mqtt: r.get(1)?,
+            ws: r.get(2)?,
+            http: r.get(3)?,
+            users: r.get(4)?,
+            started_at: r.get::<_, i64>(5)?.max(0) as u64,
+            advertised_at: r.get::<_, i64>(6)?.max(0) as u64,
+            last_seen_at: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Replaces the stored directory with `nodes` in one transaction.
+pub fn save_nodes(conn: &mut Connection, nodes: &[StoredNode]) -> Result<(), StorageError> {
+    let tx = conn.transaction()?;
+    tx.execute("DELETE FROM mesh_nodes", [])?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO mesh_nodes
+             (id, mqtt, ws, http, users, started_at, advertised_at, last_seen_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        for n in nodes {
+            stmt.execute(params![
+                n.id,
+                n.mqtt,
+                n.ws,
+                n.http,
+                n.users,
+                n.started_at as i64,
+                n.advertised_at as i64,
+                n.last_seen_at
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// A message waiting for its recipient's acknowledgement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedMessage {
+    pub id: String,
+    pub from_user: String,
+    pub to_user: String,
+    pub seq: u64,
+    /// The body as JSON text.
+    pub body: String,
+    pub sent_at: String,
+    pub expires_at: i64,
+}
+
+fn queued(r: &Row) -> rusqlite::Result<QueuedMessage> {
+    Ok(QueuedMessage {
+        id: r.get(0)?,
+        from_user: r.get(1)?,
+        to_user: r.get(2)?,
+        seq: r.get::<_, i64>(3)?.max(0) as u64,
+        body: r.get(4)?,
+        sent_at: r.get(5)?,
+        expires_at: r.get(6)?,
+    })
+}
+
+/// Why a message was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueRefusal {
+    /// The recipient already has `mesh.offline_max_per_user` messages waiting.
+    Full,
+}
+
+/// Queues `m` unless its recipient already has `max_per_user` waiting. A message id
+/// seen before is accepted again without a second copy.
+pub fn enqueue(
+    conn: &mut Connection,
+    m: &QueuedMessage,
+    max_per_user: u32,
+) -> Result<Result<(), QueueRefusal>, StorageError> {
+    let tx = conn.transaction()?;
+    let waiting: i64 = tx.query_row(
+        "SELECT count(*) FROM mesh_outbox WHERE to_user = ?1",
+        [&m.to_user],
+        |r| r.get(0),
+    )?;
+    if waiting >= i64::from(max_per_user) {
+        return Ok(Err(QueueRefusal::Full));
+    }
+    tx.execute(
+        "INSERT INTO mesh_outbox (id, from_user, to_user, seq, body, sent_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+        params![
+            m.id,
+            m.from_user,
+            m.to_user,
+            m.seq as i64,
+            m.body,
+            m.sent_at,
+            m.expires_at
+        ],
+    )?;
+    tx.commit()?;
+    Ok(Ok(()))
+}
+
+/// The messages waiting for `to_user`, oldest first.
+pub fn waiting_for(conn: &Connection, to_user: &str) -> Result<Vec<QueuedMessage>, StorageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, from_user, to_user, seq, body, sent_at, expires_at FROM mesh_outbox
+         WHERE to_user = ?1 ORDER BY row",
+    )?;
+    let rows = stmt.query_map([to_user], queued)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Recipients with messages waiting.
+pub fn recipients(conn: &Connection) -> Result<Vec<String>, StorageError> {
+    let mut stmt = conn.prepare_cached("SELECT DISTINCT to_user FROM mesh_outbox")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Removes acknowledged messages; returns how many were still queued.
+pub fn remove(conn: &mut Connection, ids: &[String]) -> Result<usize, StorageError> {
+    let tx = conn.transaction()?;
+    let mut n = 0;
+    {
+        let mut stmt = tx.prepare_cached("DELETE FROM mesh_outbox WHERE id = ?1")?;
+        for id in ids {
+            n += stmt.execute([id])?;
+        }
+    }
+    tx.commit()?;
+    Ok(n)
+}
+
+/// Drops messages that waited past their expiry; returns how many.
+pub fn expire(conn: &Connection, now: i64) -> Result<usize, StorageError> {
+    Ok(conn.execute("DELETE FROM mesh_outbox WHERE expires_at <= ?1", [now])?)
+}
+
+pub fn waiting_count(conn: &Connection) -> Result<i64, StorageError> {
+    Ok(conn.query_row("SELECT count(*) FROM mesh_outbox", [], |r| r.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut conn = Connection::open(&path).unwrap();
+        crate::storage::migrations::migrate(&mut conn, &path).unwrap();
+        std::mem::forget(dir);
+        conn
+    }
+
+    fn msg(id: &str, to: &str, seq: u64) -> QueuedMessage {
+        QueuedMessage {
+            id: id.into(),
+            from_user: "ann".into(),
+            to_user: to.into(),
+            seq,
+            body: "\"hi\"".into(),
+            sent_at: "2026-11-22T00:00:00Z".into(),
+            expires_at: 100,
+        }
+    }
+
+    #[test]
+    fn queue_in_order_with_cap_and_expiry() {
+        let mut c = db();
+        for (i, id) in ["a:3", "a:1", "a:2"].iter().enumerate() {
+            assert_eq!(
+                enqueue(&mut c, &msg(id, "bob", i as u64), 3).unwrap(),
+                Ok(())
+            );
+        }
+        // Same id again: accepted, no copy. Over the cap: refused.
+        assert_eq!(
+            enqueue(&mut c, &msg("a:4", "bob", 9), 3).unwrap(),
+            Err(QueueRefusal::Full)
+        );
+        assert_eq!(enqueue(&mut c, &msg("a:5", "cy", 1), 3).unwrap(), Ok(()));
+        let ids: Vec<_> = waiting_for(&c, "bob")
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, ["a:3", "a:1", "a:2"]);
+        assert_eq!(remove(&mut c, &["a:1".into(), "nope".into()]).unwrap(), 1);
+        let mut r = recipients(&c).unwrap();
+        r.sort();
+        assert_eq!(r, ["bob", "cy"]);
+        assert_eq!(expire(&c, 100).unwrap(), 3);
+        assert_eq!(waiting_count(&c).unwrap(), 0);
+    }
+
+    #[test]
+    fn nodes_round_trip() {
+        let mut c = db();
+        let n = StoredNode {
+            id: "n1".into(),
+            mqtt: "127.0.0.1:1883".into(),
+            ws: None,
+            http: "http://127.0.0.1:8080".into(),
+            users: 2,
+            started_at: 5,
+            advertised_at: 6,
+            last_seen_at: 7,
+        };
+        save_nodes(&mut c, std::slice::from_ref(&n)).unwrap();
+        assert_eq!(load_nodes(&c).unwrap(), [n]);
+        save_nodes(&mut c, &[]).unwrap();
+        assert!(load_nodes(&c).unwrap().is_empty());
+    }
+}

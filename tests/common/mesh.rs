@@ -1,0 +1,300 @@
+//! Mesh test helpers: node processes with mesh config, a raw inbox reader that counts
+//! every copy it gets (and acknowledges), status polling, a delaying TCP proxy.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use meteomesh::bus::topics::{self, InboxAck, InboxMessage};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use super::{ServeProcess, WAIT, api, write_test_config};
+
+pub const LINK_PASSWORD: &str = "link-password-0123456789";
+pub const SHARED_SECRET: &str = "mesh-shared-secret-0123456789-abcdef";
+
+/// A free loopback port below the kernel's ephemeral range (32768 and up by default),
+/// so no outgoing connection takes it between a node's stop and its restart.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919) ^ rand_id();
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(104_729)) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// One node: its directory (database, config) and, while running, its process.
+pub struct MeshNode {
+    pub dir: PathBuf,
+    pub mqtt_port: u16,
+    pub http_port: u16,
+    pub peers: Vec<String>,
+    pub extra: String,
+    pub process: Option<ServeProcess>,
+}
+
+impl MeshNode {
+    /// Prepares a node in `dir` with fixed ports (so a restart keeps its address).
+    pub fn new(dir: &Path, peers: &[String], extra: &str) -> MeshNode {
+        std::fs::create_dir_all(dir).unwrap();
+        MeshNode {
+            dir: dir.to_owned(),
+            mqtt_port: free_port(),
+            http_port: free_port(),
+            peers: peers.to_vec(),
+            extra: extra.to_owned(),
+            process: None,
+        }
+    }
+
+    pub fn mqtt(&self) -> String {
+        format!("127.0.0.1:{}", self.mqtt_port)
+    }
+
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt().parse().unwrap()
+    }
+
+    pub fn http(&self) -> SocketAddr {
+        format!("127.0.0.1:{}", self.http_port).parse().unwrap()
+    }
+
+    pub fn start(&mut self) {
+        let peers = self
+            .peers
+            .iter()
+            .map(|p| format!("\"{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let config = write_test_config(
+            &self.dir,
+            &format!(
+                "\n[mesh]\nenabled = true\nlink_password = \"{LINK_PASSWORD}\"\nshared_secret = \"{SHARED_SECRET}\"\npeers = [{peers}]\n{}\n",
+                self.extra
+            ),
+        );
+        let listen = format!("127.0.0.1:{}", self.http_port);
+        let mqtt = self.mqtt();
+        self.process = Some(ServeProcess::start(
+            &self.dir,
+            &["--config", config.to_str().unwrap()],
+            &[
+                ("METEOMESH__HTTP__LISTEN", listen.as_str()),
+                ("METEOMESH__BUS__TCP_LISTEN", mqtt.as_str()),
+                ("METEOMESH__LOG__LEVEL", "info"),
+            ],
+        ));
+    }
+
+    /// SIGKILL: no goodbye, no clean stop.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(p) = self.process.take() {
+            let (status, _) = p.terminate();
+            assert!(status.success(), "clean stop");
+        }
+    }
+}
+
+impl Drop for MeshNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `GET /api/v1/mesh` on a node.
+pub async fn status(node: SocketAddr, token: &str) -> Value {
+    let r = api(node, "GET", "/api/v1/mesh", Some(token), "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+/// Polls a node's mesh status until `pred` holds (the mesh converges by itself; this is
+/// the event we wait for), or panics with the last status.
+pub async fn wait_status(
+    node: SocketAddr,
+    token: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = status(node, token).await;
+        if pred(&s) {
+            return s;
+        }
+        if Instant::now() > deadline {
+            panic!("{what}: not reached; last status: {s:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Nodes known and links up, as a status says.
+pub fn links_up(s: &Value) -> usize {
+    s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["link"]["state"] == "up")
+        .count()
+}
+
+pub fn nodes_known(s: &Value) -> usize {
+    s["nodes"].as_array().unwrap().len()
+}
+
+/// A user's inbox over a raw MQTT session: records every copy that arrives and
+/// acknowledges the ones that ask for it.
+pub struct Inbox {
+    pub messages: Arc<Mutex<Vec<InboxMessage>>>,
+    notify: Arc<Notify>,
+    pub client: AsyncClient,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Inbox {
+    pub async fn open(node: SocketAddr, user: &str, token: &str) -> Inbox {
+        let mut opts = super::mqtt_options(
+            node,
+            &format!("inbox-{user}-{}", rand_id()),
+            Some((user, token)),
+        );
+        opts.set_keep_alive(Duration::from_secs(5));
+        let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+        client
+            .subscribe(topics::mesh_inbox(user), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        // Connected and subscribed before anyone sends.
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => return,
+                    Ok(_) => {}
+                    Err(e) => panic!("inbox connect: {e}"),
+                }
+            }
+        })
+        .await
+        .expect("inbox subscribed in time");
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let notify = Arc::new(Notify::new());
+        let (m, n, c, u) = (
+            messages.clone(),
+            notify.clone(),
+            client.clone(),
+            user.to_owned(),
+        );
+        let task = tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                if let Event::Incoming(Packet::Publish(p)) = event
+                    && let Ok(msg) = serde_json::from_slice::<InboxMessage>(&p.payload)
+                {
+                    if msg.ack {
+                        let ack = serde_json::to_vec(&InboxAck { id: msg.id.clone() }).unwrap();
+                        let _ = c.try_publish(topics::mesh_ack(&u), QoS::AtLeastOnce, false, ack);
+                    }
+                    m.lock().unwrap().push(msg);
+                    n.notify_waiters();
+                }
+            }
+        });
+        Inbox {
+            messages,
+            notify,
+            client,
+            task,
+        }
+    }
+
+    /// Waits until at least `n` messages arrived; returns them all.
+    pub async fn wait_for(&self, n: usize) -> Vec<InboxMessage> {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let notified = self.notify.notified();
+                {
+                    let m = self.messages.lock().unwrap();
+                    if m.len() >= n {
+                        return m.clone();
+                    }
+                }
+                notified.await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{n} messages in time; got {:?}",
+                self.messages.lock().unwrap()
+            )
+        })
+    }
+
+    pub fn count(&self) -> usize {
+        self.messages.lock().unwrap().len()
+    }
+
+    pub async fn close(self) {
+        let _ = self.client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+    }
+}
+
+fn rand_id() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+}
+
+/// A TCP proxy on 127.0.0.1 that holds every chunk for `delay` in both directions (a
+/// slow link for the round-trip node choice).
+pub async fn delaying_proxy(upstream: SocketAddr, delay: Duration) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let (ri, wi) = inbound.into_split();
+            let (ro, wo) = outbound.into_split();
+            tokio::spawn(pipe(ri, wo, delay));
+            tokio::spawn(pipe(ro, wi, delay));
+        }
+    });
+    addr
+}
+
+async fn pipe(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        tokio::time::sleep(delay).await;
+        if w.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+}
