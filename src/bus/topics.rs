@@ -314,6 +314,29 @@ pub fn mesh_link_sender(topic: &str) -> Option<&str> {
         .filter(|n| !n.is_empty() && !n.contains('/'))
 }
 
+/// `meteomesh/v1/mesh/peers/{node}` — internal (link accounts), RETAINED: what node
+/// `node` told this node when its link came up: the nodes it knows and who is connected
+/// to it. Retained so a node that subscribes a moment after a peer's link connected
+/// (while starting) still hears it.
+pub fn mesh_peer_hello(node: &str) -> String {
+    format!("{ROOT}/mesh/peers/{node}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHello {
+    pub node: String,
+    pub adverts: Vec<NodeAdvert>,
+    pub presence: Presence,
+}
+
+impl BusMessage for PeerHello {
+    const FILTER: &'static str = "meteomesh/v1/mesh/peers/+";
+    const DELIVERY: Delivery = Delivery {
+        qos: Qos::AtLeastOnce,
+        retain: true,
+    };
+}
+
 /// Where an envelope is going.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

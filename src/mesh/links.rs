@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::bus::topics::{self, BusMessage, Directory, Envelope, Heartbeat, Qos};
+use crate::bus::topics::{self, BusMessage, Directory, Envelope, Heartbeat, PeerHello, Qos};
 use crate::bus::{BusClient, ConnectOptions, Sessions};
 use crate::config::BrokerUrl;
 
@@ -89,6 +89,21 @@ impl Link {
         };
         self.client
             .try_publish_raw(&topics::mesh_link(own_id), payload, Qos::AtLeastOnce, false)
+            .is_ok()
+    }
+
+    /// Leaves this node's hello on the peer's broker (retained).
+    pub fn hello(&self, hello: &PeerHello) -> bool {
+        let Ok(payload) = serde_json::to_vec(hello) else {
+            return false;
+        };
+        self.client
+            .try_publish_raw(
+                &topics::mesh_peer_hello(&hello.node),
+                payload,
+                PeerHello::DELIVERY.qos,
+                PeerHello::DELIVERY.retain,
+            )
             .is_ok()
     }
 

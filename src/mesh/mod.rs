@@ -187,6 +187,7 @@ pub async fn start(
     let (api_tx, api_rx) = mpsc::channel(256);
     let inputs = node::Inputs {
         envelopes: next(),
+        hellos: next(),
         presence: next(),
         sends: next(),
         acks: next(),

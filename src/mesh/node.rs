@@ -26,8 +26,8 @@ use super::presence::PresenceTable;
 use super::{ApiCall, LinkStatus, MeshStatus, NodeStatusEntry};
 use crate::bus::topics::{
     self, AlertEvent, BusMessage, Envelope, InboxAck, InboxMessage, LinkPing, LocalPresence,
-    MeshAck, MeshMessage, NodeAdvert, OnlineUsers, Presence, SendMode, SendRefusal, SendRequest,
-    SendResult, Target,
+    MeshAck, MeshMessage, NodeAdvert, OnlineUsers, PeerHello, Presence, SendMode, SendRefusal,
+    SendRequest, SendResult, Target,
 };
 use crate::bus::{BusClient, Incoming};
 use crate::config::MeshConfig;
@@ -64,6 +64,7 @@ struct Waiter {
 
 pub struct Inputs {
     pub envelopes: mpsc::Receiver<Incoming>,
+    pub hellos: mpsc::Receiver<Incoming>,
     pub presence: mpsc::Receiver<Incoming>,
     pub sends: mpsc::Receiver<Incoming>,
     pub acks: mpsc::Receiver<Incoming>,
@@ -95,6 +96,7 @@ pub struct Node {
     users_count: Arc<AtomicU32>,
     dir_dirty: bool,
     dir_publish: bool,
+    dir_published: Instant,
     online_dirty: bool,
     last_online: Option<OnlineUsers>,
     links_usable: usize,
@@ -138,6 +140,7 @@ impl Node {
             users_count,
             dir_dirty: true,
             dir_publish: true,
+            dir_published: Instant::now() - Duration::from_secs(1),
             online_dirty: true,
             last_online: None,
             links_usable: 0,
@@ -180,6 +183,7 @@ impl Node {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(m) = inputs.envelopes.recv() => self.on_link_message(m).await,
+                Some(m) = inputs.hellos.recv() => self.on_hello(m),
                 Some(m) = inputs.presence.recv() => self.on_local_presence(m).await,
                 Some(m) = inputs.sends.recv() => self.on_user_send(m).await,
                 Some(m) = inputs.acks.recv() => self.on_user_ack(m),
@@ -855,25 +859,17 @@ impl Node {
         self.metrics.mesh_nodes.set(self.dir.len() as i64);
     }
 
-    fn adverts_envelope(&mut self) -> Envelope {
-        let data = serde_json::to_value(self.dir.adverts()).unwrap_or_default();
-        self.new_envelope("", Target::All, topics::TAG_ADVERTS, data)
-    }
-
     fn on_link_event(&mut self, event: LinkEvent) {
         match event {
             LinkEvent::Up { addr } => {
                 tracing::info!(peer = addr, "mesh link up");
                 // Tell the peer everything we know, and who is here.
-                let adverts = self.adverts_envelope();
-                let data = serde_json::to_value(self.presence.own()).unwrap_or_default();
-                let presence = self.new_envelope("", Target::All, topics::TAG_PRESENCE, data);
+                let hello = self.hello();
                 if let Some(link) = self.links.get_mut(&addr) {
                     link.connected = true;
                     link.since = Instant::now();
                     link.last_heartbeat = None;
-                    link.send(&self.own_id, &adverts);
-                    link.send(&self.own_id, &presence);
+                    link.hello(&hello);
                 }
                 self.presence_changed();
             }
@@ -958,13 +954,54 @@ impl Node {
         }
     }
 
+    fn hello(&self) -> PeerHello {
+        PeerHello {
+            node: self.own_id.clone(),
+            adverts: self.dir.adverts(),
+            presence: self.presence.own(),
+        }
+    }
+
+    /// What a peer's link left on our broker: its node list and its users.
+    fn on_hello(&mut self, m: Incoming) {
+        if m.payload.is_empty() {
+            return;
+        }
+        let Ok(hello) = m.decode::<PeerHello>() else {
+            tracing::debug!(topic = m.topic, "ignoring a malformed hello");
+            return;
+        };
+        if hello.node == self.own_id {
+            return;
+        }
+        if self.presence.merge(hello.presence, Instant::now()) {
+            self.presence_changed();
+        }
+        let changed = self.dir.merge(hello.adverts, unix_now());
+        if !changed.is_empty() {
+            self.dir_changed();
+            let data = serde_json::to_value(changed).unwrap_or_default();
+            let env = self.new_envelope("", Target::All, topics::TAG_ADVERTS, data);
+            self.route(&env, Some(&hello.node));
+            self.ensure_links();
+        }
+    }
+
+    /// Every `exchange_interval`: a fresh advert of this node to the whole mesh, and
+    /// the full list to every peer.
     fn exchange(&mut self) {
         let users = self.presence.local_count();
-        self.dir
+        let own = self
+            .dir
             .refresh_own(users, u64::try_from(now_ms()).unwrap_or_default());
         self.dir_changed();
-        let env = self.adverts_envelope();
+        let data = serde_json::to_value(vec![own]).unwrap_or_default();
+        let env = self.new_envelope("", Target::All, topics::TAG_ADVERTS, data);
         self.flood(&env, None);
+        let hello = self.hello();
+        for link in self.links.values().filter(|l| l.connected) {
+            link.hello(&hello);
+        }
     }
 
     async fn expire(&mut self) {
@@ -1071,6 +1108,16 @@ impl Node {
                 self.last_online = Some(online);
             }
         }
+        // Clients choose nodes from the directory: publish changes promptly, but at most
+        // five times a second.
+        if self.dir_publish && self.dir_published.elapsed() >= Duration::from_millis(200) {
+            self.dir_publish = false;
+            self.dir_published = now;
+            let directory = self.directory_view();
+            if let Err(e) = self.bus.publish(topics::MESH_DIRECTORY, &directory).await {
+                tracing::debug!(error = %e, "cannot publish the directory");
+            }
+        }
         if self.acked_queued.len() >= 256 {
             self.flush_acked().await;
         }
@@ -1078,13 +1125,6 @@ impl Node {
 
     async fn on_slow_tick(&mut self) {
         self.flush_acked().await;
-        if self.dir_publish {
-            self.dir_publish = false;
-            let directory = self.directory_view();
-            if let Err(e) = self.bus.publish(topics::MESH_DIRECTORY, &directory).await {
-                tracing::debug!(error = %e, "cannot publish the directory");
-            }
-        }
         if self.dir_dirty {
             self.save_directory().await;
         }
@@ -1280,9 +1320,10 @@ pub fn check_request(req: &SendRequest, max_bytes: usize) -> Result<(), String> 
 }
 
 /// Keeps `Incoming` decoding in one place for the subscriptions the node reads.
-pub fn filters() -> [(&'static str, topics::Qos); 5] {
+pub fn filters() -> [(&'static str, topics::Qos); 6] {
     [
         (Envelope::FILTER, Envelope::DELIVERY.qos),
+        (PeerHello::FILTER, PeerHello::DELIVERY.qos),
         (LocalPresence::FILTER, LocalPresence::DELIVERY.qos),
         (SendRequest::FILTER, SendRequest::DELIVERY.qos),
         (InboxAck::FILTER, InboxAck::DELIVERY.qos),

@@ -112,6 +112,15 @@ impl MeshNode {
 
 impl Drop for MeshNode {
     fn drop(&mut self) {
+        // A failing test shows what each node logged.
+        if std::thread::panicking()
+            && let Some(p) = &self.process
+        {
+            eprintln!("--- log of the node in {}", self.dir.display());
+            while let Ok(line) = p.log.try_recv() {
+                eprintln!("{line}");
+            }
+        }
         self.kill();
     }
 }

@@ -1,0 +1,260 @@
+//! The mesh client (library and `meteomesh client`) against real node processes: it
+//! fails over when its node is SIGKILLed and loses none of the messages queued for it
+//! meanwhile; it chooses the node with the fewest users, or the one with the lowest
+//! round trip when another node's link is slowed by a delaying proxy.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::mesh::{Inbox, MeshNode, delaying_proxy, links_up, nodes_known, status, wait_status};
+use common::{WAIT, api, register};
+use meteomesh::bus::topics;
+use meteomesh::client::{ClientEvent, ClientOptions, MeshClient, NodeChoice};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+const PW: &str = "correct horse battery";
+
+async fn mesh_of(dir: &std::path::Path, n: usize) -> Vec<MeshNode> {
+    let mut nodes: Vec<MeshNode> = Vec::new();
+    for i in 0..n {
+        let seeds: Vec<String> = nodes.first().map(|a| vec![a.mqtt()]).unwrap_or_default();
+        let mut node = MeshNode::new(&dir.join(format!("n{i}")), &seeds, "");
+        node.start();
+        nodes.push(node);
+    }
+    nodes
+}
+
+async fn wait_full_mesh(nodes: &[MeshNode], token: &str) {
+    for n in nodes.iter().filter(|n| n.process.is_some()) {
+        let live = nodes.iter().filter(|n| n.process.is_some()).count();
+        wait_status(n.http(), token, "links to every live node", |s| {
+            nodes_known(s) == nodes.len() && links_up(s) == live - 1
+        })
+        .await;
+    }
+}
+
+async fn next_event(events: &mut mpsc::Receiver<ClientEvent>, what: &str) -> ClientEvent {
+    tokio::time::timeout(WAIT, events.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no {what} in time"))
+        .expect("client running")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn library_fails_over_and_loses_no_queued_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = mesh_of(dir.path(), 3).await;
+    let (alice, _) = register(nodes[0].http(), "alice", PW).await;
+    let (bob, _) = register(nodes[1].http(), "bob", PW).await;
+    wait_full_mesh(&nodes, &alice).await;
+    let mut ids = Vec::new();
+    for n in &nodes {
+        ids.push(
+            status(n.http(), &alice).await["node"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let mut opts = ClientOptions::new(nodes.iter().map(|n| n.mqtt()).collect(), "bob", &bob);
+    opts.node_file = Some(dir.path().join("bob-nodes.json"));
+    let (client, mut events) = MeshClient::start(opts);
+    client.wait_connected(WAIT).await.expect("connected");
+
+    let mut sent = Vec::new();
+    let mut got = Vec::new();
+    let mut seen = HashSet::new();
+    let mut take = |m: topics::InboxMessage, got: &mut Vec<serde_json::Value>| {
+        assert!(seen.insert(m.id.clone()), "duplicate {m:?}");
+        assert_eq!(m.from, "alice");
+        got.push(m.body);
+    };
+    for round in 0..3 {
+        let on = client.current().node.expect("connected to a node");
+        let victim = ids.iter().position(|i| *i == on).unwrap();
+        let killed_at = Instant::now();
+        nodes[victim].kill();
+        // Sent while the client's node is dead, through another node.
+        let via = nodes[(victim + 1) % 3].http();
+        let body = json!({"round": round});
+        let r = api(
+            via,
+            "POST",
+            "/api/v1/messages",
+            Some(&alice),
+            &json!({"mode": "fire_send", "to": "bob", "body": body}).to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        sent.push(body);
+        let lost_at = loop {
+            match next_event(&mut events, "node lost").await {
+                ClientEvent::NodeLost { at, node, .. } => {
+                    assert_eq!(node.as_deref(), Some(on.as_str()));
+                    break at;
+                }
+                // A message queued in an earlier round.
+                ClientEvent::Message(m) => take(m, &mut got),
+                ClientEvent::Connected { .. } => {}
+            }
+        };
+        assert!(lost_at >= killed_at);
+        let now_on = client.wait_connected(WAIT).await.expect("failed over");
+        assert_ne!(now_on, on);
+        nodes[victim].start();
+        wait_full_mesh(&nodes, &alice).await;
+    }
+    // Every message queued during the outages arrives, each once.
+    while got.len() < sent.len() {
+        if let ClientEvent::Message(m) = next_event(&mut events, "queued message").await {
+            take(m, &mut got);
+        }
+    }
+    for s in &sent {
+        assert!(got.contains(s), "{s} missing from {got:?}");
+    }
+    // The node list was kept for the next run.
+    let file = std::fs::read_to_string(dir.path().join("bob-nodes.json")).unwrap();
+    for n in &nodes {
+        assert!(file.contains(&n.mqtt()), "{file}");
+    }
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_client_fails_over_and_keeps_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = mesh_of(dir.path(), 2).await;
+    let (alice, _) = register(nodes[0].http(), "alice", PW).await;
+    let (bob, _) = register(nodes[0].http(), "bob", PW).await;
+    wait_full_mesh(&nodes, &alice).await;
+    let list = format!("{},{}", nodes[0].mqtt(), nodes[1].mqtt());
+    let mut child = common::bin()
+        .args(["client", "--nodes", &list, "--user", "bob", "listen"])
+        .env("METEOMESH_TOKEN", &bob)
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let expect = |event: &str| loop {
+        let v = rx
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("no {event} line"));
+        if v["event"] == event {
+            return v;
+        }
+    };
+    let first = expect("connected");
+    assert_eq!(first["addr"], nodes[0].mqtt().as_str(), "{first}");
+    wait_status(nodes[1].http(), &alice, "bob online", |s| {
+        s["users_online"] == 1
+    })
+    .await;
+    nodes[0].kill();
+    let lost = expect("node_lost");
+    assert_eq!(lost["addr"], nodes[0].mqtt().as_str());
+    let again = expect("connected");
+    assert_eq!(again["addr"], nodes[1].mqtt().as_str());
+    // Still listening: a message queued through the surviving node arrives.
+    let r = api(
+        nodes[1].http(),
+        "POST",
+        "/api/v1/messages",
+        Some(&alice),
+        r#"{"mode":"fire_send","to":"bob","body":"after the failover"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let msg = expect("message");
+    assert_eq!(msg["message"]["body"], "after the failover");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_users_picks_the_emptier_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh_of(dir.path(), 2).await;
+    let (alice, _) = register(nodes[0].http(), "alice", PW).await;
+    wait_full_mesh(&nodes, &alice).await;
+    // Three users on node 0, none on node 1.
+    let mut inboxes = Vec::new();
+    for name in ["user1", "user2", "user3"] {
+        let (token, _) = register(nodes[0].http(), name, PW).await;
+        inboxes.push(Inbox::open(nodes[0].mqtt_addr(), name, &token).await);
+    }
+    wait_status(nodes[1].http(), &alice, "users seen", |s| {
+        s["users_online"] == 3
+    })
+    .await;
+    // Clients choose from the directory node 0 publishes: wait until it counts them.
+    let mut watcher = common::MqttClient::connect(common::mqtt_options(
+        nodes[0].mqtt_addr(),
+        "directory-watcher",
+        Some(("alice", &alice)),
+    ))
+    .await;
+    watcher
+        .subscribe(topics::MESH_DIRECTORY, rumqttc::QoS::AtLeastOnce)
+        .await;
+    loop {
+        let p = watcher.next_publish(|t| t == topics::MESH_DIRECTORY).await;
+        let dir: topics::Directory = serde_json::from_slice(&p.payload).unwrap();
+        if dir.nodes.iter().any(|n| n.advert.users >= 3) {
+            break;
+        }
+    }
+    let node1 = status(nodes[1].http(), &alice).await["node"].clone();
+    let mut opts = ClientOptions::new(vec![nodes[0].mqtt(), nodes[1].mqtt()], "alice", &alice);
+    opts.choice = NodeChoice::LeastUsers;
+    let (client, _events) = MeshClient::start(opts);
+    // Listed first and reachable, but node 1 has 3 fewer users: the client moves there.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if client.current().node.as_deref() == node1.as_str() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still on {:?}", client.current());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lowest_rtt_picks_the_faster_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh_of(dir.path(), 2).await;
+    let (alice, _) = register(nodes[0].http(), "alice", PW).await;
+    wait_full_mesh(&nodes, &alice).await;
+    let node1 = status(nodes[1].http(), &alice).await["node"].clone();
+    // Node 0 is reached through a proxy that holds every chunk 60 ms each way.
+    let slow = delaying_proxy(nodes[0].mqtt_addr(), Duration::from_millis(60)).await;
+    let mut opts = ClientOptions::new(vec![slow.to_string(), nodes[1].mqtt()], "alice", &alice);
+    opts.choice = NodeChoice::LowestRtt;
+    opts.discover = false;
+    let (client, _events) = MeshClient::start(opts);
+    let on = client.wait_connected(WAIT).await.expect("connected");
+    assert_eq!(
+        Some(on.as_str()),
+        node1.as_str(),
+        "the slow node is listed first but not chosen"
+    );
+    client.close().await;
+}
