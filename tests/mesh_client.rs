@@ -258,3 +258,126 @@ async fn lowest_rtt_picks_the_faster_node() {
     );
     client.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn library_sends_over_mqtt_and_gets_alerts_from_the_home_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh_of(dir.path(), 2).await;
+    let (alice, _) = register(nodes[0].http(), "alice", PW).await;
+    let (bob, bob_id) = register(nodes[0].http(), "bob", PW).await;
+    wait_full_mesh(&nodes, &alice).await;
+    // Alice on node 0, bob (home node 0) on node 1 with a token node 0 issued.
+    let (a, mut a_events) =
+        MeshClient::start(ClientOptions::new(vec![nodes[0].mqtt()], "alice", &alice));
+    let (b, mut b_events) =
+        MeshClient::start(ClientOptions::new(vec![nodes[1].mqtt()], "bob", &bob));
+    a.wait_connected(WAIT).await.unwrap();
+    b.wait_connected(WAIT).await.unwrap();
+    wait_status(nodes[0].http(), &alice, "both online", |s| {
+        s["users_online"] == 2
+    })
+    .await;
+
+    assert!(
+        a.send("bob", json!("sync hello")).await.unwrap(),
+        "bob's client acks"
+    );
+    let (acked, online) = a.broadcast(json!("hello all")).await.unwrap();
+    assert_eq!((acked, online), (1, 1));
+    let mut bodies = Vec::new();
+    while bodies.len() < 2 {
+        if let ClientEvent::Message(m) = next_event(&mut b_events, "message").await {
+            bodies.push(m.body);
+        }
+    }
+    assert_eq!(bodies, [json!("sync hello"), json!("hello all")]);
+    assert!(
+        !a.send("nobody", json!(1)).await.unwrap(),
+        "nobody is online"
+    );
+    let err = a.send("Not A Name", json!(1)).await.unwrap_err();
+    assert!(err.to_string().contains("not a username"), "{err}");
+    let online = a.online(WAIT).await.unwrap();
+    let names: Vec<&str> = online.iter().map(|u| u.user.as_str()).collect();
+    assert_eq!(names, ["alice", "bob"]);
+
+    // A weather alert of bob's home node reaches him on node 1 (a service account
+    // publishes it on node 0's bus, as the rules would).
+    let mut svc = common::MqttClient::connect(common::mqtt_options(
+        nodes[0].mqtt_addr(),
+        "alert-injector",
+        Some((common::SERVICE_USER, common::SERVICE_PASSWORD)),
+    ))
+    .await;
+    let alert = json!({
+        "id": "7-too_cold-1795363200000", "user_id": bob_id, "subscription_id": 7,
+        "label": "home", "place": "Catania", "constraint": "too_cold", "state": "raised",
+        "value": 1.5, "threshold_c": 3.0, "weather_code": 3,
+        "started_at": "2026-11-22T13:05:00Z", "at": "2026-11-22T13:05:00Z", "notify": true
+    });
+    svc.publish(
+        &topics::user_alerts(bob_id),
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        alert.to_string().as_bytes(),
+    )
+    .await;
+    loop {
+        if let ClientEvent::Message(m) = next_event(&mut b_events, "alert").await {
+            assert_eq!(m.kind, "alert");
+            assert_eq!(m.body["place"], "Catania");
+            break;
+        }
+    }
+    // Alice's own broadcast was not echoed to her.
+    while let Ok(event) = a_events.try_recv() {
+        assert!(!matches!(event, ClientEvent::Message(_)), "{event:?}");
+    }
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_status_command_prints_the_mesh() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh_of(dir.path(), 2).await;
+    let (alice, _) = register(nodes[0].http(), "alice", PW).await;
+    wait_full_mesh(&nodes, &alice).await;
+    let out = common::bin()
+        .args([
+            "mesh",
+            "--url",
+            &format!("http://{}", nodes[1].http()),
+            "status",
+        ])
+        .env("METEOMESH_TOKEN", &alice)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&nodes[0].mqtt()) && text.contains(&nodes[1].mqtt()),
+        "{text}"
+    );
+    assert!(text.contains("(this)") && text.contains(" up "), "{text}");
+    assert!(text.contains("duplicates dropped"), "{text}");
+    // A wrong token gets a clear refusal and a failing exit code.
+    let out = common::bin()
+        .args([
+            "mesh",
+            "--url",
+            &format!("http://{}", nodes[1].http()),
+            "status",
+        ])
+        .env("METEOMESH_TOKEN", "not-a-token")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}

@@ -1118,9 +1118,9 @@ impl Node {
                 tracing::debug!(error = %e, "cannot publish the directory");
             }
         }
-        if self.acked_queued.len() >= 256 {
-            self.flush_acked().await;
-        }
+        // Acknowledged rows still count against the recipient's cap: remove them soon
+        // (one transaction per tick, however many acks came in).
+        self.flush_acked().await;
     }
 
     async fn on_slow_tick(&mut self) {

@@ -102,6 +102,24 @@ impl MeshNode {
         }
     }
 
+    /// SIGSTOP / SIGCONT: a node that hangs with its connections open (only the
+    /// heartbeat tells).
+    pub fn signal(&self, sig: &str) {
+        let pid = self
+            .process
+            .as_ref()
+            .expect("running")
+            .child
+            .id()
+            .to_string();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
     pub fn stop(&mut self) {
         if let Some(p) = self.process.take() {
             let (status, _) = p.terminate();
@@ -171,6 +189,8 @@ pub fn nodes_known(s: &Value) -> usize {
 /// acknowledges the ones that ask for it.
 pub struct Inbox {
     pub messages: Arc<Mutex<Vec<InboxMessage>>>,
+    /// Wall-clock microseconds each message arrived (same order as `messages`).
+    arrivals: Arc<Mutex<Vec<u64>>>,
     notify: Arc<Notify>,
     pub client: AsyncClient,
     task: tokio::task::JoinHandle<()>,
@@ -202,6 +222,8 @@ impl Inbox {
         .await
         .expect("inbox subscribed in time");
         let messages = Arc::new(Mutex::new(Vec::new()));
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let times = arrivals.clone();
         let notify = Arc::new(Notify::new());
         let (m, n, c, u) = (
             messages.clone(),
@@ -218,6 +240,7 @@ impl Inbox {
                         let ack = serde_json::to_vec(&InboxAck { id: msg.id.clone() }).unwrap();
                         let _ = c.try_publish(topics::mesh_ack(&u), QoS::AtLeastOnce, false, ack);
                     }
+                    times.lock().unwrap().push(micros_now());
                     m.lock().unwrap().push(msg);
                     n.notify_waiters();
                 }
@@ -225,6 +248,7 @@ impl Inbox {
         });
         Inbox {
             messages,
+            arrivals,
             notify,
             client,
             task,
@@ -233,7 +257,11 @@ impl Inbox {
 
     /// Waits until at least `n` messages arrived; returns them all.
     pub async fn wait_for(&self, n: usize) -> Vec<InboxMessage> {
-        tokio::time::timeout(WAIT, async {
+        self.wait_for_within(n, WAIT).await
+    }
+
+    pub async fn wait_for_within(&self, n: usize, limit: Duration) -> Vec<InboxMessage> {
+        tokio::time::timeout(limit, async {
             loop {
                 let notified = self.notify.notified();
                 {
@@ -247,11 +275,21 @@ impl Inbox {
         })
         .await
         .unwrap_or_else(|_| {
-            panic!(
-                "{n} messages in time; got {:?}",
-                self.messages.lock().unwrap()
-            )
+            let m = self.messages.lock().unwrap();
+            let seqs: Vec<u64> = m.iter().map(|m| m.seq).collect();
+            panic!("{n} messages in time; got {}: seqs {seqs:?}", m.len())
         })
+    }
+
+    /// Milliseconds from the wall-clock microseconds a sender put in `body[field]` to
+    /// each message's arrival.
+    pub fn latencies_ms(&self, field: &str) -> Vec<f64> {
+        let m = self.messages.lock().unwrap();
+        let t = self.arrivals.lock().unwrap();
+        m.iter()
+            .zip(t.iter())
+            .filter_map(|(msg, at)| Some((*at as f64 - msg.body[field].as_u64()? as f64) / 1000.0))
+            .collect()
     }
 
     pub fn count(&self) -> usize {
@@ -262,6 +300,13 @@ impl Inbox {
         let _ = self.client.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
     }
+}
+
+pub fn micros_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
 }
 
 fn rand_id() -> u32 {
