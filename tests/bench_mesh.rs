@@ -12,8 +12,11 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::mesh::{Inbox, MeshNode, links_up, micros_now, nodes_known, status, wait_status};
-use common::{WAIT, api, register};
+use common::mesh::{
+    Inbox, MeshNode, links_up, micros_now, nodes_known, post_message, status, until_node_lost,
+    wait_status,
+};
+use common::{WAIT, register};
 use meteomesh::bus::topics::{self, SendMode, SendRequest};
 use meteomesh::client::{ClientEvent, ClientOptions, MeshClient};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
@@ -224,31 +227,17 @@ async fn bench_failover() {
         let killed = Instant::now();
         nodes[victim].kill();
         let via = nodes[(victim + 1) % 3].http();
-        let r = api(
+        post_message(
             via,
-            "POST",
-            "/api/v1/messages",
-            Some(&alice),
-            &json!({"mode": "fire_send", "to": "bob", "body": round}).to_string(),
+            &alice,
+            json!({"mode": "fire_send", "to": "bob", "body": round}),
         )
         .await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        loop {
-            match tokio::time::timeout(WAIT, events.recv())
-                .await
-                .unwrap()
-                .unwrap()
-            {
-                ClientEvent::NodeLost { at, .. } => {
-                    detect.push(at.duration_since(killed).as_secs_f64() * 1000.0);
-                    break;
-                }
-                ClientEvent::Message(m) => {
-                    received.insert(m.body.as_u64().unwrap());
-                }
-                ClientEvent::Connected { .. } => {}
-            }
-        }
+        let (at, _) = until_node_lost(&mut events, |m| {
+            received.insert(m.body.as_u64().unwrap());
+        })
+        .await;
+        detect.push(at.duration_since(killed).as_secs_f64() * 1000.0);
         client.wait_connected(WAIT).await.expect("failed over");
         reconnect.push(killed.elapsed().as_secs_f64() * 1000.0);
         nodes[victim].start();
@@ -261,22 +250,11 @@ async fn bench_failover() {
         let victim = ids.iter().position(|i| *i == on).unwrap();
         let frozen = Instant::now();
         nodes[victim].signal("-STOP");
-        loop {
-            match tokio::time::timeout(WAIT, events.recv())
-                .await
-                .unwrap()
-                .unwrap()
-            {
-                ClientEvent::NodeLost { at, .. } => {
-                    frozen_detect.push(at.duration_since(frozen).as_secs_f64() * 1000.0);
-                    break;
-                }
-                ClientEvent::Message(m) => {
-                    received.insert(m.body.as_u64().unwrap());
-                }
-                ClientEvent::Connected { .. } => {}
-            }
-        }
+        let (at, _) = until_node_lost(&mut events, |m| {
+            received.insert(m.body.as_u64().unwrap());
+        })
+        .await;
+        frozen_detect.push(at.duration_since(frozen).as_secs_f64() * 1000.0);
         client.wait_connected(WAIT).await.expect("failed over");
         nodes[victim].signal("-CONT");
         converge(&nodes).await;

@@ -8,24 +8,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::mesh::{Inbox, MeshNode, links_up, nodes_known, status, wait_status};
+use common::mesh::{Inbox, MeshNode, links_up, nodes_known, post_message, status, wait_status};
 use common::{WAIT, api, register};
 use serde_json::{Value, json};
 
 const PW: &str = "correct horse battery";
-
-async fn post_message(node: std::net::SocketAddr, token: &str, body: Value) -> Value {
-    let r = api(
-        node,
-        "POST",
-        "/api/v1/messages",
-        Some(token),
-        &body.to_string(),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()
-}
 
 async fn wait_online(node: std::net::SocketAddr, token: &str, users: &[&str]) {
     let deadline = Instant::now() + WAIT;

@@ -10,8 +10,11 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::mesh::{Inbox, MeshNode, delaying_proxy, links_up, nodes_known, status, wait_status};
-use common::{WAIT, api, register};
+use common::mesh::{
+    Inbox, MeshNode, delaying_proxy, links_up, nodes_known, post_message, run_cli, status,
+    until_node_lost, wait_status,
+};
+use common::{WAIT, register};
 use meteomesh::bus::topics;
 use meteomesh::client::{ClientEvent, ClientOptions, MeshClient, NodeChoice};
 use serde_json::json;
@@ -84,27 +87,15 @@ async fn library_fails_over_and_loses_no_queued_message() {
         // Sent while the client's node is dead, through another node.
         let via = nodes[(victim + 1) % 3].http();
         let body = json!({"round": round});
-        let r = api(
+        post_message(
             via,
-            "POST",
-            "/api/v1/messages",
-            Some(&alice),
-            &json!({"mode": "fire_send", "to": "bob", "body": body}).to_string(),
+            &alice,
+            json!({"mode": "fire_send", "to": "bob", "body": body}),
         )
         .await;
-        assert_eq!(r.status, 200, "{}", r.body);
         sent.push(body);
-        let lost_at = loop {
-            match next_event(&mut events, "node lost").await {
-                ClientEvent::NodeLost { at, node, .. } => {
-                    assert_eq!(node.as_deref(), Some(on.as_str()));
-                    break at;
-                }
-                // A message queued in an earlier round.
-                ClientEvent::Message(m) => take(m, &mut got),
-                ClientEvent::Connected { .. } => {}
-            }
-        };
+        let (lost_at, node) = until_node_lost(&mut events, |m| take(m, &mut got)).await;
+        assert_eq!(node.as_deref(), Some(on.as_str()));
         assert!(lost_at >= killed_at);
         let now_on = client.wait_connected(WAIT).await.expect("failed over");
         assert_ne!(now_on, on);
@@ -173,15 +164,12 @@ async fn cli_client_fails_over_and_keeps_listening() {
     let again = expect("connected");
     assert_eq!(again["addr"], nodes[1].mqtt().as_str());
     // Still listening: a message queued through the surviving node arrives.
-    let r = api(
+    post_message(
         nodes[1].http(),
-        "POST",
-        "/api/v1/messages",
-        Some(&alice),
-        r#"{"mode":"fire_send","to":"bob","body":"after the failover"}"#,
+        &alice,
+        json!({"mode": "fire_send", "to": "bob", "body": "after the failover"}),
     )
     .await;
-    assert_eq!(r.status, 200, "{}", r.body);
     let msg = expect("message");
     assert_eq!(msg["message"]["body"], "after the failover");
     let _ = child.kill();
@@ -343,17 +331,8 @@ async fn mesh_status_command_prints_the_mesh() {
     let nodes = mesh_of(dir.path(), 2).await;
     let (alice, _) = register(nodes[0].http(), "alice", PW).await;
     wait_full_mesh(&nodes, &alice).await;
-    let out = common::bin()
-        .args([
-            "mesh",
-            "--url",
-            &format!("http://{}", nodes[1].http()),
-            "status",
-        ])
-        .env("METEOMESH_TOKEN", &alice)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let url = format!("http://{}", nodes[1].http());
+    let out = run_cli(dir.path(), &["mesh", "--url", &url, "status"], &alice);
     assert!(
         out.status.success(),
         "{}",
@@ -367,17 +346,11 @@ async fn mesh_status_command_prints_the_mesh() {
     assert!(text.contains("(this)") && text.contains(" up "), "{text}");
     assert!(text.contains("duplicates dropped"), "{text}");
     // A wrong token gets a clear refusal and a failing exit code.
-    let out = common::bin()
-        .args([
-            "mesh",
-            "--url",
-            &format!("http://{}", nodes[1].http()),
-            "status",
-        ])
-        .env("METEOMESH_TOKEN", "not-a-token")
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = run_cli(
+        dir.path(),
+        &["mesh", "--url", &url, "status"],
+        "not-a-token",
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }

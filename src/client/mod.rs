@@ -238,6 +238,23 @@ impl MeshClient {
     }
 }
 
+/// Drives a new session until the broker's CONNACK: true when it accepted the login.
+async fn accepted(eventloop: &mut EventLoop, timeout: Duration) -> bool {
+    tokio::time::timeout(timeout, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    return ack.code == rumqttc::ConnectReturnCode::Success;
+                }
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
 /// A bounded set of recently seen keys.
 struct Recent<T: std::hash::Hash + Eq + Clone> {
     set: HashSet<T>,
@@ -303,20 +320,9 @@ impl Driver {
     async fn connect(&self, addr: &str, timeout: Duration) -> Option<(AsyncClient, EventLoop)> {
         let opts = self.mqtt_options(addr)?;
         let (client, mut eventloop) = AsyncClient::new(opts, 1024);
-        let ok = tokio::time::timeout(timeout, async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                        return ack.code == rumqttc::ConnectReturnCode::Success;
-                    }
-                    Ok(_) => {}
-                    Err(_) => return false,
-                }
-            }
-        })
-        .await
-        .unwrap_or(false);
-        ok.then_some((client, eventloop))
+        accepted(&mut eventloop, timeout)
+            .await
+            .then_some((client, eventloop))
     }
 
     /// Round trip of one MQTT connect (the best of three), as the node choice measures it.
@@ -327,19 +333,7 @@ impl Driver {
             opts.set_client_id(format!("{}-probe{i}", self.client_id));
             let (client, mut eventloop) = AsyncClient::new(opts, 4);
             let start = Instant::now();
-            let ok = tokio::time::timeout(Duration::from_secs(2), async {
-                loop {
-                    match eventloop.poll().await {
-                        Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                            return ack.code == rumqttc::ConnectReturnCode::Success;
-                        }
-                        Ok(_) => {}
-                        Err(_) => return false,
-                    }
-                }
-            })
-            .await
-            .unwrap_or(false);
+            let ok = accepted(&mut eventloop, Duration::from_secs(2)).await;
             let took = start.elapsed();
             let _ = client.try_disconnect();
             let _ = tokio::time::timeout(Duration::from_millis(100), eventloop.poll()).await;

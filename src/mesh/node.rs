@@ -128,7 +128,9 @@ impl Node {
             links: HashMap::new(),
             link_settings,
             link_events,
-            seen: SeenCache::new(cfg.dedup_window, 200_000),
+            // ~120 bytes an id: at most ~6 MiB, and 50,000 ids cover 80 envelopes/s for
+            // the whole default window (duplicates arrive within seconds anyway).
+            seen: SeenCache::new(cfg.dedup_window, 50_000),
             // Unique across restarts: peers remember ids for `dedup_window`.
             next_seq: start * 1000,
             last_user_seq: 0,
@@ -600,18 +602,7 @@ impl Node {
                     };
                     return deliver_reply(&self.bus, reply, result).await;
                 }
-                self.waiters.insert(
-                    msg_id.clone(),
-                    Waiter {
-                        req: req.req,
-                        seq,
-                        mode: req.mode,
-                        reply,
-                        deadline: Instant::now() + self.cfg.send_timeout,
-                        acked: HashSet::new(),
-                        online: 1,
-                    },
-                );
+                self.await_acks(&msg_id, &req, seq, 1, reply);
                 self.transmit_to_user(from, &to, &message).await;
             }
             SendMode::FireSend => {
@@ -676,18 +667,7 @@ impl Node {
                 );
                 env.id = msg_id.clone();
                 if req.mode == SendMode::Broadcast && online > 0 {
-                    self.waiters.insert(
-                        msg_id.clone(),
-                        Waiter {
-                            req: req.req,
-                            seq,
-                            mode: req.mode,
-                            reply,
-                            deadline: Instant::now() + self.cfg.send_timeout,
-                            acked: HashSet::new(),
-                            online,
-                        },
-                    );
+                    self.await_acks(&msg_id, &req, seq, online, reply);
                 } else {
                     let result = SendResult {
                         acked: (req.mode == SendMode::Broadcast).then_some(0),
@@ -703,6 +683,22 @@ impl Node {
                 self.route(&env, None);
             }
         }
+    }
+
+    /// Answers `reply` once `online` recipients acknowledged `msg_id`, or at the timeout.
+    fn await_acks(&mut self, msg_id: &str, req: &SendRequest, seq: u64, online: u32, reply: Reply) {
+        self.waiters.insert(
+            msg_id.to_owned(),
+            Waiter {
+                req: req.req.clone(),
+                seq,
+                mode: req.mode,
+                reply,
+                deadline: Instant::now() + self.cfg.send_timeout,
+                acked: HashSet::new(),
+                online,
+            },
+        );
     }
 
     /// Sends one message to a user: locally if connected here, and over the mesh to

@@ -316,6 +316,50 @@ fn rand_id() -> u32 {
         .subsec_nanos()
 }
 
+/// `POST /api/v1/messages`; asserts 200 and returns the answer.
+pub async fn post_message(node: SocketAddr, token: &str, body: Value) -> Value {
+    let r = api(
+        node,
+        "POST",
+        "/api/v1/messages",
+        Some(token),
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+/// Reads a mesh client's events until it reports its node lost; returns when it noticed
+/// and which node it was. Messages met on the way go to `message`.
+pub async fn until_node_lost(
+    events: &mut tokio::sync::mpsc::Receiver<meteomesh::client::ClientEvent>,
+    mut message: impl FnMut(InboxMessage),
+) -> (Instant, Option<String>) {
+    use meteomesh::client::ClientEvent;
+    loop {
+        let event = tokio::time::timeout(WAIT, events.recv())
+            .await
+            .expect("the client noticed in time")
+            .expect("client running");
+        match event {
+            ClientEvent::NodeLost { at, node, .. } => return (at, node),
+            ClientEvent::Message(m) => message(m),
+            ClientEvent::Connected { .. } => {}
+        }
+    }
+}
+
+/// `meteomesh ARGS` with a token in the environment, run to the end.
+pub fn run_cli(dir: &Path, args: &[&str], token: &str) -> std::process::Output {
+    super::bin()
+        .args(args)
+        .env("METEOMESH_TOKEN", token)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
 /// A TCP proxy on 127.0.0.1 that holds every chunk for `delay` in both directions (a
 /// slow link for the round-trip node choice).
 pub async fn delaying_proxy(upstream: SocketAddr, delay: Duration) -> SocketAddr {
