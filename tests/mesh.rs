@@ -276,3 +276,39 @@ async fn a_node_learns_the_mesh_from_one_seed_and_remembers_it() {
         .collect();
     assert_eq!(linked, [&b_id]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_at_home_is_refused_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let ([a, b, _c], [alice, carol, _]) = triangle(dir.path()).await;
+    // Alice's token (home A) works on B, over HTTP and MQTT.
+    let r = api(b.http(), "GET", "/api/v1/users/online", Some(&alice), "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let opts = |id: &str| common::mqtt_options(b.mqtt_addr(), id, Some(("alice", &alice)));
+    assert_eq!(
+        common::try_connect(opts("before")).await,
+        Ok(rumqttc::ConnectReturnCode::Success)
+    );
+    // She logs out on A: B learns it over the mesh and refuses the token.
+    let r = api(a.http(), "POST", "/api/v1/auth/logout", Some(&alice), "").await;
+    assert!(r.status == 204 || r.status == 200, "{}", r.body);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = api(b.http(), "GET", "/api/v1/users/online", Some(&alice), "").await;
+        if r.status == 401 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B still accepts the revoked token"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        common::try_connect(opts("after")).await,
+        Ok(rumqttc::ConnectReturnCode::BadUserNamePassword)
+    );
+    // Other users' tokens are untouched.
+    let r = api(b.http(), "GET", "/api/v1/users/online", Some(&carol), "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}

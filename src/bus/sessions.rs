@@ -23,6 +23,8 @@ pub struct UserSession {
     /// The account's token generation at login (a password change raises it).
     pub generation: i64,
     pub jti: Option<String>,
+    /// Unix seconds the login token was issued (revocations from a mesh go by it).
+    pub issued_at: Option<i64>,
     /// Unix seconds when the login token expires; the session ends then.
     pub expires_at: Option<i64>,
 }

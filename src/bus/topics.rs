@@ -113,6 +113,9 @@ pub enum AccountChange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountEvent {
     pub user_id: i64,
+    /// The account's username (its identity across a mesh; empty from older senders).
+    #[serde(default)]
+    pub username: String,
     #[serde(flatten)]
     pub change: AccountChange,
 }
@@ -391,6 +394,8 @@ pub const TAG_ALERT: &str = "alert";
 pub const TAG_PRESENCE: &str = "presence";
 /// Node adverts ([`Vec<NodeAdvert>`]); relayed only when newer than what is known.
 pub const TAG_ADVERTS: &str = "adverts";
+/// Login tokens of a user were revoked on their home node ([`Revocation`]).
+pub const TAG_REVOKE: &str = "revoke";
 /// Round-trip measurement ([`LinkPing`]), answered with `pong`.
 pub const TAG_PING: &str = "ping";
 pub const TAG_PONG: &str = "pong";
@@ -423,6 +428,18 @@ pub struct Presence {
     /// Increases with every change, so an older set never replaces a newer one.
     pub version: u64,
     pub users: Vec<String>,
+}
+
+/// `data` of a [`TAG_REVOKE`] envelope: other nodes refuse the user's token `jti`, or
+/// every token issued at or before `issued_before` (Unix seconds), until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub user: String,
+    #[serde(default)]
+    pub jti: Option<String>,
+    #[serde(default)]
+    pub issued_before: Option<i64>,
+    pub expires_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

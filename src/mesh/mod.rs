@@ -5,7 +5,8 @@
 //!
 //! Consumes: `mesh/links/+` (envelopes from peers), `system/presence/+` (the broker's
 //! session counts), `mesh/users/+/send` and `.../ack` (users), `users/+/alerts` (weather
-//! alerts for users connected elsewhere). Publishes: `mesh/users/{name}/inbox` and
+//! alerts for users connected elsewhere), `system/accounts` (revoked tokens, told to the
+//! other nodes). Publishes: `mesh/users/{name}/inbox` and
 //! `.../result`, the retained `mesh/directory` and `mesh/online`, `mesh/heartbeat`.
 
 mod dedup;
@@ -192,6 +193,7 @@ pub async fn start(
         sends: next(),
         acks: next(),
         alerts: next(),
+        accounts: next(),
         api: api_rx,
     };
 
@@ -236,6 +238,7 @@ pub async fn start(
         settings,
         link_tx,
         users.clone(),
+        config.auth.token_lifetime,
     );
     let node_task = {
         let shutdown = shutdown.clone();

@@ -25,9 +25,9 @@ use super::links::{Link, LinkEvent, LinkSettings};
 use super::presence::PresenceTable;
 use super::{ApiCall, LinkStatus, MeshStatus, NodeStatusEntry};
 use crate::bus::topics::{
-    self, AlertEvent, BusMessage, Envelope, InboxAck, InboxMessage, LinkPing, LocalPresence,
-    MeshAck, MeshMessage, NodeAdvert, OnlineUsers, PeerHello, Presence, SendMode, SendRefusal,
-    SendRequest, SendResult, Target,
+    self, AccountChange, AccountEvent, AlertEvent, BusMessage, Envelope, InboxAck, InboxMessage,
+    LinkPing, LocalPresence, MeshAck, MeshMessage, NodeAdvert, OnlineUsers, PeerHello, Presence,
+    Revocation, SendMode, SendRefusal, SendRequest, SendResult, Target,
 };
 use crate::bus::{BusClient, Incoming};
 use crate::config::MeshConfig;
@@ -69,11 +69,14 @@ pub struct Inputs {
     pub sends: mpsc::Receiver<Incoming>,
     pub acks: mpsc::Receiver<Incoming>,
     pub alerts: mpsc::Receiver<Incoming>,
+    pub accounts: mpsc::Receiver<Incoming>,
     pub api: mpsc::Receiver<ApiCall>,
 }
 
 pub struct Node {
     cfg: MeshConfig,
+    /// How long login tokens live: a revocation is kept that long on other nodes.
+    token_lifetime: Duration,
     own_id: String,
     bus: BusClient,
     db: Db,
@@ -114,11 +117,13 @@ impl Node {
         link_settings: LinkSettings,
         link_events: mpsc::Sender<LinkEvent>,
         users_count: Arc<AtomicU32>,
+        token_lifetime: Duration,
     ) -> Node {
         let own_id = own.id.clone();
         let start = u64::try_from(now_ms()).unwrap_or_default();
         Node {
             cfg: cfg.clone(),
+            token_lifetime,
             own_id: own_id.clone(),
             bus,
             db,
@@ -190,6 +195,7 @@ impl Node {
                 Some(m) = inputs.sends.recv() => self.on_user_send(m).await,
                 Some(m) = inputs.acks.recv() => self.on_user_ack(m),
                 Some(m) = inputs.alerts.recv() => self.on_alert(m).await,
+                Some(m) = inputs.accounts.recv() => self.on_account_event(m),
                 Some(call) = inputs.api.recv() => self.on_api(call).await,
                 Some(e) = link_rx.recv() => self.on_link_event(e),
                 _ = fast.tick() => self.on_fast_tick().await,
@@ -242,7 +248,8 @@ impl Node {
             | topics::TAG_PRESENCE
             | topics::TAG_ADVERTS
             | topics::TAG_PING
-            | topics::TAG_PONG) => t,
+            | topics::TAG_PONG
+            | topics::TAG_REVOKE) => t,
             _ => "other",
         };
         self.metrics
@@ -402,6 +409,26 @@ impl Node {
                 if let Ok(ack) = serde_json::from_value::<MeshAck>(env.data) {
                     self.on_ack(&ack.msg, &ack.user);
                 }
+            }
+            topics::TAG_REVOKE => {
+                if let Ok(r) = serde_json::from_value::<Revocation>(env.data.clone()) {
+                    let stored = self
+                        .db
+                        .call(move |c| {
+                            store::add_revocation(
+                                c,
+                                &r.user,
+                                r.jti.as_deref(),
+                                r.issued_before,
+                                r.expires_at,
+                            )
+                        })
+                        .await;
+                    if let Err(e) = stored {
+                        tracing::warn!(error = %e, "cannot store a token revocation");
+                    }
+                }
+                self.route(&env, Some(&via));
             }
             topics::TAG_MESSAGE | topics::TAG_ALERT => match env.to.clone() {
                 Target::User(user) => {
@@ -815,6 +842,34 @@ impl Node {
         self.route(&env, None);
     }
 
+    /// Tokens of a user of this node were revoked: tell the other nodes, which accept
+    /// this node's tokens with a mesh-wide secret.
+    fn on_account_event(&mut self, m: Incoming) {
+        if !self.cfg.enabled {
+            return;
+        }
+        let Ok(event) = m.decode::<AccountEvent>() else {
+            return;
+        };
+        if event.username.is_empty() {
+            return;
+        }
+        let now = unix_now();
+        let (jti, issued_before) = match event.change {
+            AccountChange::TokenRevoked { jti } => (Some(jti), None),
+            AccountChange::TokensRevoked | AccountChange::Deleted => (None, Some(now)),
+        };
+        let revocation = Revocation {
+            user: event.username,
+            jti,
+            issued_before,
+            expires_at: now + i64::try_from(self.token_lifetime.as_secs()).unwrap_or(i64::MAX / 4),
+        };
+        let data = serde_json::to_value(revocation).unwrap_or_default();
+        let env = self.new_envelope("", Target::All, topics::TAG_REVOKE, data);
+        self.route(&env, None);
+    }
+
     // ----- links and the directory ------------------------------------------------
 
     fn ensure_link(&mut self, addr: &str) {
@@ -1034,6 +1089,13 @@ impl Node {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "queued mesh messages expired unread"),
             Err(e) => tracing::warn!(error = %e, "cannot expire queued messages"),
+        }
+        if let Err(e) = self
+            .db
+            .call(move |c| store::prune_revocations(c, now_s))
+            .await
+        {
+            tracing::warn!(error = %e, "cannot prune token revocations");
         }
         let cutoff = Instant::now() - LOCAL_ACK_WINDOW.min(Duration::from_secs(600));
         self.local_deliveries.retain(|_, (_, at)| *at > cutoff);
@@ -1316,7 +1378,7 @@ pub fn check_request(req: &SendRequest, max_bytes: usize) -> Result<(), String> 
 }
 
 /// Keeps `Incoming` decoding in one place for the subscriptions the node reads.
-pub fn filters() -> [(&'static str, topics::Qos); 6] {
+pub fn filters() -> [(&'static str, topics::Qos); 7] {
     [
         (Envelope::FILTER, Envelope::DELIVERY.qos),
         (PeerHello::FILTER, PeerHello::DELIVERY.qos),
@@ -1324,6 +1386,7 @@ pub fn filters() -> [(&'static str, topics::Qos); 6] {
         (SendRequest::FILTER, SendRequest::DELIVERY.qos),
         (InboxAck::FILTER, InboxAck::DELIVERY.qos),
         (AlertEvent::FILTER, AlertEvent::DELIVERY.qos),
+        (AccountEvent::FILTER, AccountEvent::DELIVERY.qos),
     ]
 }
 

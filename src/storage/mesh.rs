@@ -1,6 +1,7 @@
 //! Owns the mesh tables: `mesh_nodes` (the node directory, so a restarted node finds
-//! its peers without its seeds) and `mesh_outbox` (messages kept until their recipient
-//! acknowledges them, in send order per recipient, until they expire).
+//! its peers without its seeds), `mesh_outbox` (messages kept until their recipient
+//! acknowledges them, in send order per recipient, until they expire) and
+//! `mesh_revocations` (tokens of other nodes' users that their home node revoked).
 //!
 //! `advertised_at` is the advertising node's clock in Unix milliseconds; `last_seen_at`
 //! and `expires_at` are this node's clock in Unix seconds.
@@ -174,6 +175,40 @@ pub fn waiting_count(conn: &Connection) -> Result<i64, StorageError> {
     Ok(conn.query_row("SELECT count(*) FROM mesh_outbox", [], |r| r.get(0))?)
 }
 
+/// Records a revocation from a user's home node.
+pub fn add_revocation(
+    conn: &Connection,
+    username: &str,
+    jti: Option<&str>,
+    issued_before: Option<i64>,
+    expires_at: i64,
+) -> Result<(), StorageError> {
+    conn.execute(
+        "INSERT INTO mesh_revocations (username, jti, issued_before, expires_at)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![username, jti, issued_before, expires_at],
+    )?;
+    Ok(())
+}
+
+/// Whether a token of another node's user (`jti`, issued at `issued_at`) was revoked.
+pub fn is_revoked(
+    conn: &Connection,
+    username: &str,
+    jti: &str,
+    issued_at: i64,
+) -> Result<bool, StorageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM mesh_revocations WHERE username = ?1
+           AND (jti = ?2 OR issued_before >= ?3))",
+    )?;
+    Ok(stmt.query_row(params![username, jti, issued_at], |r| r.get(0))?)
+}
+
+pub fn prune_revocations(conn: &Connection, now: i64) -> Result<usize, StorageError> {
+    Ok(conn.execute("DELETE FROM mesh_revocations WHERE expires_at <= ?1", [now])?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +261,22 @@ mod tests {
         assert_eq!(r, ["bob", "cy"]);
         assert_eq!(expire(&c, 100).unwrap(), 3);
         assert_eq!(waiting_count(&c).unwrap(), 0);
+    }
+
+    #[test]
+    fn revocations() {
+        let c = db();
+        add_revocation(&c, "ann", Some("j1"), None, 100).unwrap();
+        add_revocation(&c, "bob", None, Some(50), 100).unwrap();
+        assert!(is_revoked(&c, "ann", "j1", 10).unwrap());
+        assert!(!is_revoked(&c, "ann", "j2", 10).unwrap());
+        assert!(is_revoked(&c, "bob", "any", 50).unwrap());
+        assert!(
+            !is_revoked(&c, "bob", "any", 51).unwrap(),
+            "issued after the change"
+        );
+        assert_eq!(prune_revocations(&c, 100).unwrap(), 2);
+        assert!(!is_revoked(&c, "ann", "j1", 10).unwrap());
     }
 
     #[test]

@@ -194,6 +194,17 @@ const MIGRATIONS: &[M<'static>] = &[
         CREATE INDEX mesh_outbox_by_recipient ON mesh_outbox(to_user, row);
         CREATE INDEX mesh_outbox_by_expiry ON mesh_outbox(expires_at);",
     ),
+    // 7: login tokens of users of other nodes that their home node revoked (one token,
+    // or every token issued up to a time), kept until such tokens expire anyway.
+    M::up(
+        "CREATE TABLE mesh_revocations (
+            username        TEXT NOT NULL,
+            jti             TEXT,
+            issued_before   INTEGER,
+            expires_at      INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX mesh_revocations_by_user ON mesh_revocations(username);",
+    ),
 ];
 
 /// The schema version this binary writes.

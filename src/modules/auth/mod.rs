@@ -245,11 +245,14 @@ impl AuthService {
         Ok(())
     }
 
-    async fn publish(&self, user_id: i64, change: AccountChange) {
+    async fn publish(&self, user_id: i64, username: &str, change: AccountChange) {
+        let event = AccountEvent {
+            user_id,
+            username: username.to_owned(),
+            change,
+        };
         if let Some(bus) = self.inner.events.get()
-            && let Err(e) = bus
-                .publish(ACCOUNT_EVENTS, &AccountEvent { user_id, change })
-                .await
+            && let Err(e) = bus.publish(ACCOUNT_EVENTS, &event).await
         {
             tracing::warn!(error = %e, user_id, "cannot announce account change");
         }
@@ -445,7 +448,7 @@ impl AuthService {
     /// ([`AuthService::authenticate`]); with a mesh-wide secret, a token issued by
     /// another node is accepted on its signature and expiry (its account lives there).
     pub async fn identify(&self, token: &str) -> Result<MeshIdentity, AuthError> {
-        if let Some(claims) = self.foreign_claims(token) {
+        if let Some(claims) = self.foreign_claims(token).await? {
             return Ok(MeshIdentity {
                 user_id: None,
                 username: claims.name,
@@ -462,14 +465,29 @@ impl AuthService {
         })
     }
 
-    /// The claims of a valid token issued by another node of the mesh.
-    fn foreign_claims(&self, token: &str) -> Option<Claims> {
+    /// The claims of a token issued by another node of the mesh: `None` for a token of
+    /// this node (or without a mesh-wide secret); an error when it is invalid or its home
+    /// node revoked it.
+    async fn foreign_claims(&self, token: &str) -> Result<Option<Claims>, AuthError> {
         if !self.inner.mesh_wide {
-            return None;
+            return Ok(None);
         }
-        let claims = self.inner.keys.verify(token)?;
-        (!claims.home.is_empty() && claims.home != self.inner.node_id && !claims.name.is_empty())
-            .then_some(claims)
+        let Some(claims) = self.inner.keys.verify(token) else {
+            return Ok(None);
+        };
+        if claims.home.is_empty() || claims.home == self.inner.node_id || claims.name.is_empty() {
+            return Ok(None);
+        }
+        let (name, jti, iat) = (claims.name.clone(), claims.jti.clone(), claims.iat);
+        let revoked = self
+            .inner
+            .db
+            .call(move |c| storage::mesh::is_revoked(c, &name, &jti, iat))
+            .await?;
+        if revoked {
+            return Err(AuthError::Unauthenticated);
+        }
+        Ok(Some(claims))
     }
 
     /// Puts the token on the denylist until it would have expired anyway.
@@ -481,6 +499,7 @@ impl AuthService {
             .await?;
         self.publish(
             user_id,
+            &auth.user.username,
             AccountChange::TokenRevoked {
                 jti: auth.claims.jti.clone(),
             },
@@ -540,7 +559,8 @@ impl AuthService {
         }
         self.store(&user).await?;
         let fresh = if password_changed {
-            self.publish(user.id, AccountChange::TokensRevoked).await;
+            self.publish(user.id, &user.username, AccountChange::TokensRevoked)
+                .await;
             Some(self.issue(user.clone()))
         } else {
             None
@@ -551,7 +571,8 @@ impl AuthService {
     /// Deletes an account and everything it owns (foreign keys cascade). Refuses to
     /// delete the last administrator.
     pub async fn delete_user(&self, user_id: i64) -> Result<(), AuthError> {
-        self.inner
+        let username = self
+            .inner
             .db
             .call(move |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -563,12 +584,13 @@ impl AuthService {
                 }
                 users::delete(&tx, user_id)?;
                 tx.commit()?;
-                Ok(Ok(()))
+                Ok(Ok(user.username))
             })
             .await??;
         tracing::info!(user_id, "account deleted");
         self.refresh_user_gauge().await?;
-        self.publish(user_id, AccountChange::Deleted).await;
+        self.publish(user_id, &username, AccountChange::Deleted)
+            .await;
         Ok(())
     }
 
@@ -594,7 +616,8 @@ impl AuthService {
         user.token_generation += 1;
         user.updated_at = unix_now();
         self.store(&user).await?;
-        self.publish(user.id, AccountChange::TokensRevoked).await;
+        self.publish(user.id, &user.username, AccountChange::TokensRevoked)
+            .await;
         Ok(user)
     }
 
@@ -636,7 +659,7 @@ impl AuthService {
         client: Option<IpAddr>,
     ) -> Result<MqttIdentity, AuthError> {
         if looks_like_jwt(password) {
-            if let Some(claims) = self.foreign_claims(password) {
+            if let Some(claims) = self.foreign_claims(password).await? {
                 if claims.name != username.trim().to_lowercase() {
                     return Err(AuthError::Unauthenticated);
                 }
@@ -645,6 +668,7 @@ impl AuthService {
                     username: claims.name,
                     generation: claims.generation,
                     jti: Some(claims.jti),
+                    issued_at: Some(claims.iat),
                     expires_at: Some(claims.exp),
                 });
             }
@@ -657,6 +681,7 @@ impl AuthService {
                 username: auth.user.username,
                 generation: auth.user.token_generation,
                 jti: Some(auth.claims.jti),
+                issued_at: Some(auth.claims.iat),
                 expires_at: Some(auth.claims.exp),
             });
         }
@@ -668,6 +693,7 @@ impl AuthService {
             username: user.username,
             generation: user.token_generation,
             jti: None,
+            issued_at: None,
             expires_at: None,
         })
     }
@@ -710,6 +736,7 @@ pub struct MqttIdentity {
     pub generation: i64,
     /// The token used as password, if any (its revocation ends the session).
     pub jti: Option<String>,
+    pub issued_at: Option<i64>,
     pub expires_at: Option<i64>,
 }
 
@@ -727,6 +754,7 @@ impl UserAuthenticator for AuthService {
                 username: id.username,
                 generation: id.generation,
                 jti: id.jti,
+                issued_at: id.issued_at,
                 expires_at: id.expires_at,
             }),
             Err(AuthError::Throttled { .. }) => Err(Refusal::NotAuthorized),
@@ -741,9 +769,25 @@ impl UserAuthenticator for AuthService {
     }
 
     async fn still_valid(&self, session: &UserSession) -> bool {
-        // A user of another node: their home decides; the session ends at token expiry.
+        // A user of another node: valid unless their home node revoked the token (the
+        // session also ends at token expiry).
         let Some(user_id) = session.user_id else {
-            return true;
+            let (Some(jti), Some(iat)) = (session.jti.clone(), session.issued_at) else {
+                return true;
+            };
+            let name = session.username.clone();
+            return match self
+                .inner
+                .db
+                .call(move |c| storage::mesh::is_revoked(c, &name, &jti, iat))
+                .await
+            {
+                Ok(revoked) => !revoked,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot check a mesh session's token");
+                    true
+                }
+            };
         };
         let jti = session.jti.clone();
         let lookup = self
