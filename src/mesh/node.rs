@@ -803,11 +803,6 @@ impl Node {
     fn presence_changed(&mut self) {
         self.online_dirty = true;
         self.dir_publish = true;
-        // Someone may have come back: queued messages may go now.
-        for r in self.retry.values_mut() {
-            r.0 = Instant::now();
-            r.1 = RETRY_FIRST;
-        }
     }
 
     fn announce_presence(&mut self) {
@@ -1160,6 +1155,21 @@ impl Node {
                 .mesh_users_online
                 .set(online.users.len() as i64);
             if self.last_online.as_ref() != Some(&online) {
+                // Users who came back or moved to another node: their queued messages go
+                // now instead of at the next retry.
+                let before: HashMap<&str, &Vec<String>> = self
+                    .last_online
+                    .iter()
+                    .flat_map(|o| o.users.iter())
+                    .map(|u| (u.user.as_str(), &u.nodes))
+                    .collect();
+                for u in &online.users {
+                    if before.get(u.user.as_str()) != Some(&&u.nodes)
+                        && let Some(r) = self.retry.get_mut(&u.user)
+                    {
+                        *r = (now, RETRY_FIRST);
+                    }
+                }
                 if let Err(e) = self.bus.publish(topics::MESH_ONLINE, &online).await {
                     tracing::debug!(error = %e, "cannot publish the online list");
                 }
