@@ -220,6 +220,9 @@ impl RunningApp {
             shutdown.clone(),
         );
 
+        let board_task =
+            crate::modules::board::start(&bus, db.clone(), metrics.clone(), shutdown.clone())
+                .await?;
         let (mesh, mesh_tasks) = match bus.mode() {
             crate::config::BusMode::Embedded => {
                 mesh::start(
@@ -271,6 +274,7 @@ impl RunningApp {
         ];
         module_tasks.extend(notifier_tasks);
         module_tasks.extend(mesh_tasks);
+        module_tasks.push(board_task);
         Ok(RunningApp {
             addresses,
             node_id,

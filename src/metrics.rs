@@ -69,6 +69,7 @@ pub struct Metrics {
     pub mesh_link_rtt: GaugeVec,
     pub mesh_queued: IntGauge,
     pub mesh_users_online: IntGauge,
+    pub board_events: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -488,7 +489,16 @@ impl Metrics {
             IntGauge::new("mesh_users_online", "Users online anywhere in the mesh.")
                 .expect("valid"),
         );
+        let board_events = register(
+            &registry,
+            IntCounter::new(
+                "board_events_total",
+                "Whiteboard events applied (points, clears, users coming and going).",
+            )
+            .expect("valid"),
+        );
         Metrics {
+            board_events,
             mesh_envelopes,
             mesh_messages,
             mesh_local_deliveries,

@@ -394,6 +394,8 @@ pub const TAG_ALERT: &str = "alert";
 pub const TAG_PRESENCE: &str = "presence";
 /// Node adverts ([`Vec<NodeAdvert>`]); relayed only when newer than what is known.
 pub const TAG_ADVERTS: &str = "adverts";
+/// Something happened on a whiteboard ([`BoardEvent`]); every node applies it.
+pub const TAG_BOARD: &str = "board";
 /// Login tokens of a user were revoked on their home node ([`Revocation`]).
 pub const TAG_REVOKE: &str = "revoke";
 /// Round-trip measurement ([`LinkPing`]), answered with `pong`.
@@ -704,6 +706,142 @@ impl BusMessage for LocalPresence {
     };
 }
 
+// ---------------------------------------------------------------------------------
+// Shared whiteboards (see `modules::board`). Users draw by publishing [`BoardInput`] on
+// their own `boards/{board}/draw/{username}`; the board module checks it, stamps the
+// user, keeps the drawing and publishes [`BoardEvent`]s on `boards/{board}/events`,
+// which the mesh carries to every node.
+
+/// Board names: 1–32 of `[a-z0-9_-]`.
+pub fn valid_board(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// `meteomesh/v1/boards/{board}/draw/{username}` — a user's input to a board.
+pub fn board_draw(board: &str, username: &str) -> String {
+    format!("{ROOT}/boards/{board}/draw/{username}")
+}
+/// `meteomesh/v1/boards/{board}/events` — everything that happens on a board (QoS 0:
+/// a lost point is redrawn by the next snapshot, and drawing must not queue).
+pub fn board_events(board: &str) -> String {
+    format!("{ROOT}/boards/{board}/events")
+}
+/// `meteomesh/v1/mesh/users/{username}/boards/{board}/snapshot` — a board's drawing for
+/// one user, in parts.
+pub fn board_snapshot(username: &str, board: &str) -> String {
+    format!("{}/boards/{board}/snapshot", mesh_user_root(username))
+}
+/// `meteomesh/v1/system/boards/local` — internal: board events that happened on this
+/// node, for the mesh to carry to the others.
+pub const BOARDS_LOCAL: &str = "meteomesh/v1/system/boards/local";
+/// `meteomesh/v1/system/boards/remote` — internal: board events from other nodes, for
+/// the board module.
+pub const BOARDS_REMOTE: &str = "meteomesh/v1/system/boards/remote";
+
+/// (board, username) of a `boards/{board}/draw/{username}` topic.
+pub fn board_draw_of(topic: &str) -> Option<(&str, &str)> {
+    let rest = topic.strip_prefix("meteomesh/v1/boards/")?;
+    let (board, user) = rest.split_once("/draw/")?;
+    (valid_board(board) && !user.is_empty() && !user.contains('/')).then_some((board, user))
+}
+
+/// What a user sends to a board.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BoardInput {
+    /// A point of a stroke: `start`, then `drag`s, then `end`. `x`, `y` are relative
+    /// to the board (0..1); `seq` increases within the user's strokes; `epoch` is the
+    /// board epoch the user drew on.
+    Start(BoardPoint),
+    Drag(BoardPoint),
+    End(BoardPoint),
+    /// Wipe the board: `epoch` is the new epoch (the one the user saw, plus one).
+    Clear {
+        epoch: u64,
+    },
+    /// The user is on the board (sent on joining and every 30 s) with their colour.
+    Here {
+        color: String,
+    },
+    /// The user left.
+    Gone,
+    /// Send me the drawing (on `.../snapshot`).
+    Snapshot,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BoardPoint {
+    pub stroke: u64,
+    pub seq: u64,
+    pub x: f64,
+    pub y: f64,
+    pub color: String,
+    pub epoch: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BoardEventKind {
+    Start,
+    Drag,
+    End,
+    Clear,
+    Here,
+    Gone,
+}
+
+/// One thing that happened on a board, as every node and browser sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BoardEvent {
+    pub board: String,
+    pub user: String,
+    pub kind: BoardEventKind,
+    #[serde(default)]
+    pub stroke: u64,
+    #[serde(default)]
+    pub seq: u64,
+    #[serde(default)]
+    pub x: f64,
+    #[serde(default)]
+    pub y: f64,
+    #[serde(default)]
+    pub color: String,
+    pub epoch: u64,
+}
+
+impl BusMessage for BoardEvent {
+    const FILTER: &'static str = "meteomesh/v1/boards/+/events";
+    const DELIVERY: Delivery = Delivery {
+        qos: Qos::AtMostOnce,
+        retain: false,
+    };
+}
+
+/// A board's drawing for a joining or reconnecting user, in parts of at most
+/// [`SNAPSHOT_PART`] points; apply live events on top (duplicates are dropped by
+/// (user, stroke, seq)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BoardSnapshot {
+    pub board: String,
+    pub epoch: u64,
+    pub part: u32,
+    pub parts: u32,
+    pub points: Vec<BoardEvent>,
+    /// Users on the board now, with their colours.
+    pub users: Vec<BoardUser>,
+}
+
+pub const SNAPSHOT_PART: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoardUser {
+    pub user: String,
+    pub color: String,
+}
+
 /// `meteomesh/v1/users/{id}` — the root of one user's private topics.
 pub fn user_root(user_id: i64) -> String {
     format!("{ROOT}/users/{user_id}")
@@ -733,6 +871,7 @@ pub fn may_subscribe(user: Option<Principal>, filter: &str) -> bool {
             .is_some_and(|id| filter_within(filter, &format!("{}/#", user_root(id))))
             || filter_within(filter, &format!("{}/#", mesh_user_root(p.username)))
             || filter_within(filter, MESH_ONLINE)
+            || filter_within(filter, BoardEvent::FILTER)
     });
     own || PUBLIC_SUBSCRIBE.iter().any(|p| filter_within(filter, p))
 }
@@ -740,7 +879,11 @@ pub fn may_subscribe(user: Option<Principal>, filter: &str) -> bool {
 /// Users publish only where the contract invites them to: the public topics, and their
 /// own mesh `send` and `ack` topics.
 pub fn may_publish(user: Option<Principal>, topic: &str) -> bool {
-    let own = user.is_some_and(|p| topic == mesh_send(p.username) || topic == mesh_ack(p.username));
+    let own = user.is_some_and(|p| {
+        topic == mesh_send(p.username)
+            || topic == mesh_ack(p.username)
+            || board_draw_of(topic).is_some_and(|(_, u)| u == p.username)
+    });
     own || PUBLIC_PUBLISH.iter().any(|p| filter_matches(p, topic))
 }
 
@@ -861,6 +1004,16 @@ mod tests {
         });
         assert!(super::may_subscribe(remote, &mesh_inbox("ann")));
         assert!(!super::may_subscribe(remote, "meteomesh/v1/users/7/#"));
+        // Boards: anyone signed in reads every board; draws only as themselves.
+        assert!(may_subscribe(Some(7), &board_events("b1")));
+        assert!(may_subscribe(Some(7), BoardEvent::FILTER));
+        assert!(!may_subscribe(None, &board_events("b1")));
+        assert!(may_publish(Some(7), &board_draw("b1", "ann")));
+        assert!(!may_publish(Some(7), &board_draw("b1", "bob")));
+        assert!(!may_publish(Some(7), &board_events("b1")));
+        assert!(!may_publish(Some(7), &board_draw("Bad Name", "ann")));
+        assert!(may_subscribe(Some(7), &board_snapshot("ann", "b1")));
+        assert!(!may_subscribe(Some(7), BOARDS_LOCAL));
         assert_eq!(mesh_user_of(&mesh_send("ann"), "send"), Some("ann"));
         assert_eq!(
             mesh_user_of("meteomesh/v1/mesh/users/a/b/send", "send"),

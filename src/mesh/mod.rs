@@ -6,7 +6,8 @@
 //! Consumes: `mesh/links/+` (envelopes from peers), `system/presence/+` (the broker's
 //! session counts), `mesh/users/+/send` and `.../ack` (users), `users/+/alerts` (weather
 //! alerts for users connected elsewhere), `system/accounts` (revoked tokens, told to the
-//! other nodes). Publishes: `mesh/users/{name}/inbox` and
+//! other nodes), `system/boards/local` (whiteboard events, carried to the other nodes
+//! and handed to their board modules on `system/boards/remote`). Publishes: `mesh/users/{name}/inbox` and
 //! `.../result`, the retained `mesh/directory` and `mesh/online`, `mesh/heartbeat`.
 
 mod dedup;
@@ -194,6 +195,7 @@ pub async fn start(
         acks: next(),
         alerts: next(),
         accounts: next(),
+        boards: next(),
         api: api_rx,
     };
 

@@ -70,6 +70,7 @@ pub struct Inputs {
     pub acks: mpsc::Receiver<Incoming>,
     pub alerts: mpsc::Receiver<Incoming>,
     pub accounts: mpsc::Receiver<Incoming>,
+    pub boards: mpsc::Receiver<Incoming>,
     pub api: mpsc::Receiver<ApiCall>,
 }
 
@@ -196,6 +197,7 @@ impl Node {
                 Some(m) = inputs.acks.recv() => self.on_user_ack(m),
                 Some(m) = inputs.alerts.recv() => self.on_alert(m).await,
                 Some(m) = inputs.accounts.recv() => self.on_account_event(m),
+                Some(m) = inputs.boards.recv() => self.on_local_board_event(m),
                 Some(call) = inputs.api.recv() => self.on_api(call).await,
                 Some(e) = link_rx.recv() => self.on_link_event(e),
                 _ = fast.tick() => self.on_fast_tick().await,
@@ -249,7 +251,8 @@ impl Node {
             | topics::TAG_ADVERTS
             | topics::TAG_PING
             | topics::TAG_PONG
-            | topics::TAG_REVOKE) => t,
+            | topics::TAG_REVOKE
+            | topics::TAG_BOARD) => t,
             _ => "other",
         };
         self.metrics
@@ -409,6 +412,23 @@ impl Node {
                 if let Ok(ack) = serde_json::from_value::<MeshAck>(env.data) {
                     self.on_ack(&ack.msg, &ack.user);
                 }
+            }
+            topics::TAG_BOARD => {
+                // Hand it to this node's board module, and on to the others.
+                if let Ok(payload) = serde_json::to_vec(&env.data)
+                    && let Err(e) = self
+                        .bus
+                        .publish_raw(
+                            topics::BOARDS_REMOTE,
+                            payload,
+                            topics::Qos::AtLeastOnce,
+                            false,
+                        )
+                        .await
+                {
+                    tracing::debug!(error = %e, "cannot pass on a board event");
+                }
+                self.route(&env, Some(&via));
             }
             topics::TAG_REVOKE => {
                 if let Ok(r) = serde_json::from_value::<Revocation>(env.data.clone()) {
@@ -834,6 +854,18 @@ impl Node {
         if self.presence.is_local(&name) {
             self.deliver_local(&name, &env).await;
         }
+        self.route(&env, None);
+    }
+
+    /// A board event happened here: every other node applies it too.
+    fn on_local_board_event(&mut self, m: Incoming) {
+        if !self.cfg.enabled {
+            return;
+        }
+        let Ok(data) = serde_json::from_slice::<Value>(&m.payload) else {
+            return;
+        };
+        let env = self.new_envelope("", Target::All, topics::TAG_BOARD, data);
         self.route(&env, None);
     }
 
@@ -1388,7 +1420,7 @@ pub fn check_request(req: &SendRequest, max_bytes: usize) -> Result<(), String> 
 }
 
 /// Keeps `Incoming` decoding in one place for the subscriptions the node reads.
-pub fn filters() -> [(&'static str, topics::Qos); 7] {
+pub fn filters() -> [(&'static str, topics::Qos); 8] {
     [
         (Envelope::FILTER, Envelope::DELIVERY.qos),
         (PeerHello::FILTER, PeerHello::DELIVERY.qos),
@@ -1397,6 +1429,7 @@ pub fn filters() -> [(&'static str, topics::Qos); 7] {
         (InboxAck::FILTER, InboxAck::DELIVERY.qos),
         (AlertEvent::FILTER, AlertEvent::DELIVERY.qos),
         (AccountEvent::FILTER, AccountEvent::DELIVERY.qos),
+        (topics::BOARDS_LOCAL, topics::Qos::AtLeastOnce),
     ]
 }
 

@@ -3,6 +3,7 @@
 //! through typed messages on the bus.
 
 pub mod auth;
+pub mod board;
 pub mod host_metrics;
 pub mod notifier;
 pub mod poller;

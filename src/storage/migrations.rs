@@ -205,6 +205,27 @@ const MIGRATIONS: &[M<'static>] = &[
         ) STRICT;
         CREATE INDEX mesh_revocations_by_user ON mesh_revocations(username);",
     ),
+    // 8: shared whiteboards: each board's epoch (raised by every clear) and the points
+    // drawn since, in arrival order.
+    M::up(
+        "CREATE TABLE boards (
+            name    TEXT PRIMARY KEY NOT NULL,
+            epoch   INTEGER NOT NULL
+        ) STRICT;
+        CREATE TABLE board_points (
+            row         INTEGER PRIMARY KEY,
+            board       TEXT NOT NULL,
+            username    TEXT NOT NULL,
+            stroke      INTEGER NOT NULL,
+            seq         INTEGER NOT NULL,
+            kind        TEXT NOT NULL CHECK (kind IN ('start', 'drag', 'end')),
+            x           REAL NOT NULL,
+            y           REAL NOT NULL,
+            color       TEXT NOT NULL,
+            UNIQUE (board, username, stroke, seq)
+        ) STRICT;
+        CREATE INDEX board_points_by_board ON board_points(board, row);",
+    ),
 ];
 
 /// The schema version this binary writes.

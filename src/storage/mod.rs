@@ -5,6 +5,7 @@
 //! Other modules reach SQL only through [`Db::call`] and the per-aggregate files here.
 //! It publishes and consumes nothing on the bus.
 
+pub mod boards;
 pub mod mesh;
 mod meta;
 mod migrations;
