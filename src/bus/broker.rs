@@ -1,6 +1,7 @@
 //! Owns the embedded rmqtt broker: its listeners (public TCP and WebSocket, and one
 //! loopback listener reserved for meteomesh's own modules), their limits, the
-//! authentication hook, retained messages, and the traffic counters in metrics.
+//! authentication hook (which also counts each user's sessions, for presence), retained
+//! messages, and the traffic counters in metrics.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;

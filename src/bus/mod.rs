@@ -1,6 +1,10 @@
 //! Owns the message bus every module talks over: the embedded rmqtt broker (or, in
 //! external mode, the address of an existing broker) and the factory for typed
 //! [`BusClient`] sessions. Topic names and payloads live in [`topics`] only.
+//!
+//! With the embedded broker it also ends the sessions of revoked accounts and publishes
+//! presence: each user's session count on this broker as the retained
+//! `system/presence/{username}` (what the mesh builds on).
 
 mod auth;
 mod broker;
