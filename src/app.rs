@@ -250,6 +250,7 @@ impl RunningApp {
             sla,
             mesh,
             bus_mode: bus.mode(),
+            ws_port: addresses.ws.map(|a| a.port()),
             request_timeout: config.http.request_timeout,
             cookie_secure: config.auth.cookie_secure,
         };

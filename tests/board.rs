@@ -163,3 +163,38 @@ async fn boards_converge_across_nodes_and_survive_a_restart() {
     assert_eq!(snap.points.len(), 2, "{snap:?}");
     assert_eq!((snap.points[0].x, snap.points[0].y), (0.2, 0.3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_board_page_needs_a_session_and_a_valid_name() {
+    let app = common::TestApp::start().await;
+    let r = common::get(app.http, "/board/main").await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location").as_deref(), Some("/login"));
+    let (token, _) = register(app.http, "ann", PW).await;
+    let cookie = format!("meteomesh_session={token}");
+    let page = |path: &'static str| {
+        let cookie = cookie.clone();
+        async move { common::request(app.http, "GET", path, &[("Cookie", &cookie)], b"").await }
+    };
+    let r = page("/board/main").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains(r#"data-board="main""#) && r.body.contains(r#"data-user="ann""#));
+    let ws = app.ws.unwrap().port().to_string();
+    assert!(r.body.contains(&format!(r#"data-ws-port="{ws}""#)));
+    let csp = r.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("connect-src 'self' ws: wss:") && csp.contains("default-src 'self'"),
+        "{csp}"
+    );
+    assert_eq!(page("/board/Not%20valid").await.status, 404);
+    let js = common::get(app.http, "/static/board.js").await;
+    assert_eq!(js.status, 200);
+    assert!(
+        js.header("content-type")
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    // Other pages keep the strict policy without WebSockets.
+    let r = page("/account").await;
+    assert!(!r.header("content-security-policy").unwrap().contains("ws:"));
+}

@@ -5,6 +5,7 @@
 mod accounts;
 mod alerts_page;
 mod api;
+mod board_page;
 pub mod error;
 mod extract;
 mod html;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub sla: SlaService,
     pub mesh: MeshService,
     pub bus_mode: BusMode,
+    /// The broker's WebSocket port, for the whiteboard page (`None` when off).
+    pub ws_port: Option<u16>,
     pub request_timeout: Duration,
     /// Mark session cookies `Secure` (a TLS proxy is in front).
     pub cookie_secure: bool,
@@ -77,6 +80,8 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
             get(alerts_page::alerts_page).post(alerts_page::alerts_submit),
         )
         .route("/static/style.css", get(pages::stylesheet))
+        .route("/static/board.js", get(board_page::script))
+        .route("/board/{name}", get(board_page::board_page))
         .route("/static/icon.svg", get(pages::icon))
         .route("/favicon.ico", get(pages::icon))
         .route("/healthz", get(ops::healthz))

@@ -60,6 +60,8 @@ pub(super) struct Page {
     body: String,
     cookies: Vec<String>,
     location: Option<&'static str>,
+    /// Scripts may open WebSockets to the mesh's brokers (the whiteboard).
+    websockets: bool,
 }
 
 impl Page {
@@ -69,6 +71,7 @@ impl Page {
             body,
             cookies: Vec::new(),
             location: None,
+            websockets: false,
         }
     }
     pub(super) fn redirect(to: &'static str) -> Page {
@@ -77,10 +80,15 @@ impl Page {
             body: String::new(),
             cookies: Vec::new(),
             location: Some(to),
+            websockets: false,
         }
     }
     pub(super) fn cookie(mut self, c: String) -> Page {
         self.cookies.push(c);
+        self
+    }
+    pub(super) fn with_websockets(mut self) -> Page {
+        self.websockets = true;
         self
     }
     /// Sets the cookie when there is one (a CSRF cookie only on first visit).
@@ -102,9 +110,11 @@ impl IntoResponse for Page {
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         h.insert(
             header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'self'; form-action 'self'; frame-ancestors 'none'",
-            ),
+            HeaderValue::from_static(if self.websockets {
+                "default-src 'self'; connect-src 'self' ws: wss:; form-action 'self'; frame-ancestors 'none'"
+            } else {
+                "default-src 'self'; form-action 'self'; frame-ancestors 'none'"
+            }),
         );
         h.insert(
             header::REFERRER_POLICY,
@@ -229,6 +239,11 @@ impl FromRequest<AppState> for SignedInForm {
 pub(super) async fn current_user(state: &AppState, headers: &HeaderMap) -> Option<Authenticated> {
     let token = cookie(headers, SESSION_COOKIE)?;
     state.auth.authenticate(token).await.ok()
+}
+
+/// The session's login token (pages whose script signs in to the broker with it).
+pub(super) fn session_token(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, SESSION_COOKIE)
 }
 
 pub(super) fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> &'a str {
