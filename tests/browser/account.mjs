@@ -1,17 +1,12 @@
 // Registers, logs out, logs in and checks the account page in headless Chromium on a
 // phone-sized screen; saves a screenshot. Usage: node account.mjs BASE_URL OUT_DIR
-import { chromium } from 'playwright-core';
+import { launch, run } from './harness.mjs';
 import assert from 'node:assert/strict';
 
 const [base, outDir] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  // As root in a sandbox-less container; no background traffic off this machine.
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 const failures = [];
-try {
+await run('browser', browser, failures, async () => {
   const page = await browser.newPage({ viewport: { width: 360, height: 780 } });
   // Chromium logs every non-2xx document as a console error; the form re-render with
   // field errors is a deliberate 422, so only that one is expected.
@@ -49,15 +44,4 @@ try {
   const width = await page.evaluate(() => document.documentElement.scrollWidth);
   assert.ok(width <= 360, `page is ${width}px wide on a 360px screen`);
   await page.screenshot({ path: `${outDir}/account.png`, fullPage: true });
-} catch (e) {
-  failures.push(String(e && e.stack || e));
-} finally {
-  await browser.close();
-}
-if (failures.length) {
-  console.error(failures.join('\n'));
-  console.log('browser: 0 passed, 1 failed');
-  process.exit(1);
-}
-console.log(`screenshot: ${outDir}/account.png`);
-console.log('browser: 1 passed, 0 failed');
+}, () => [`screenshot: ${outDir}/account.png`]);

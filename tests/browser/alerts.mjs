@@ -1,17 +1,13 @@
 // "My alerts" in headless Chromium: search a place, pick it, set a constraint, and see
 // the subscription's state turn into an alert when the (fake) weather is cold.
 // Usage: node alerts.mjs BASE_URL OUT_DIR
-import { chromium } from 'playwright-core';
+import { launch, run } from './harness.mjs';
 import assert from 'node:assert/strict';
 
 const [base, outDir] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 const failures = [];
-try {
+await run('browser alerts', browser, failures, async () => {
   const page = await browser.newPage({ viewport: { width: 360, height: 900 } });
   page.on('console', (m) => {
     if (m.type() === 'error' && !/status of 422/.test(m.text())) failures.push(`console: ${m.text()}`);
@@ -60,15 +56,4 @@ try {
   await page.click('text=Delete “Home”');
   await page.waitForSelector('.alert.ok');
   assert.ok((await page.textContent('main')).includes('No alerts yet'));
-} catch (e) {
-  failures.push(String(e && e.stack || e));
-} finally {
-  await browser.close();
-}
-if (failures.length) {
-  console.error(failures.join('\n'));
-  console.log('browser alerts: 0 passed, 1 failed');
-  process.exit(1);
-}
-console.log(`screenshot: ${outDir}/alerts.png`);
-console.log('browser alerts: 1 passed, 0 failed');
+}, () => [`screenshot: ${outDir}/alerts.png`]);

@@ -3,15 +3,11 @@
 // board empties; a third user joining late sees the drawing; node A is killed and user
 // 1's page reconnects to B and keeps drawing. Screenshots of each step.
 // Usage: node board.mjs HTTP_A HTTP_B PID_A OUT_DIR
-import { chromium } from 'playwright-core';
+import { launch, run } from './harness.mjs';
 import assert from 'node:assert/strict';
 
 const [baseA, baseB, pidA, outDir] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 const failures = [];
 let nodeAKilled = false;
 const started = Date.now();
@@ -73,7 +69,7 @@ const inked = (page, x, y) => page.evaluate(([x, y]) => {
   return false;
 }, [x, y]);
 
-try {
+await run('browser board', browser, failures, async () => {
   const u1 = await user(baseA, 'board.one', { width: 1024, height: 768 });
   const u2 = await user(baseB, 'board.two', { width: 360, height: 740 });
   const nodeA = (await board(u1)).node;
@@ -115,16 +111,4 @@ try {
   await u1.screenshot({ path: `${outDir}/board-5-after-failover.png` });
   const width = await u2.evaluate(() => document.documentElement.scrollWidth);
   assert.ok(width <= 360, `the board page is ${width}px wide on a 360px screen`);
-} catch (e) {
-  failures.push(String(e && e.stack || e));
-} finally {
-  await browser.close();
-}
-if (failures.length) {
-  console.error(failures.join('\n'));
-  console.log('browser: 0 passed, 1 failed');
-  process.exit(1);
-}
-console.log(`board timings: ${JSON.stringify(timings)}; whole test ${Date.now() - started} ms`);
-console.log(`screenshots: ${outDir}/board-*.png`);
-console.log('browser: 1 passed, 0 failed');
+}, () => [`board timings: ${JSON.stringify(timings)}; whole test ${Date.now() - started} ms`, `screenshots: ${outDir}/board-*.png`]);
