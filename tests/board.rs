@@ -197,4 +197,13 @@ async fn the_board_page_needs_a_session_and_a_valid_name() {
     // Other pages keep the strict policy without WebSockets.
     let r = page("/account").await;
     assert!(!r.header("content-security-policy").unwrap().contains("ws:"));
+    // The mesh status page, for any signed-in user.
+    let r = page("/mesh").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("<caption>Nodes</caption>") && r.body.contains("this node"));
+    assert!(
+        r.body.contains("not part of a mesh"),
+        "mesh.enabled is off here"
+    );
+    assert_eq!(common::get(app.http, "/mesh").await.status, 303);
 }

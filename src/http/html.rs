@@ -33,7 +33,7 @@ impl<'a> Nav<'a> {
 pub fn page(title: &str, nav: &Nav<'_>, body: &str) -> String {
     let links = match nav.username {
         Some(name) => format!(
-            r#"<a href="/alerts">My alerts</a> <a href="/board/main">Board</a>{sla} <a href="/account">{}</a>
+            r#"<a href="/alerts">My alerts</a> <a href="/board/main">Board</a> <a href="/mesh">Mesh</a>{sla} <a href="/account">{}</a>
 <form class="inline" method="post" action="/logout"><input type="hidden" name="csrf" value="{}"><button class="link" type="submit">Log out</button></form>"#,
             escape(name),
             escape(nav.csrf),

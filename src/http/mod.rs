@@ -10,6 +10,7 @@ pub mod error;
 mod extract;
 mod html;
 mod mesh;
+mod mesh_page;
 mod notifications;
 mod notify_page;
 mod ops;
@@ -82,6 +83,7 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
         .route("/static/style.css", get(pages::stylesheet))
         .route("/static/board.js", get(board_page::script))
         .route("/board/{name}", get(board_page::board_page))
+        .route("/mesh", get(mesh_page::mesh_page))
         .route("/static/icon.svg", get(pages::icon))
         .route("/favicon.ico", get(pages::icon))
         .route("/healthz", get(ops::healthz))

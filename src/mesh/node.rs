@@ -1250,11 +1250,16 @@ impl Node {
                 let id = &k.advert.id;
                 let link = self.links.values().find(|l| l.node.as_ref() == Some(id));
                 let mut advert = k.advert.clone();
+                let reachable = *id == self.own_id || self.linked(id) == Some(true);
                 if let Some(users) = self.presence.users_on(id) {
                     advert.users = users;
                 }
+                if !reachable && self.linked(id).is_some() {
+                    // Its link is down: whoever was there has gone elsewhere or is gone.
+                    advert.users = 0;
+                }
                 topics::DirectoryEntry {
-                    reachable: *id == self.own_id || self.linked(id) == Some(true),
+                    reachable,
                     rtt_ms: link.and_then(|l| l.rtt).map(|d| d.as_secs_f64() * 1000.0),
                     advert,
                 }

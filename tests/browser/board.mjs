@@ -111,4 +111,20 @@ await run('browser board', browser, failures, async () => {
   await u1.screenshot({ path: `${outDir}/board-5-after-failover.png` });
   const width = await u2.evaluate(() => document.documentElement.scrollWidth);
   assert.ok(width <= 360, `the board page is ${width}px wide on a 360px screen`);
+
+  // The mesh status page on a phone (user 2 is node B's first account, an admin, so
+  // the SLA page too): fits the screen, reachable from the keyboard.
+  for (const [path, shot] of [['/mesh', 'mesh'], ['/sla', 'sla']]) {
+    await u2.goto(`${baseB}${path}`);
+    const w = await u2.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(w <= 360, `${path} is ${w}px wide on a 360px screen`);
+    await u2.screenshot({ path: `${outDir}/${shot}.png`, fullPage: true });
+  }
+  assert.ok((await u2.textContent('main')).length > 0);
+  await u2.goto(`${baseB}/mesh`);
+  assert.match(await u2.textContent('caption'), /Nodes/);
+  assert.match(await u2.textContent('table'), /this node/);
+  await u2.keyboard.press('Tab');
+  const focused = await u2.evaluate(() => document.activeElement && document.activeElement.tagName);
+  assert.equal(focused, 'A', 'the first Tab reaches a navigation link');
 }, () => [`board timings: ${JSON.stringify(timings)}; whole test ${Date.now() - started} ms`, `screenshots: ${outDir}/board-*.png`]);
