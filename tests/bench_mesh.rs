@@ -13,8 +13,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::mesh::{
-    Inbox, MeshNode, links_up, micros_now, nodes_known, post_message, status, until_node_lost,
-    wait_status,
+    Inbox, MeshNode, links_up, mesh_of, micros_now, nodes_known, post_message, status,
+    until_node_lost, wait_status,
 };
 use common::{WAIT, register};
 use meteomesh::bus::topics::{self, SendMode, SendRequest};
@@ -178,16 +178,7 @@ async fn bench_chain_against_one_node() {
 #[ignore = "benchmark: scripts/bench-mesh.sh"]
 async fn bench_failover() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let seeds: Vec<String> = nodes
-            .first()
-            .map(|a: &MeshNode| vec![a.mqtt()])
-            .unwrap_or_default();
-        let mut n = MeshNode::new(&dir.path().join(format!("n{i}")), &seeds, "");
-        n.start();
-        nodes.push(n);
-    }
+    let mut nodes = mesh_of(dir.path(), 3);
     let (alice, _) = register(nodes[0].http(), "alice", PW).await;
     let (bob, _) = register(nodes[1].http(), "bob", PW).await;
     let converge = |nodes: &Vec<MeshNode>| {

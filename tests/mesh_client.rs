@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::mesh::{
-    Inbox, MeshNode, delaying_proxy, links_up, nodes_known, post_message, run_cli, status,
+    Inbox, MeshNode, delaying_proxy, links_up, mesh_of, nodes_known, post_message, run_cli, status,
     until_node_lost, wait_status,
 };
 use common::{WAIT, register};
@@ -21,17 +21,6 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 const PW: &str = "correct horse battery";
-
-async fn mesh_of(dir: &std::path::Path, n: usize) -> Vec<MeshNode> {
-    let mut nodes: Vec<MeshNode> = Vec::new();
-    for i in 0..n {
-        let seeds: Vec<String> = nodes.first().map(|a| vec![a.mqtt()]).unwrap_or_default();
-        let mut node = MeshNode::new(&dir.join(format!("n{i}")), &seeds, "");
-        node.start();
-        nodes.push(node);
-    }
-    nodes
-}
 
 async fn wait_full_mesh(nodes: &[MeshNode], token: &str) {
     for n in nodes.iter().filter(|n| n.process.is_some()) {
@@ -53,7 +42,7 @@ async fn next_event(events: &mut mpsc::Receiver<ClientEvent>, what: &str) -> Cli
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn library_fails_over_and_loses_no_queued_message() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = mesh_of(dir.path(), 3).await;
+    let mut nodes = mesh_of(dir.path(), 3);
     let (alice, _) = register(nodes[0].http(), "alice", PW).await;
     let (bob, _) = register(nodes[1].http(), "bob", PW).await;
     wait_full_mesh(&nodes, &alice).await;
@@ -122,7 +111,7 @@ async fn library_fails_over_and_loses_no_queued_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_client_fails_over_and_keeps_listening() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = mesh_of(dir.path(), 2).await;
+    let mut nodes = mesh_of(dir.path(), 2);
     let (alice, _) = register(nodes[0].http(), "alice", PW).await;
     let (bob, _) = register(nodes[0].http(), "bob", PW).await;
     wait_full_mesh(&nodes, &alice).await;
@@ -179,7 +168,7 @@ async fn cli_client_fails_over_and_keeps_listening() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_users_picks_the_emptier_node() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = mesh_of(dir.path(), 2).await;
+    let nodes = mesh_of(dir.path(), 2);
     let (alice, _) = register(nodes[0].http(), "alice", PW).await;
     wait_full_mesh(&nodes, &alice).await;
     // Three users on node 0, none on node 1.
@@ -228,7 +217,7 @@ async fn least_users_picks_the_emptier_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lowest_rtt_picks_the_faster_node() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = mesh_of(dir.path(), 2).await;
+    let nodes = mesh_of(dir.path(), 2);
     let (alice, _) = register(nodes[0].http(), "alice", PW).await;
     wait_full_mesh(&nodes, &alice).await;
     let node1 = status(nodes[1].http(), &alice).await["node"].clone();
@@ -250,7 +239,7 @@ async fn lowest_rtt_picks_the_faster_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn library_sends_over_mqtt_and_gets_alerts_from_the_home_node() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = mesh_of(dir.path(), 2).await;
+    let nodes = mesh_of(dir.path(), 2);
     let (alice, _) = register(nodes[0].http(), "alice", PW).await;
     let (bob, bob_id) = register(nodes[0].http(), "bob", PW).await;
     wait_full_mesh(&nodes, &alice).await;
@@ -328,7 +317,7 @@ async fn library_sends_over_mqtt_and_gets_alerts_from_the_home_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_status_command_prints_the_mesh() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = mesh_of(dir.path(), 2).await;
+    let nodes = mesh_of(dir.path(), 2);
     let (alice, _) = register(nodes[0].http(), "alice", PW).await;
     wait_full_mesh(&nodes, &alice).await;
     let url = format!("http://{}", nodes[1].http());

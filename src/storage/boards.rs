@@ -121,15 +121,7 @@ pub fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn db() -> Connection {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let mut conn = Connection::open(&path).unwrap();
-        crate::storage::migrations::migrate(&mut conn, &path).unwrap();
-        std::mem::forget(dir);
-        conn
-    }
+    use crate::storage::test_connection as db;
 
     fn point(seq: u64) -> BoardWrite {
         BoardWrite::Point {

@@ -212,15 +212,7 @@ pub fn prune_revocations(conn: &Connection, now: i64) -> Result<usize, StorageEr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn db() -> Connection {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let mut conn = Connection::open(&path).unwrap();
-        crate::storage::migrations::migrate(&mut conn, &path).unwrap();
-        std::mem::forget(dir);
-        conn
-    }
+    use crate::storage::test_connection as db;
 
     fn msg(id: &str, to: &str, seq: u64) -> QueuedMessage {
         QueuedMessage {

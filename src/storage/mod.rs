@@ -183,3 +183,15 @@ pub fn backup(source: &Path, target: &Path, busy_timeout: Duration) -> Result<()
     conn.execute("VACUUM INTO ?1", [target])?;
     Ok(())
 }
+
+/// A migrated database in a temporary directory, for storage unit tests.
+#[cfg(test)]
+pub(crate) fn test_connection() -> rusqlite::Connection {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("test.db");
+    let mut conn = rusqlite::Connection::open(&path).expect("open");
+    migrations::migrate(&mut conn, &path).expect("migrate");
+    // Keep the directory for the life of the test process (a test's database is small).
+    std::mem::forget(dir);
+    conn
+}

@@ -143,6 +143,18 @@ impl Drop for MeshNode {
     }
 }
 
+/// `n` running nodes in `dir`, every one after the first seeded with the first.
+pub fn mesh_of(dir: &Path, n: usize) -> Vec<MeshNode> {
+    let mut nodes: Vec<MeshNode> = Vec::new();
+    for i in 0..n {
+        let seeds: Vec<String> = nodes.first().map(|a| vec![a.mqtt()]).unwrap_or_default();
+        let mut node = MeshNode::new(&dir.join(format!("n{i}")), &seeds, "");
+        node.start();
+        nodes.push(node);
+    }
+    nodes
+}
+
 /// `GET /api/v1/mesh` on a node.
 pub async fn status(node: SocketAddr, token: &str) -> Value {
     let r = api(node, "GET", "/api/v1/mesh", Some(token), "").await;
