@@ -13,8 +13,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::mesh::{
-    Inbox, MeshNode, links_up, mesh_of, micros_now, nodes_known, post_message, status,
-    until_node_lost, wait_status,
+    Inbox, MeshNode, links_up, mesh_of, micros_now, node_ids, nodes_known, post_message, status,
+    until_node_lost, wait_full_mesh, wait_status,
 };
 use common::{WAIT, register};
 use meteomesh::bus::topics::{self, SendMode, SendRequest};
@@ -181,28 +181,8 @@ async fn bench_failover() {
     let mut nodes = mesh_of(dir.path(), 3);
     let (alice, _) = register(nodes[0].http(), "alice", PW).await;
     let (bob, _) = register(nodes[1].http(), "bob", PW).await;
-    let converge = |nodes: &Vec<MeshNode>| {
-        let addrs: Vec<_> = nodes.iter().map(|n| n.http()).collect();
-        let token = alice.clone();
-        async move {
-            for a in addrs {
-                wait_status(a, &token, "full mesh", |s| {
-                    nodes_known(s) == 3 && links_up(s) == 2
-                })
-                .await;
-            }
-        }
-    };
-    converge(&nodes).await;
-    let mut ids = Vec::new();
-    for n in &nodes {
-        ids.push(
-            status(n.http(), &alice).await["node"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
+    wait_full_mesh(&nodes, &alice).await;
+    let ids = node_ids(&nodes, &alice).await;
     let (client, mut events) = MeshClient::start(ClientOptions::new(
         nodes.iter().map(|n| n.mqtt()).collect(),
         "bob",
@@ -232,7 +212,7 @@ async fn bench_failover() {
         client.wait_connected(WAIT).await.expect("failed over");
         reconnect.push(killed.elapsed().as_secs_f64() * 1000.0);
         nodes[victim].start();
-        converge(&nodes).await;
+        wait_full_mesh(&nodes, &alice).await;
     }
     // Frozen nodes (SIGSTOP): the connection stays open, only missing heartbeats tell.
     let mut frozen_detect = Vec::new();
@@ -248,7 +228,7 @@ async fn bench_failover() {
         frozen_detect.push(at.duration_since(frozen).as_secs_f64() * 1000.0);
         client.wait_connected(WAIT).await.expect("failed over");
         nodes[victim].signal("-CONT");
-        converge(&nodes).await;
+        wait_full_mesh(&nodes, &alice).await;
     }
     frozen_detect.sort_by(|a, b| a.partial_cmp(b).unwrap());
     println!(

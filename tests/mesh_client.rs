@@ -11,8 +11,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::mesh::{
-    Inbox, MeshNode, delaying_proxy, links_up, mesh_of, nodes_known, post_message, run_cli, status,
-    until_node_lost, wait_status,
+    Inbox, delaying_proxy, mesh_of, node_ids, post_message, run_cli, status, until_node_lost,
+    wait_full_mesh, wait_status,
 };
 use common::{WAIT, register};
 use meteomesh::bus::topics;
@@ -21,16 +21,6 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 const PW: &str = "correct horse battery";
-
-async fn wait_full_mesh(nodes: &[MeshNode], token: &str) {
-    for n in nodes.iter().filter(|n| n.process.is_some()) {
-        let live = nodes.iter().filter(|n| n.process.is_some()).count();
-        wait_status(n.http(), token, "links to every live node", |s| {
-            nodes_known(s) == nodes.len() && links_up(s) == live - 1
-        })
-        .await;
-    }
-}
 
 async fn next_event(events: &mut mpsc::Receiver<ClientEvent>, what: &str) -> ClientEvent {
     tokio::time::timeout(WAIT, events.recv())
@@ -46,15 +36,7 @@ async fn library_fails_over_and_loses_no_queued_message() {
     let (alice, _) = register(nodes[0].http(), "alice", PW).await;
     let (bob, _) = register(nodes[1].http(), "bob", PW).await;
     wait_full_mesh(&nodes, &alice).await;
-    let mut ids = Vec::new();
-    for n in &nodes {
-        ids.push(
-            status(n.http(), &alice).await["node"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
+    let ids = node_ids(&nodes, &alice).await;
     let mut opts = ClientOptions::new(nodes.iter().map(|n| n.mqtt()).collect(), "bob", &bob);
     opts.node_file = Some(dir.path().join("bob-nodes.json"));
     let (client, mut events) = MeshClient::start(opts);

@@ -155,6 +155,31 @@ pub fn mesh_of(dir: &Path, n: usize) -> Vec<MeshNode> {
     nodes
 }
 
+/// Waits until every running node knows all `nodes` and links to every other running one.
+pub async fn wait_full_mesh(nodes: &[MeshNode], token: &str) {
+    let live = nodes.iter().filter(|n| n.process.is_some()).count();
+    for n in nodes.iter().filter(|n| n.process.is_some()) {
+        wait_status(n.http(), token, "links to every live node", |s| {
+            nodes_known(s) == nodes.len() && links_up(s) == live - 1
+        })
+        .await;
+    }
+}
+
+/// Each node's id, in the order of `nodes`.
+pub async fn node_ids(nodes: &[MeshNode], token: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for n in nodes {
+        ids.push(
+            status(n.http(), token).await["node"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    ids
+}
+
 /// `GET /api/v1/mesh` on a node.
 pub async fn status(node: SocketAddr, token: &str) -> Value {
     let r = api(node, "GET", "/api/v1/mesh", Some(token), "").await;
