@@ -1114,7 +1114,10 @@ impl Node {
         let now_s = unix_now();
         match self.db.call(move |c| store::expire(c, now_s)).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(expired = n, "queued mesh messages expired unread"),
+            Ok(n) => {
+                self.metrics.mesh_queued.sub(n as i64);
+                tracing::info!(expired = n, "queued mesh messages expired unread");
+            }
             Err(e) => tracing::warn!(error = %e, "cannot expire queued messages"),
         }
         if let Err(e) = self
