@@ -8,11 +8,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Tests use Debian's mosquitto (external-broker mode) and mosquitto_sub (a third-party
-# client); install them when missing and this runs as root.
+# Tests use Debian's mosquitto (external-broker mode), mosquitto_sub (a third-party
+# client) and libfaketime; install them when missing and this runs as root. The full-disk
+# test mounts a small tmpfs, which also needs root; without it that test is skipped
+# (METEOMESH_TEST_STRICT=1, as CI sets, makes a missing facility fail instead).
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
+# libfaketime moves the server's wall clock in the clock-jump test (tests/faults.rs).
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need+=(faketime)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "==> installing ${need[*]} (Debian packages) for the tests"

@@ -100,7 +100,7 @@ impl RunningApp {
         let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
         let db = {
             let m = metrics.clone();
-            Db::open(&config.storage.path, config.storage.busy_timeout)
+            Db::open_config(&config.storage)
                 .await?
                 .observed(Arc::new(move |took, ok| {
                     m.db_duration.observe(took.as_secs_f64());
@@ -255,7 +255,11 @@ impl RunningApp {
             cookie_secure: config.auth.cookie_secure,
         };
         let router = http::router(state, &config.http);
-        let http_task = tokio::spawn(http::serve(listeners.http, router, shutdown.clone()));
+        let http_task = tokio::spawn({
+            let cfg = config.http.clone();
+            let shutdown = shutdown.clone();
+            async move { http::serve(listeners.http, router, &cfg, shutdown).await }
+        });
         tracing::info!(
             node = node_id,
             bus = ?config.bus.mode,

@@ -557,6 +557,9 @@ pub struct StorageConfig {
     /// How long a statement waits for a lock held by another connection.
     #[serde(with = "humantime_serde")]
     pub busy_timeout: Duration,
+    /// Cap on the database file in bytes (unset: the disk is the limit). Past it writes
+    /// are refused as on a full disk; useful on a shared flash partition.
+    pub max_size: Option<u64>,
 }
 
 impl Default for StorageConfig {
@@ -564,6 +567,7 @@ impl Default for StorageConfig {
         StorageConfig {
             path: PathBuf::from("./data/meteomesh.db"),
             busy_timeout: Duration::from_secs(5),
+            max_size: None,
         }
     }
 }
@@ -577,6 +581,12 @@ pub struct HttpConfig {
     /// A request that takes longer is answered 503.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers; idle keep-alive connections are
+    /// closed after it too.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -585,6 +595,8 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             max_body_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(30),
+            max_connections: 512,
+            header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -810,6 +822,12 @@ impl Config {
                 "must be more than 0, e.g. \"5s\"",
             ));
         }
+        if self.storage.max_size.is_some_and(|m| m < 64 * 1024) {
+            return Err(ConfigError::invalid(
+                "storage.max_size",
+                "must be at least 65536 bytes, or left out for no cap",
+            ));
+        }
         if self.http.max_body_bytes < 1024 {
             return Err(ConfigError::invalid(
                 "http.max_body_bytes",
@@ -820,6 +838,18 @@ impl Config {
             return Err(ConfigError::invalid(
                 "http.request_timeout",
                 "must be more than 0, e.g. \"30s\"",
+            ));
+        }
+        if self.http.max_connections == 0 || self.http.max_connections > 65_536 {
+            return Err(ConfigError::invalid(
+                "http.max_connections",
+                "must be between 1 and 65536, e.g. 512",
+            ));
+        }
+        if self.http.header_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "http.header_timeout",
+                "must be more than 0, e.g. \"10s\"",
             ));
         }
         let auth = &self.auth;

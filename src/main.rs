@@ -12,6 +12,10 @@ use tokio_util::sync::CancellationToken;
 /// Exit code for a configuration problem (sysexits' EX_USAGE is 64; 2 is what clap and
 /// most daemons use for "bad invocation", so scripts see one code for both).
 const EXIT_CONFIG: u8 = 2;
+/// Exit code for a database that cannot be used as it is (damaged, or written by a newer
+/// release): sysexits' EX_DATAERR. The service units do not restart on it, because a
+/// restart loop cannot fix the file and would only fill the log.
+const EXIT_DATA: u8 = 65;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -129,7 +133,13 @@ fn serve(config: Config, file: Option<std::path::PathBuf>) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "meteomesh stopped with an error");
             eprintln!("meteomesh: {e}");
-            ExitCode::FAILURE
+            use meteomesh::storage::StorageError;
+            match e {
+                app::AppError::Storage(
+                    StorageError::Damaged { .. } | StorageError::TooNew { .. },
+                ) => ExitCode::from(EXIT_DATA),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

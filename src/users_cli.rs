@@ -69,7 +69,7 @@ pub fn run(config: &Config, action: UserAction) -> Result<String, UserCommandErr
         .build()
         .map_err(UserCommandError::Input)?;
     runtime.block_on(async {
-        let db = Db::open(&config.storage.path, config.storage.busy_timeout).await?;
+        let db = Db::open_config(&config.storage).await?;
         let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
         let auth = AuthService::new(db, &config.auth, &config.mesh.shared_secret, metrics).await?;
         match action {

@@ -89,7 +89,7 @@ async fn refuses_a_database_newer_than_the_binary() {
         .current_dir(dir.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(65), "EX_DATAERR");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("newer than this binary"), "{stderr}");
 }

@@ -41,6 +41,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Unavailable(String),
+    /// The database refused a write for lack of space; reads still work.
+    #[error("{0}")]
+    StorageFull(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -70,6 +73,7 @@ impl ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
             }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::StorageFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -173,7 +177,10 @@ impl From<JsonRejection> for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> ApiError {
-        ApiError::Internal(e.to_string())
+        match e {
+            StorageError::Full => ApiError::StorageFull(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
     }
 }
 

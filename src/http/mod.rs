@@ -15,6 +15,7 @@ mod notifications;
 mod notify_page;
 mod ops;
 mod pages;
+mod serve;
 mod sla;
 mod sla_page;
 mod weather;
@@ -138,8 +139,8 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
         .with_state(state)
 }
 
-/// Times every request, bounds it by the configured timeout, and counts it by route
-/// template (never by raw path, so labels stay bounded).
+/// Times every request, bounds it by the configured timeout, marks the answer `nosniff`,
+/// and counts it by route template (never by raw path, so labels stay bounded).
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().as_str().to_owned();
@@ -148,10 +149,15 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let response = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+    let mut response = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ApiError::Unavailable("the request timed out".into()).into_response(),
     };
+    // Every answer, JSON and metrics included, is read as the type it declares.
+    response.headers_mut().insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
     state
         .metrics
         .http_requests
@@ -169,12 +175,12 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    cfg: &HttpConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    let limits = serve::ConnectionLimits {
+        max_connections: cfg.max_connections,
+        header_timeout: cfg.header_timeout,
+    };
+    serve::serve(listener, router, limits, shutdown).await
 }

@@ -24,6 +24,8 @@ pub struct State {
     pub forced: VecDeque<Forced>,
     /// Paths with query of every request served.
     pub requests: Vec<String>,
+    /// While set, every request is answered with this status (the provider is down).
+    pub down: Option<u16>,
 }
 
 #[derive(Clone)]
@@ -114,6 +116,10 @@ impl FakeWeather {
 
 fn answer(state: &Mutex<State>, path: &str) -> (u16, String, Option<Duration>) {
     let mut s = state.lock().unwrap();
+    if let Some(status) = s.down {
+        // Not recorded: a long outage must not grow the test's own memory.
+        return (status, r#"{"error":true,"reason":"down"}"#.into(), None);
+    }
     s.requests.push(path.to_owned());
     match s.forced.pop_front() {
         Some(Forced::Status(code, body)) => return (code, body, None),

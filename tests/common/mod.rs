@@ -369,6 +369,8 @@ pub struct ServeProcess {
     pub http: SocketAddr,
     pub mqtt: Option<SocketAddr>,
     pub log: mpsc::Receiver<String>,
+    /// The log lines before "meteomesh ready" (the ready line included).
+    pub startup_log: Vec<String>,
 }
 
 fn field(line: &str, name: &str) -> Option<SocketAddr> {
@@ -404,11 +406,13 @@ impl ServeProcess {
                 Ok(line) if line.contains("meteomesh ready") => {
                     let http = field(&line, "http").expect("http address in ready line");
                     let mqtt = field(&line, "mqtt");
+                    seen.push(line);
                     return ServeProcess {
                         child,
                         http,
                         mqtt,
                         log: rx,
+                        startup_log: seen,
                     };
                 }
                 Ok(line) => seen.push(line),
