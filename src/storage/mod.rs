@@ -241,7 +241,8 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(), StorageErr
 
 /// `PRAGMA quick_check`: a power cut in WAL mode loses at most the last commits, but a
 /// failing SD card or a copied half-written file does not; find out at start, not at the
-/// first query that touches the bad page. Linear in the file size (~40 ms per 10 MB).
+/// first query that touches the bad page. It reads the whole file once: 10 ms for 9 MB
+/// from the page cache here; a cold SD card reads at ~20 MB/s.
 fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StorageError> {
     let mut stmt = conn.prepare("PRAGMA quick_check(5)")?;
     let problems: Vec<String> = stmt
