@@ -747,29 +747,16 @@ impl Config {
             .collect();
         let env_users = env_users.map(|v| parse_env_users(&v)).transpose()?;
 
-        let mut builder = config::Config::builder();
-        if let Some(path) = &file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            // Parse with toml first: its errors carry line and column.
-            toml::from_str::<toml::Table>(&text)
-                .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?;
-            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
-        }
-        builder = builder.add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator(ENV_SEPARATOR)
-                .separator(ENV_SEPARATOR)
-                .source(Some(env)),
-        );
-        let layered = builder
-            .build()
-            .map_err(|e| describe_error(e, file.as_deref()))?;
-        let mut config: Config = layered
-            .try_deserialize()
-            .map_err(|e| describe_error(e, file.as_deref()))?;
+        let text = match &file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|source| {
+                ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
+        let mut config = Config::layered(text.as_deref(), file.as_deref(), env)?;
 
         if let Some(users) = env_users {
             config.bus.users = users;
@@ -793,6 +780,38 @@ impl Config {
         }
         config.validate()?;
         Ok(Loaded { config, file })
+    }
+
+    /// The file's TOML (if any) under the environment's overrides, deserialised.
+    fn layered(
+        text: Option<&str>,
+        file: Option<&Path>,
+        env: std::collections::HashMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(text) = text {
+            let shown = file.map_or_else(|| "config".into(), |p| p.display().to_string());
+            // Parse with toml first: its errors carry line and column.
+            toml::from_str::<toml::Table>(text)
+                .map_err(|e| ConfigError::Parse(format!("{shown}: {e}")))?;
+            builder = builder.add_source(config::File::from_str(text, config::FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator(ENV_SEPARATOR)
+                .separator(ENV_SEPARATOR)
+                .source(Some(env)),
+        );
+        let layered = builder.build().map_err(|e| describe_error(e, file))?;
+        layered.try_deserialize().map_err(|e| describe_error(e, file))
+    }
+
+    /// A config from TOML text alone (no environment, no file), validated. For tools and
+    /// the fuzzer; the service itself goes through [`Config::load`].
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let config = Config::layered(Some(text), None, Default::default())?;
+        config.validate()?;
+        Ok(config)
     }
 
     /// Checks values serde cannot: ranges, combinations, URLs.

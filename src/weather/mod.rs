@@ -4,8 +4,8 @@
 //! blocking (ureq); callers run them with `spawn_blocking`.
 
 mod geocoding;
-mod open_meteo;
-mod openweathermap;
+pub mod open_meteo;
+pub mod openweathermap;
 
 use std::time::Duration;
 
