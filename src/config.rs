@@ -748,12 +748,14 @@ impl Config {
         let env_users = env_users.map(|v| parse_env_users(&v)).transpose()?;
 
         let text = match &file {
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|source| {
-                ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                }
-            })?),
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                        path: path.clone(),
+                        source,
+                    })?,
+                )
+            }
             None => None,
         };
         let mut config = Config::layered(text.as_deref(), file.as_deref(), env)?;
@@ -803,7 +805,9 @@ impl Config {
                 .source(Some(env)),
         );
         let layered = builder.build().map_err(|e| describe_error(e, file))?;
-        layered.try_deserialize().map_err(|e| describe_error(e, file))
+        layered
+            .try_deserialize()
+            .map_err(|e| describe_error(e, file))
     }
 
     /// A config from TOML text alone (no environment, no file), validated. For tools and

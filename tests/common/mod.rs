@@ -381,7 +381,19 @@ fn field(line: &str, name: &str) -> Option<SocketAddr> {
 impl ServeProcess {
     /// Starts `meteomesh` with `args` and `envs` in `cwd`; waits for "meteomesh ready".
     pub fn start(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> ServeProcess {
-        let mut child = bin()
+        Self::start_command(bin(), cwd, args, envs)
+    }
+
+    /// Like [`ServeProcess::start`] with another build of the binary (a benchmark runs
+    /// the shipped static one).
+    pub fn start_command(
+        command: Command,
+        cwd: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> ServeProcess {
+        let mut command = command;
+        let mut child = command
             .args(args)
             .envs(envs.iter().copied())
             .env("NO_COLOR", "1")
