@@ -540,14 +540,7 @@ async fn broker_http_and_soak() {
     let token = r.json()["token"].as_str().unwrap().to_owned();
     for i in 0..10 {
         let body = json!({"place": {"lat": 40.0 + i as f64, "lon": 9}, "max_temp": 30});
-        let r = common::api(
-            http,
-            "POST",
-            "/api/v1/subscriptions",
-            Some(&token),
-            &body.to_string(),
-        )
-        .await;
+        let r = common::post_subscription(http, &token, &body.to_string()).await;
         assert_eq!(r.status, 201, "{}", r.body);
     }
     writeln!(md, "\n### HTTP API (keep-alive connections)\n").unwrap();

@@ -82,11 +82,9 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
     };
     let t = TestApp::start_with(|c| c.storage.path = mnt.join("meteomesh.db")).await;
     let (token, _) = register(t.http, "alice", PW).await;
-    let r = api(
+    let r = post_subscription(
         t.http,
-        "POST",
-        "/api/v1/subscriptions",
-        Some(&token),
+        &token,
         r#"{"place":{"lat":45,"lon":9},"max_temp":30}"#,
     )
     .await;
@@ -167,14 +165,7 @@ async fn storage_max_size_caps_the_database_like_a_full_disk() {
     for i in 0..50 {
         let body = json!({"label": format!("place number {i} with a long label to fill pages quickly"),
                           "place": {"lat": 40.0 + i as f64 / 10.0, "lon": 9}, "max_temp": 30});
-        let r = api(
-            http,
-            "POST",
-            "/api/v1/subscriptions",
-            Some(&token),
-            &body.to_string(),
-        )
-        .await;
+        let r = post_subscription(http, &token, &body.to_string()).await;
         if r.status == 201 {
             created += 1;
         } else {
@@ -193,14 +184,7 @@ async fn storage_max_size_caps_the_database_like_a_full_disk() {
     config.storage.max_size = Some(64 * 1024 * 1024);
     let app = start_ready(&config).await;
     let http = app.addresses.http.unwrap();
-    let r = api(
-        http,
-        "POST",
-        "/api/v1/subscriptions",
-        Some(&token),
-        r#"{"place":{"lat":1,"lon":1},"max_temp":30}"#,
-    )
-    .await;
+    let r = post_subscription(http, &token, r#"{"place":{"lat":1,"lon":1},"max_temp":30}"#).await;
     assert_eq!(r.status, 201, "{}", r.body);
     app.shutdown().await.unwrap();
     assert_eq!(integrity(&config.storage.path), "ok");
@@ -235,14 +219,7 @@ async fn a_damaged_database_stops_the_start_and_is_left_untouched() {
     let (token, _) = register(http, "alice", PW).await;
     for i in 0..40 {
         let body = json!({"place": {"lat": 40.0 + i as f64 / 10.0, "lon": 9}, "max_temp": 30});
-        let r = api(
-            http,
-            "POST",
-            "/api/v1/subscriptions",
-            Some(&token),
-            &body.to_string(),
-        )
-        .await;
+        let r = post_subscription(http, &token, &body.to_string()).await;
         assert_eq!(r.status, 201, "{}", r.body);
     }
     app.shutdown().await.unwrap();
@@ -327,14 +304,7 @@ async fn a_provider_down_for_days_backs_off_counts_and_holds_memory_flat() {
     let (token, _) = register(p.http, "alice", PW).await;
     for i in 0..3 {
         let body = json!({"place": {"lat": 40 + i, "lon": 9}, "max_temp": 30});
-        let r = api(
-            p.http,
-            "POST",
-            "/api/v1/subscriptions",
-            Some(&token),
-            &body.to_string(),
-        )
-        .await;
+        let r = post_subscription(p.http, &token, &body.to_string()).await;
         assert_eq!(r.status, 201, "{}", r.body);
     }
     weather.lock().down = Some(503);
@@ -473,14 +443,7 @@ async fn the_wall_clock_jumping_back_and_forth_breaks_nothing() {
         assert_eq!(r.status, 200, "{spec}: {}", r.body);
         let fresh = r.json()["token"].as_str().unwrap().to_owned();
         let body = json!({"place": {"lat": 45, "lon": 9}, "max_temp": 30});
-        let r = api(
-            p.http,
-            "POST",
-            "/api/v1/subscriptions",
-            Some(&fresh),
-            &body.to_string(),
-        )
-        .await;
+        let r = post_subscription(p.http, &fresh, &body.to_string()).await;
         assert_eq!(r.status, 201, "{spec}: {}", r.body);
         let r = get(p.http, "/readyz").await;
         assert_eq!(r.status, 200, "{spec}: {}", r.body);

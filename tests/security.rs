@@ -131,11 +131,9 @@ async fn every_endpoint_enforces_who_may_call_it() {
     }
 
     // A user's subscription is invisible to another user: 404, never 403 (no probing).
-    let r = api(
+    let r = post_subscription(
         t.http,
-        "POST",
-        "/api/v1/subscriptions",
-        Some(&alice),
+        &alice,
         r#"{"place":{"lat":45,"lon":9},"max_temp":30}"#,
     )
     .await;
@@ -442,11 +440,9 @@ async fn configured_secrets_never_reach_the_log_at_trace_level() {
     ))
     .await;
     // The OpenWeatherMap key travels in the query string of every poll.
-    let r = api(
+    let r = post_subscription(
         p.http,
-        "POST",
-        "/api/v1/subscriptions",
-        Some(&token),
+        &token,
         r#"{"place":{"lat":45,"lon":9},"max_temp":30}"#,
     )
     .await;

@@ -224,6 +224,11 @@ pub async fn api(
     request(addr, method, path, &headers, body.as_bytes()).await
 }
 
+/// `POST /api/v1/subscriptions` with `body` as `token`'s user.
+pub async fn post_subscription(addr: SocketAddr, token: &str, body: &str) -> Response {
+    api(addr, "POST", "/api/v1/subscriptions", Some(token), body).await
+}
+
 impl Response {
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers.lines().find_map(|l| {
