@@ -9,9 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Tests use Debian's mosquitto (external-broker mode), mosquitto_sub (a third-party
-# client) and libfaketime; install them when missing and this runs as root. The full-disk
-# test mounts a small tmpfs, which also needs root; without it that test is skipped
-# (METEOMESH_TEST_STRICT=1, as CI sets, makes a missing facility fail instead).
+# client) and libfaketime; install them when missing and this runs as root
+# (METEOMESH_TEST_STRICT=1, as CI sets, makes a missing libfaketime fail the clock test
+# instead of skipping it). The full-disk test mounts a small tmpfs, which needs root; where
+# that is refused it prints SKIPPED and the storage.max_size test still covers SQLITE_FULL.
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
