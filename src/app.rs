@@ -255,11 +255,12 @@ impl RunningApp {
             cookie_secure: config.auth.cookie_secure,
         };
         let router = http::router(state, &config.http);
-        let http_task = tokio::spawn({
-            let cfg = config.http.clone();
-            let shutdown = shutdown.clone();
-            async move { http::serve(listeners.http, router, &cfg, shutdown).await }
-        });
+        let http_task = tokio::spawn(http::serve(
+            listeners.http,
+            router,
+            http::ConnectionLimits::from(&config.http),
+            shutdown.clone(),
+        ));
         tracing::info!(
             node = node_id,
             bus = ?config.bus.mode,

@@ -306,18 +306,7 @@ async fn a_provider_down_for_days_backs_off_counts_and_holds_memory_flat() {
         assert_eq!(r.status, 201, "{}", r.body);
     }
     weather.lock().down = Some(503);
-    let poll = || async {
-        let r = api(
-            p.http,
-            "POST",
-            "/api/v1/admin/weather/poll",
-            Some(&token),
-            "",
-        )
-        .await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        r.json()
-    };
+    let poll = || poll_weather(p.http, &token);
     // One cycle every 10 minutes: 300 cycles are two days without weather.
     const WARM: usize = 50;
     const CYCLES: usize = 300;

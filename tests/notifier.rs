@@ -137,15 +137,7 @@ async fn alert_from_the_weather_reaches_telegram() {
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.body);
-    let r = api(
-        t.http,
-        "POST",
-        "/api/v1/admin/weather/poll",
-        Some(&token),
-        "",
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    poll_weather(t.http, &token).await;
 
     let event: Value =
         serde_json::from_slice(&mqtt.next_publish(|t| t.ends_with("/alerts")).await.payload)

@@ -447,15 +447,7 @@ async fn configured_secrets_never_reach_the_log_at_trace_level() {
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.body);
-    let r = api(
-        p.http,
-        "POST",
-        "/api/v1/admin/weather/poll",
-        Some(&token),
-        "",
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    poll_weather(p.http, &token).await;
     assert!(
         weather.requests().iter().any(|q| q.contains(OWM_KEY)),
         "the poll never reached the fake provider: {:?}",

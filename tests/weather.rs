@@ -43,16 +43,7 @@ async fn subscribe(t: &TestApp, token: &str, body: Value) -> Value {
 }
 
 async fn poll(t: &TestApp, admin: &str) -> Value {
-    let r = api(
-        t.http,
-        "POST",
-        "/api/v1/admin/weather/poll",
-        Some(admin),
-        "",
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()
+    poll_weather(t.http, admin).await
 }
 
 /// An MQTT client logged in as the user, subscribed to their alerts.

@@ -16,6 +16,8 @@ mod notify_page;
 mod ops;
 mod pages;
 mod serve;
+
+pub use serve::ConnectionLimits;
 mod sla;
 mod sla_page;
 mod weather;
@@ -175,12 +177,8 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    cfg: &HttpConfig,
+    limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let limits = serve::ConnectionLimits {
-        max_connections: cfg.max_connections,
-        header_timeout: cfg.header_timeout,
-    };
     serve::serve(listener, router, limits, shutdown).await
 }

@@ -30,6 +30,15 @@ pub struct ConnectionLimits {
     pub header_timeout: Duration,
 }
 
+impl From<&crate::config::HttpConfig> for ConnectionLimits {
+    fn from(cfg: &crate::config::HttpConfig) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: cfg.max_connections,
+            header_timeout: cfg.header_timeout,
+        }
+    }
+}
+
 /// Serves `router` until `shutdown`, then stops accepting, lets every connection finish
 /// its request in flight and returns.
 pub async fn serve(

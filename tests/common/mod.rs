@@ -224,6 +224,13 @@ pub async fn api(
     request(addr, method, path, &headers, body.as_bytes()).await
 }
 
+/// `POST /api/v1/admin/weather/poll` as `admin`: runs a polling cycle, returns its report.
+pub async fn poll_weather(addr: SocketAddr, admin: &str) -> serde_json::Value {
+    let r = api(addr, "POST", "/api/v1/admin/weather/poll", Some(admin), "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
 /// `POST /api/v1/subscriptions` with `body` as `token`'s user.
 pub async fn post_subscription(addr: SocketAddr, token: &str, body: &str) -> Response {
     api(addr, "POST", "/api/v1/subscriptions", Some(token), body).await
