@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -338,7 +338,7 @@ fn start_mosquitto(dir: &Path) -> (Child, SocketAddr) {
         l.local_addr().unwrap().port()
     };
     let pw = dir.join("passwd");
-    let ok = Command::new("mosquitto_passwd")
+    let ok = Command::new(common::debian_program("mosquitto_passwd"))
         .args(["-b", "-c", pw.to_str().unwrap(), USER, PASSWORD])
         .status()
         .unwrap();
@@ -360,25 +360,7 @@ fn start_mosquitto(dir: &Path) -> (Child, SocketAddr) {
         ),
     )
     .unwrap();
-    let exe = if Path::new("/usr/sbin/mosquitto").exists() {
-        "/usr/sbin/mosquitto"
-    } else {
-        "mosquitto"
-    };
-    let child = Command::new(exe)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + WAIT;
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, addr)
+    common::spawn_mosquitto(&conf, port)
 }
 
 /// (label, (publishers, subscribers), messages per publisher, paced rate).

@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use common::*;
 use meteomesh::bus::topics::{self, BusMessage, NodeState, NodeStatus, Ping, Pong};
@@ -17,16 +16,6 @@ use rumqttc::{ConnectReturnCode, QoS};
 
 const USER: &str = "meteomesh-node";
 const PASSWORD: &str = "node-password-1";
-
-fn find(program: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
-        let p = Path::new(dir).join(program);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("`{program}` not found: install Debian's mosquitto package (scripts/test.sh does)");
-}
 
 struct Mosquitto {
     child: Child,
@@ -44,7 +33,7 @@ impl Drop for Mosquitto {
 fn start_mosquitto() -> Mosquitto {
     let dir = tempfile::tempdir().unwrap();
     let passwd = dir.path().join("passwd");
-    let status = Command::new(find("mosquitto_passwd"))
+    let status = Command::new(debian_program("mosquitto_passwd"))
         .args(["-c", "-b"])
         .arg(&passwd)
         .args([USER, PASSWORD])
@@ -66,20 +55,7 @@ fn start_mosquitto() -> Mosquitto {
         ),
     )
     .unwrap();
-    let child = Command::new(find("mosquitto"))
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + WAIT;
-    // Wait for mosquitto to accept connections.
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (child, addr) = spawn_mosquitto(&conf, port);
     Mosquitto {
         child,
         addr,

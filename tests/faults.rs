@@ -208,6 +208,20 @@ fn serve_once(dir: &Path, db: &Path) -> (Option<i32>, String) {
     )
 }
 
+/// Writes `bad` over `db`, starts the binary on it, and checks it refuses with exit code
+/// 65 and a message that says so, leaving the file as it was. Returns stderr.
+fn refused_untouched(dir: &Path, db: &Path, bad: &[u8]) -> String {
+    std::fs::write(db, bad).unwrap();
+    let (code, stderr) = tokio::task::block_in_place(|| serve_once(dir, db));
+    assert_eq!(code, Some(65), "{stderr}");
+    assert!(
+        stderr.contains("damaged or not a meteomesh database"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(db).unwrap(), bad, "the file was changed");
+    stderr
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_database_stops_the_start_and_is_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
@@ -232,15 +246,8 @@ async fn a_damaged_database_stops_the_start_and_is_left_untouched() {
     // 1. Not a database at all (a wrong file, or a header wiped).
     let mut bad = good.clone();
     bad[..16].copy_from_slice(b"this is no db!!\0");
-    std::fs::write(&db, &bad).unwrap();
-    let (code, stderr) = tokio::task::block_in_place(|| serve_once(dir.path(), &db));
-    assert_eq!(code, Some(65), "{stderr}");
-    assert!(
-        stderr.contains("damaged or not a meteomesh database"),
-        "{stderr}"
-    );
+    let stderr = refused_untouched(dir.path(), &db, &bad);
     assert!(stderr.contains("restore a backup"), "{stderr}");
-    assert_eq!(std::fs::read(&db).unwrap(), bad, "the file was changed");
 
     // 2. Pages scribbled over in the middle (a failing SD card).
     let mut bad = good.clone();
@@ -250,20 +257,10 @@ async fn a_damaged_database_stops_the_start_and_is_left_untouched() {
             *b = 0xA5;
         }
     }
-    std::fs::write(&db, &bad).unwrap();
-    let (code, stderr) = tokio::task::block_in_place(|| serve_once(dir.path(), &db));
-    assert_eq!(code, Some(65), "{stderr}");
-    assert!(
-        stderr.contains("damaged or not a meteomesh database"),
-        "{stderr}"
-    );
-    assert_eq!(std::fs::read(&db).unwrap(), bad, "the file was changed");
+    refused_untouched(dir.path(), &db, &bad);
 
     // 3. Cut short (copied while being written).
-    std::fs::write(&db, &good[..good.len() / 2]).unwrap();
-    let (code, stderr) = tokio::task::block_in_place(|| serve_once(dir.path(), &db));
-    assert_eq!(code, Some(65), "{stderr}");
-    assert_eq!(std::fs::read(&db).unwrap().len(), good.len() / 2);
+    refused_untouched(dir.path(), &db, &good[..good.len() / 2]);
 
     // The good file still starts.
     std::fs::write(&db, &good).unwrap();

@@ -17,7 +17,7 @@ mod ops;
 mod pages;
 mod serve;
 
-pub use serve::ConnectionLimits;
+pub use serve::{ConnectionLimits, serve};
 mod sla;
 mod sla_page;
 mod weather;
@@ -30,8 +30,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{BusMode, HttpConfig};
 use crate::mesh::MeshService;
@@ -171,14 +169,4 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .with_label_values(&[&method, &route])
         .observe(started.elapsed().as_secs_f64());
     response
-}
-
-/// Serves until `shutdown`, then finishes requests in flight.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    limits: ConnectionLimits,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    serve::serve(listener, router, limits, shutdown).await
 }

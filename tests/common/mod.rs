@@ -370,6 +370,39 @@ pub async fn try_connect(opts: MqttOptions) -> Result<rumqttc::ConnectReturnCode
     .expect("connect outcome in time")
 }
 
+/// A program from Debian's mosquitto packages (sbin is not always on PATH).
+pub fn debian_program(program: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(program);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("`{program}` not found: install Debian's mosquitto package (scripts/test.sh does)");
+}
+
+/// Starts mosquitto with `config`, which must listen on 127.0.0.1:`port`, and waits until
+/// it accepts connections.
+pub fn spawn_mosquitto(config: &Path, port: u16) -> (Child, SocketAddr) {
+    let child = Command::new(debian_program("mosquitto"))
+        .arg("-c")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mosquitto did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, addr)
+}
+
 /// The built binary.
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_meteomesh"))
