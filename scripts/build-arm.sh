@@ -30,13 +30,16 @@ fi
 # optimize_for_size, panics abort at once (no unwinding or message machinery; meteomesh
 # does not use panics for control flow, and panic=abort already ends the process),
 # no unwind tables and no panic locations. That is about 1.3 MiB less for aarch64 than a
-# stable build. METEOMESH_STABLE=1 builds with stable Rust instead (bigger binary;
-# needs a prebuilt std for the target).
+# stable build. The C parts (SQLite, ring) are compiled without unwind tables too, as
+# nothing unwinds through them (~80 KiB); the SQLite extensions left out are set in
+# .cargo/config.toml, for tests and release alike. METEOMESH_STABLE=1 builds with stable
+# Rust instead (bigger binary; needs a prebuilt std for the target).
 size_flags="-C link-self-contained=no -Zlocation-detail=none -Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no"
 mkdir -p dist
 for name in "$@"; do
   target=$(triple "$name")
   echo "==> $target"
+  export "CFLAGS_${target//-/_}=-fno-unwind-tables -fno-asynchronous-unwind-tables"
   if [ "${METEOMESH_STABLE:-0}" = 1 ]; then
     rustup target add "$target" >/dev/null
     cargo zigbuild --locked --release --target "$target"

@@ -268,4 +268,37 @@ mod tests {
     fn migrations_are_valid() {
         Migrations::from_slice(MIGRATIONS).validate().unwrap();
     }
+
+    /// The schema runs on the SQLite .cargo/config.toml trims; if that file stops applying
+    /// (moved, renamed variable), the binary silently grows by the extensions again.
+    #[test]
+    fn sqlite_is_built_without_the_unused_extensions() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let options: Vec<String> = conn
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+        for unused in [
+            "ENABLE_FTS3",
+            "ENABLE_FTS5",
+            "ENABLE_RTREE",
+            "ENABLE_DBSTAT_VTAB",
+        ] {
+            assert!(
+                !options.iter().any(|o| o == unused),
+                "{unused} in {options:?}"
+            );
+        }
+        assert!(
+            options.iter().any(|o| o == "OMIT_LOAD_EXTENSION"),
+            "{options:?}"
+        );
+    }
 }
