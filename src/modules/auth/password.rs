@@ -2,11 +2,15 @@
 //! run on blocking threads behind a semaphore so a login flood cannot take more than
 //! `hash_concurrency × 19 MiB` of memory.
 //!
-//! The 19 MiB working memory is allocated once per permit and reused. Allocating it per
-//! login (as argon2's PHC-string API does) made glibc keep freed blocks in per-thread
-//! arenas: RSS grew by ~470 MB over 300 logins in the load benchmark.
+//! The 19 MiB working memory is allocated once per permit and reused while logins keep
+//! coming. Allocating it per login (as argon2's PHC-string API does) made glibc keep freed
+//! blocks in per-thread arenas: RSS grew by ~470 MB over 300 logins in the load benchmark.
+//! After [`RELEASE_IDLE`] without a hash the buffers are freed, so one login an hour does
+//! not keep 19 MiB per permit resident on a router.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
@@ -17,6 +21,9 @@ use tokio::sync::Semaphore;
 const MEMORY_KIB: u32 = 19 * 1024;
 const ITERATIONS: u32 = 2;
 const PARALLELISM: u32 = 1;
+
+/// How long pooled working memory outlives the last hash.
+const RELEASE_IDLE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 #[error("password hashing failed: {0}")]
@@ -38,6 +45,8 @@ type MemoryPool = Arc<Mutex<Vec<Vec<Block>>>>;
 pub struct Hasher {
     permits: Arc<Semaphore>,
     memory: MemoryPool,
+    /// Counts finished hashes; a release timer frees the pool only if none finished since.
+    uses: Arc<AtomicU64>,
     /// A hash of a random password, verified against when the user does not exist so
     /// that "no such user" takes as long as "wrong password". Made on first use, to
     /// keep start-up fast.
@@ -146,8 +155,24 @@ impl Hasher {
         Hasher {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             memory: MemoryPool::default(),
+            uses: Arc::default(),
             dummy: Arc::default(),
         }
+    }
+
+    /// Frees the pooled buffers after [`RELEASE_IDLE`] unless another hash finishes first
+    /// (that one schedules its own release). A buffer checked out at that moment returns
+    /// to the pool and is covered by its user's release.
+    fn release_when_idle(&self) {
+        let this_use = self.uses.fetch_add(1, Ordering::Relaxed) + 1;
+        let uses = self.uses.clone();
+        let pool = self.memory.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(RELEASE_IDLE).await;
+            if uses.load(Ordering::Relaxed) == this_use {
+                pool.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            }
+        });
     }
 
     pub async fn hash(&self, password: &str) -> Result<String, HashError> {
@@ -158,9 +183,9 @@ impl Hasher {
             .map_err(|e| HashError(e.to_string()))?;
         let password = password.to_owned();
         let pool = self.memory.clone();
-        tokio::task::spawn_blocking(move || hash_blocking(&pool, &password))
-            .await
-            .map_err(|e| HashError(e.to_string()))?
+        let hashed = tokio::task::spawn_blocking(move || hash_blocking(&pool, &password)).await;
+        self.release_when_idle();
+        hashed.map_err(|e| HashError(e.to_string()))?
     }
 
     /// Checks `password` against `stored`, or against a dummy hash when `stored` is
@@ -173,7 +198,7 @@ impl Hasher {
         let dummy = self.dummy.clone();
         let password = password.to_owned();
         let pool = self.memory.clone();
-        tokio::task::spawn_blocking(move || match stored {
+        let verified = tokio::task::spawn_blocking(move || match stored {
             Some(stored) => verify_blocking(&pool, &password, &stored),
             None => {
                 let dummy = dummy.get_or_init(|| {
@@ -184,8 +209,9 @@ impl Hasher {
                 Verified::No
             }
         })
-        .await
-        .unwrap_or(Verified::No)
+        .await;
+        self.release_when_idle();
+        verified.unwrap_or(Verified::No)
     }
 }
 
@@ -230,5 +256,26 @@ mod tests {
             Verified::YesRehash
         );
         assert_eq!(verify_blocking(&pool, "wrong horse", &weak), Verified::No);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pooled_memory_is_freed_when_no_hash_ran_for_a_while() {
+        let pooled = |h: &Hasher| h.memory.lock().unwrap().len();
+        let hasher = Hasher::new(2);
+        let stored = hasher.hash("correct horse").await.unwrap();
+        assert_eq!(pooled(&hasher), 1);
+        tokio::time::sleep(RELEASE_IDLE / 2).await;
+        assert_eq!(
+            hasher.verify("correct horse", Some(&stored)).await,
+            Verified::Yes
+        );
+        // Past the first hash's release time, but the verify renewed it.
+        tokio::time::sleep(RELEASE_IDLE * 3 / 4).await;
+        assert_eq!(pooled(&hasher), 1);
+        tokio::time::sleep(RELEASE_IDLE / 2).await;
+        assert_eq!(pooled(&hasher), 0);
+        // The next login allocates afresh.
+        assert_eq!(hasher.verify("wrong", Some(&stored)).await, Verified::No);
+        assert_eq!(pooled(&hasher), 1);
     }
 }
