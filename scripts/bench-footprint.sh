@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Footprint benchmark: stripped binary size per target (from dist/), and for the x86_64
 # static release build: time from exec to the first `/readyz` 200, idle RSS after 10 s,
-# and RSS with 1,000 weather subscriptions (20 users) and 100 MQTT clients connected;
+# RSS right after 20 registrations and 32 s later (Argon2 memory freed), and RSS with
+# 1,000 weather subscriptions (20 users) and 100 MQTT clients connected;
 # Debian's mosquitto idle and with the same 100 clients, measured in the same run.
 #
 #   scripts/bench-footprint.sh            # builds dist/meteomesh-x86_64-unknown-linux-musl if missing
@@ -133,12 +134,17 @@ def run_meteomesh_loaded():
             api(http_port, "POST", "/api/v1/subscriptions",
                 {"label": f"s{i}", "place": {"lat": 30 + (i // 40) * 0.5, "lon": -10 + (i % 40) * 0.5},
                  "min_temp": 5, "max_temp": 30, "rain": True}, tok)
+    # Argon2's working memory (19 MiB per hashing permit) is pooled while logins come and
+    # freed 30 s after the last one.
+    rss_logins = rss_kib(p.pid)
+    time.sleep(32)
+    rss_after_logins = rss_kib(p.pid)
     socks = [mqtt_connect(mqtt_port, f"bench-{i}", "bench", "bench-password") for i in range(100)]
     time.sleep(5)
     rss, anon = rss_kib(p.pid), anon_kib(p.pid)
     for s_ in socks: s_.close()
     p.terminate(); p.wait(timeout=20)
-    return rss, anon
+    return rss, anon, rss_logins, rss_after_logins
 
 def run_mosquitto_loaded():
     d = tempfile.mkdtemp()
@@ -192,9 +198,10 @@ print(f"{mver} (Debian, dynamically linked)")
 print(f"mosquitto idle RSS after {IDLE:.0f} s : {mosq/1024:7.2f} MiB                     PSS {mosq_pss/1024:5.2f} MiB")
 print(f"anonymous (private) memory      : meteomesh {anon/1024:5.2f} MiB, mosquitto {mosq_anon/1024:5.2f} MiB")
 print(f"ratio meteomesh / mosquitto     : RSS {rss/mosq:4.2f}x  PSS {pss/mosq_pss:4.2f}x  anonymous {anon/mosq_anon:4.2f}x  (meteomesh also serves HTTP + SQLite)")
-lrss, lanon = run_meteomesh_loaded()
+lrss, lanon, rss_logins, rss_after_logins = run_meteomesh_loaded()
 mrss, manon = run_mosquitto_loaded()
 print("## Loaded: 1,000 subscriptions (20 users) + 100 MQTT clients connected")
+print(f"meteomesh RSS right after 20 registrations : {rss_logins/1024:7.2f} MiB, 32 s later {rss_after_logins/1024:7.2f} MiB")
 print(f"meteomesh RSS                   : {lrss/1024:7.2f} MiB  anonymous {lanon/1024:5.2f} MiB")
 print(f"mosquitto RSS (100 clients)     : {mrss/1024:7.2f} MiB  anonymous {manon/1024:5.2f} MiB")
 print(f"ratio meteomesh / mosquitto     : RSS {lrss/mrss:4.2f}x  anonymous {lanon/manon:4.2f}x")
