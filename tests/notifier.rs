@@ -376,12 +376,14 @@ async fn digest_groups_alerts_into_one_message() {
     let s = put_settings(&t, &token, json!({"mode": "digest", "digest_minutes": 1})).await;
     assert_eq!(s["mode"], "digest");
     assert_eq!(s["digest_minutes"], 1);
-    let mut svc = t.service_client("svc-digest").await;
-    // All five must fall into one 1-minute window: start early in a minute.
+    // All five must fall into one 1-minute window: start early in a minute. The
+    // client connects after this wait: nothing polls it meanwhile, so it would send no
+    // PINGREQ and the broker would rightly drop it after 1.5 × its 10 s keepalive.
     let second = jiff::Timestamp::now().as_second() % 60;
     if second >= 45 {
         tokio::time::sleep(Duration::from_secs((61 - second) as u64)).await;
     }
+    let mut svc = t.service_client("svc-digest").await;
     let published = jiff::Timestamp::now();
     let events: Vec<Value> = (0..5).map(|n| alert(id, n, &format!("s{n}"))).collect();
     publish(&mut svc, &events).await;
