@@ -271,7 +271,10 @@ pub struct MqttClient {
 
 pub fn mqtt_options(addr: SocketAddr, id: &str, credentials: Option<(&str, &str)>) -> MqttOptions {
     let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
-    o.set_keep_alive(Duration::from_secs(10));
+    // A test drives its client only while it awaits it, so the client sends no PINGREQ
+    // while the test waits on something else; 60 s (the broker allows 90 s of silence)
+    // keeps a slow step on a loaded machine from looking like a dead client.
+    o.set_keep_alive(Duration::from_secs(60));
     if let Some((u, p)) = credentials {
         o.set_credentials(u, p);
     }
