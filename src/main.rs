@@ -31,7 +31,7 @@ mod allocator {
     /// front, and freed pages returned after a second, at the next collection, which
     /// an idle process may not reach for hours. Here that kept 16 MiB more resident
     /// under HTTP load than musl's allocator, and Argon2's freed 38 MiB while idle.
-    /// Commit on demand and return freed pages at once instead (flat at 9.8 MiB over
+    /// Commit on demand and return freed pages at once instead (flat at 9.5 MiB over
     /// 500,000 requests); a `MIMALLOC_*` variable set by the operator still wins.
     pub fn tune_for_small_devices() {
         for (option, name, value) in [
