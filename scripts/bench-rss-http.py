@@ -8,9 +8,10 @@ for the user's subscription list as fast as one keep-alive client can (/metrics 
 
     scripts/bench-rss-http.py BINARY [ROUNDS] [--idle]
 
---idle sends no requests (the time-driven baseline: SLA history). Compare the shipped
-static musl build with `cargo build --release` (glibc) to see the allocator's share;
-docs/BENCHMARKS.md has a run.
+--idle sends no requests (the time-driven baseline: SLA history). To see an allocator's
+share, compare builds of the same code: the shipped static build (mimalloc, tuned in
+src/main.rs; MIMALLOC_* variables in the environment try other settings) and
+`cargo build --release` (glibc); docs/BENCHMARKS.md has runs, musl's own allocator too.
 """
 import http.client, json, os, socket, subprocess, sys, tempfile, time
 
@@ -95,7 +96,8 @@ try:
             n += 1
             if n % 100 == 0:
                 call(conn, "GET", "/metrics")
-        print(f"{n} requests: RSS {rss_kib()} KiB ({rss_kib() - start:+d})", flush=True)
+        rss = rss_kib()
+        print(f"{n} requests: RSS {rss} KiB ({rss - start:+d})", flush=True)
 finally:
     proc.terminate()
     proc.wait(timeout=20)
