@@ -90,7 +90,11 @@ impl FakeTelegram {
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap()
+        // A test that panics while holding the lock must not turn every later request
+        // into a second panic that hides the first.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn sent(&self) -> Vec<Sent> {
@@ -125,12 +129,16 @@ impl FakeTelegram {
                 return;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                let s = self.lock();
-                panic!(
-                    "fake Telegram: condition not met in {timeout:?}; {} sent, attempts {:?}",
-                    s.sent.len(),
-                    s.attempts
-                );
+                let report = {
+                    let s = self.lock();
+                    format!(
+                        "{} sent, attempts {:?}, offsets asked {:?}",
+                        s.sent.len(),
+                        s.attempts,
+                        s.offsets_asked
+                    )
+                };
+                panic!("fake Telegram: condition not met in {timeout:?}; {report}");
             }
         }
     }
@@ -167,6 +175,8 @@ impl FakeTelegram {
         let timeout = Duration::from_secs(req["timeout"].as_u64().unwrap_or(0).min(5));
         let deadline = tokio::time::Instant::now() + timeout;
         self.lock().offsets_asked.push(offset);
+        // Tests wait on the offsets asked as well as on messages sent.
+        self.changed.notify_waiters();
         loop {
             let notified = self.changed.notified();
             let pending: Vec<Value> = self
@@ -202,6 +212,7 @@ impl FakeTelegram {
             }
         };
         let Some(forced) = forced else {
+            self.changed.notify_waiters();
             // Hang until the client gives up (this future is dropped with the connection).
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return (StatusCode::OK, String::new());
