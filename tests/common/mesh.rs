@@ -312,9 +312,16 @@ impl Inbox {
         })
         .await
         .unwrap_or_else(|_| {
-            let m = self.messages.lock().unwrap();
-            let seqs: Vec<u64> = m.iter().map(|m| m.seq).collect();
-            panic!("{n} messages in time; got {}: seqs {seqs:?}", m.len())
+            // The report is built before panicking so the lock is not poisoned for the
+            // receiving task.
+            let seqs: Vec<u64> = self
+                .messages
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|m| m.seq)
+                .collect();
+            panic!("{n} messages in time; got {}: seqs {seqs:?}", seqs.len())
         })
     }
 
