@@ -587,6 +587,13 @@ pub struct HttpConfig {
     /// closed after it too.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// Connections one client address may have open at once; more are answered 429 and
+    /// closed (trusted proxies are exempt).
+    pub max_connections_per_client: usize,
+    /// Reverse proxies in front of meteomesh: their connections are not capped per
+    /// address, and the last address of their `X-Forwarded-For` header is taken as the
+    /// client's (for login throttling and the logs). Anyone else's header is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for HttpConfig {
@@ -597,6 +604,8 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(30),
             max_connections: 512,
             header_timeout: Duration::from_secs(10),
+            max_connections_per_client: 64,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -655,6 +664,14 @@ pub struct BusConfig {
     pub session_expiry: Duration,
     /// Embedded broker: accept clients that send no username. Off by default.
     pub allow_anonymous: bool,
+    /// Embedded broker: sessions (live or stored persistent ones) one user account may
+    /// hold at once; a reconnect with a client id it already holds always passes.
+    pub max_sessions_per_user: usize,
+    /// Embedded broker: retained messages that service accounts and wills may keep at
+    /// once (users may not retain; meteomesh's own state is not counted).
+    pub max_retained_messages: usize,
+    /// Embedded broker: their total payload bytes.
+    pub max_retained_bytes: usize,
     /// Embedded broker: service accounts allowed to connect (full topic access).
     pub users: Vec<BusUser>,
 }
@@ -677,6 +694,9 @@ impl Default for BusConfig {
             max_queued_messages: 1000,
             session_expiry: Duration::from_secs(2 * 60 * 60),
             allow_anonymous: false,
+            max_sessions_per_user: 10,
+            max_retained_messages: 1000,
+            max_retained_bytes: 4 * 1024 * 1024,
             users: Vec::new(),
         }
     }
@@ -867,6 +887,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "http.max_connections",
                 "must be between 1 and 65536, e.g. 512",
+            ));
+        }
+        if self.http.max_connections_per_client == 0 {
+            return Err(ConfigError::invalid(
+                "http.max_connections_per_client",
+                "must be at least 1, e.g. 64",
             ));
         }
         if self.http.header_timeout.is_zero() {
@@ -1104,6 +1130,12 @@ impl Config {
                 if bus.max_queued_messages == 0 {
                     return Err(ConfigError::invalid(
                         "bus.max_queued_messages",
+                        "must be at least 1",
+                    ));
+                }
+                if bus.max_sessions_per_user == 0 {
+                    return Err(ConfigError::invalid(
+                        "bus.max_sessions_per_user",
                         "must be at least 1",
                     ));
                 }

@@ -29,6 +29,9 @@ pub struct Metrics {
     pub bus_messages_dropped: IntCounterVec,
     pub bus_roundtrip: Histogram,
     pub bus_acl_denied: IntCounterVec,
+    pub bus_connections_refused: IntCounterVec,
+    pub bus_client_retained_messages: IntGauge,
+    pub bus_client_retained_bytes: IntGauge,
     pub users: IntGauge,
     pub logins: IntCounterVec,
     pub auth_duration: HistogramVec,
@@ -187,6 +190,35 @@ impl Metrics {
                     "Subscriptions and publishes the embedded broker refused by topic ACL.",
                 ),
                 &["action"],
+            )
+            .expect("valid"),
+        );
+        let bus_connections_refused = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "bus_connections_refused_total",
+                    "CONNECTs the embedded broker refused after the credentials, by reason \
+                     (will, client_id, sessions).",
+                ),
+                &["reason"],
+            )
+            .expect("valid"),
+        );
+        let bus_client_retained_messages = register(
+            &registry,
+            IntGauge::new(
+                "bus_client_retained_messages",
+                "Retained messages service accounts keep on the embedded broker (budget: \
+                 bus.max_retained_messages).",
+            )
+            .expect("valid"),
+        );
+        let bus_client_retained_bytes = register(
+            &registry,
+            IntGauge::new(
+                "bus_client_retained_bytes",
+                "Their payload bytes (budget: bus.max_retained_bytes).",
             )
             .expect("valid"),
         );
@@ -519,6 +551,9 @@ impl Metrics {
             bus_messages_dropped,
             bus_roundtrip,
             bus_acl_denied,
+            bus_connections_refused,
+            bus_client_retained_messages,
+            bus_client_retained_bytes,
             users,
             logins,
             auth_duration,

@@ -169,13 +169,28 @@ async fn tokens_are_required_and_checked() {
     // that does not exist, and one signed with another key.
     meteomesh::modules::auth::install_jwt_provider();
     let now = jsonwebtoken::get_current_timestamp() as i64;
-    let sign = |sub: i64, iat: i64, exp: i64, key: &str| {
+    // A valid token names its home node and the account's random key.
+    let account_key: String = rusqlite::Connection::open(t.db_path())
+        .unwrap()
+        .query_row("SELECT account_key FROM users WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let node = t.app.node_id.clone();
+    let sign_claims = |claims: serde_json::Value, key: &str| {
         jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &json!({"sub": sub.to_string(), "iat": iat, "exp": exp, "jti": "x"}),
+            &claims,
             &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
         )
         .unwrap()
+    };
+    let sign = |sub: i64, iat: i64, exp: i64, key: &str| {
+        sign_claims(
+            json!({"sub": sub.to_string(), "iat": iat, "exp": exp, "jti": "x",
+                   "home": node, "key": account_key}),
+            key,
+        )
     };
     let fresh = sign(id, now, now + 600, SECRET);
     assert_eq!(
@@ -184,6 +199,25 @@ async fn tokens_are_required_and_checked() {
             .status,
         200
     );
+    // Without the account key, or naming another home, it names no account here.
+    for claims in [
+        json!({"sub": id.to_string(), "iat": now, "exp": now + 600, "jti": "y", "home": node}),
+        json!({"sub": id.to_string(), "iat": now, "exp": now + 600, "jti": "z",
+               "home": "elsewhere", "key": account_key}),
+    ] {
+        assert_code(
+            &api(
+                t.http,
+                "GET",
+                "/api/v1/me",
+                Some(&sign_claims(claims, SECRET)),
+                "",
+            )
+            .await,
+            401,
+            "unauthorized",
+        );
+    }
     let expired = sign(id, now - 700, now - 100, SECRET);
     assert_code(
         &api(t.http, "GET", "/api/v1/me", Some(&expired), "").await,

@@ -5,19 +5,27 @@
 //!
 //! Refusals answer with the proper CONNACK code; a refused subscription gets SUBACK
 //! 0x80, a refused publish is dropped and counted.
+//!
+//! Everything a client can make the broker publish passes the same rules: its last will
+//! is checked at CONNECT like a publish (rmqtt sends wills without the publish ACL hook,
+//! so a will the client could not publish itself refuses the connection). Client ids
+//! belong to one identity at a time ([`SessionRegistry::claim`]); ids under the node's
+//! module prefix belong to the internal credential. Users may not publish retained
+//! messages (no feature needs them); service accounts may, within a byte and count
+//! budget, so the retained store cannot crowd out the node's own state.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rmqtt::codec::v5::SubscribeAckReason;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
 use rmqtt::types::{AuthResult, PublishAclResult, SubscribeAclResult};
 use subtle::ConstantTimeEq;
 
-use super::sessions::{SessionRegistry, UserSession, principal};
+use super::sessions::{ClaimRefused, Owner, SessionRegistry, UserSession};
 use super::topics;
-use crate::config::BusUser;
+use crate::config::{BusConfig, BusUser};
 use crate::metrics::Metrics;
 
 /// Username of the modules' own sessions; `$` cannot be configured for a service account.
@@ -53,6 +61,15 @@ pub struct Accounts {
     passwords: HashMap<String, String>,
 }
 
+/// What a connection may do, decided at CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Identity {
+    Internal,
+    Service(String),
+    User(UserSession),
+    Anonymous,
+}
+
 impl Accounts {
     pub fn new(users: &[BusUser], internal_password: &str) -> Accounts {
         let mut passwords: HashMap<String, String> = users
@@ -72,40 +89,281 @@ impl Accounts {
     }
 }
 
+/// The broker's rules beyond credentials, from config.
+pub struct Policy {
+    pub allow_anonymous: bool,
+    /// Client ids starting with this belong to trusted credentials only
+    /// (`{bus.client_id_prefix}-`, and `meteomesh-` which mesh links use).
+    pub trusted_prefixes: Vec<String>,
+    /// Client ids of this node's own modules (`{prefix}-{node}-`): internal credential only.
+    pub internal_prefix: String,
+    pub max_sessions_per_user: usize,
+    pub max_retained_messages: usize,
+    pub max_retained_bytes: usize,
+}
+
+impl Policy {
+    pub fn new(cfg: &BusConfig, node_id: &str) -> Policy {
+        let mut trusted_prefixes = vec![format!("{}-", cfg.client_id_prefix)];
+        if cfg.client_id_prefix != "meteomesh" {
+            trusted_prefixes.push("meteomesh-".to_owned());
+        }
+        Policy {
+            allow_anonymous: cfg.allow_anonymous,
+            trusted_prefixes,
+            internal_prefix: format!("{}-{node_id}-", cfg.client_id_prefix),
+            max_sessions_per_user: cfg.max_sessions_per_user,
+            max_retained_messages: cfg.max_retained_messages,
+            max_retained_bytes: cfg.max_retained_bytes,
+        }
+    }
+}
+
+/// Retained messages set by anyone but the node itself: topic → payload bytes.
+#[derive(Default)]
+struct RetainedBudget {
+    topics: HashMap<String, usize>,
+    bytes: usize,
+}
+
+impl RetainedBudget {
+    /// Accounts a retained publish; false when it would exceed the budget (an empty
+    /// payload clears the topic and always passes).
+    fn admit(&mut self, topic: &str, len: usize, policy: &Policy) -> bool {
+        let old = self.topics.get(topic).copied();
+        if len == 0 {
+            if let Some(old) = old {
+                self.topics.remove(topic);
+                self.bytes -= old;
+            }
+            return true;
+        }
+        let bytes = self.bytes - old.unwrap_or(0) + len;
+        let count = self.topics.len() + usize::from(old.is_none());
+        if bytes > policy.max_retained_bytes || count > policy.max_retained_messages {
+            return false;
+        }
+        self.topics.insert(topic.to_owned(), len);
+        self.bytes = bytes;
+        true
+    }
+}
+
 pub struct AuthHandler {
     pub accounts: Accounts,
     pub users: Option<Arc<dyn UserAuthenticator>>,
     pub registry: Arc<SessionRegistry>,
     pub metrics: Arc<Metrics>,
+    pub policy: Policy,
+    pub internal_listener: u16,
+    retained: Mutex<RetainedBudget>,
+    service_sessions: Mutex<HashMap<rmqtt::types::Id, String>>,
+}
+
+/// A valid PUBLISH topic name: not empty, no wildcards, no NUL (MQTT-3.3.2-2, 1.5.3-2).
+pub fn valid_topic_name(topic: &str) -> bool {
+    !topic.is_empty() && !topic.contains(['+', '#', '\0'])
+}
+
+/// Shared subscriptions (`$share/`, `$queue/`) are not supported: refused rather than
+/// granted as a literal filter that matches nothing a client expects.
+fn shared_subscription(filter: &str) -> bool {
+    filter.starts_with("$share/") || filter.starts_with("$queue/")
 }
 
 impl AuthHandler {
-    async fn authenticate(&self, info: &rmqtt::types::ConnectInfo) -> AuthResult {
+    pub fn new(
+        accounts: Accounts,
+        users: Option<Arc<dyn UserAuthenticator>>,
+        registry: Arc<SessionRegistry>,
+        metrics: Arc<Metrics>,
+        policy: Policy,
+        internal_listener: u16,
+    ) -> AuthHandler {
+        AuthHandler {
+            accounts,
+            users,
+            registry,
+            metrics,
+            policy,
+            internal_listener,
+            retained: Mutex::new(RetainedBudget::default()),
+            service_sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Who the CONNECT's credentials name, or the CONNACK refusal.
+    async fn identify(&self, info: &rmqtt::types::ConnectInfo) -> Result<Identity, AuthResult> {
         let Some(username) = info.username() else {
-            // No username and anonymous off (rmqtt only asks us in that case).
-            return AuthResult::NotAuthorized;
+            return if self.policy.allow_anonymous {
+                Ok(Identity::Anonymous)
+            } else {
+                Err(AuthResult::NotAuthorized)
+            };
         };
         let password = info.password().map(|p| p.as_ref()).unwrap_or_default();
         match self.accounts.check(username, password) {
-            // Service accounts and meteomesh itself: superuser, so no ACL applies.
-            Some(true) => return AuthResult::Allow(true, None),
-            Some(false) => return AuthResult::BadUsernameOrPassword,
+            // The internal credential is only good on the loopback listener of the
+            // modules; it is random per start, but never worth a guess from outside.
+            Some(true) if username == INTERNAL_USERNAME => {
+                return if info.id().lid == self.internal_listener {
+                    Ok(Identity::Internal)
+                } else {
+                    Err(AuthResult::BadUsernameOrPassword)
+                };
+            }
+            Some(true) => return Ok(Identity::Service(username.to_string())),
+            Some(false) => return Err(AuthResult::BadUsernameOrPassword),
             None => {}
         }
         let Some(users) = &self.users else {
-            return AuthResult::BadUsernameOrPassword;
+            return Err(AuthResult::BadUsernameOrPassword);
         };
         let Ok(password) = std::str::from_utf8(password) else {
-            return AuthResult::BadUsernameOrPassword;
+            return Err(AuthResult::BadUsernameOrPassword);
         };
         let client = info.ipaddress().map(|a| a.ip());
         match users.authenticate(username, password, client).await {
-            Ok(session) => {
+            Ok(session) => Ok(Identity::User(session)),
+            Err(Refusal::BadCredentials) => Err(AuthResult::BadUsernameOrPassword),
+            Err(Refusal::NotAuthorized) => Err(AuthResult::NotAuthorized),
+        }
+    }
+
+    /// Whether `identity` may publish `topic` (retained or not); the one rule for
+    /// PUBLISH packets and last wills.
+    fn may_publish(&self, identity: &Identity, topic: &str, retain: bool, len: usize) -> bool {
+        if !valid_topic_name(topic) {
+            return false;
+        }
+        match identity {
+            Identity::Internal => true,
+            Identity::Service(_) => {
+                if !retain {
+                    return true;
+                }
+                let mut budget = self.retained.lock().unwrap_or_else(|p| p.into_inner());
+                let admitted = budget.admit(topic, len, &self.policy);
+                self.metrics
+                    .bus_client_retained_messages
+                    .set(budget.topics.len() as i64);
+                self.metrics
+                    .bus_client_retained_bytes
+                    .set(budget.bytes as i64);
+                admitted
+            }
+            Identity::User(session) => {
+                !retain
+                    && topics::may_publish(
+                        Some(topics::Principal {
+                            user_id: session.user_id,
+                            username: &session.username,
+                        }),
+                        topic,
+                    )
+            }
+            Identity::Anonymous => !retain && topics::may_publish(None, topic),
+        }
+    }
+
+    async fn authenticate(&self, info: &rmqtt::types::ConnectInfo) -> AuthResult {
+        let identity = match self.identify(info).await {
+            Ok(identity) => identity,
+            Err(refusal) => return refusal,
+        };
+        let client_id: &str = &info.id().client_id;
+        let owner = match &identity {
+            Identity::Internal => Owner::Internal,
+            Identity::Service(name) => Owner::Service(name.clone()),
+            Identity::User(session) => Owner::of_user(session),
+            Identity::Anonymous => Owner::Anonymous,
+        };
+        let reserved = match owner {
+            Owner::Internal => false,
+            Owner::Service(_) => client_id.starts_with(&self.policy.internal_prefix),
+            Owner::User(_) | Owner::Anonymous => self
+                .policy
+                .trusted_prefixes
+                .iter()
+                .any(|p| client_id.starts_with(p.as_str())),
+        };
+        if reserved {
+            tracing::info!(
+                client_id,
+                "bus connection refused: the client id is reserved for meteomesh"
+            );
+            self.refused("client_id");
+            return AuthResult::NotAuthorized;
+        }
+        if let Some(will) = info.last_will() {
+            let (topic, len) = match &will {
+                rmqtt::types::LastWill::V3(w) => (&w.topic, w.message.len()),
+                rmqtt::types::LastWill::V5(w) => (&w.topic, w.message.len()),
+            };
+            if !self.may_publish(&identity, topic, will.retain(), len) {
+                tracing::info!(client_id, topic = %topic, "bus connection refused: its last will is not allowed");
+                self.refused("will");
+                return AuthResult::NotAuthorized;
+            }
+        }
+        let cap = matches!(owner, Owner::User(_)).then_some(self.policy.max_sessions_per_user);
+        match self.registry.claim(client_id, &owner, cap) {
+            Ok(()) => {}
+            Err(ClaimRefused::Taken) => {
+                tracing::info!(
+                    client_id,
+                    "bus connection refused: the client id belongs to another identity"
+                );
+                self.refused("client_id");
+                return AuthResult::NotAuthorized;
+            }
+            Err(ClaimRefused::TooManySessions) => {
+                tracing::info!(
+                    client_id,
+                    "bus connection refused: the account has too many sessions"
+                );
+                self.refused("sessions");
+                return AuthResult::NotAuthorized;
+            }
+        }
+        match identity {
+            // meteomesh itself: superuser, so no ACL hook runs for its traffic.
+            Identity::Internal => AuthResult::Allow(true, None),
+            Identity::Service(name) => {
+                self.service_sessions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(info.id().clone(), name);
+                AuthResult::Allow(false, None)
+            }
+            Identity::User(session) => {
                 self.registry.authenticated(info.id().clone(), session);
                 AuthResult::Allow(false, None)
             }
-            Err(Refusal::BadCredentials) => AuthResult::BadUsernameOrPassword,
-            Err(Refusal::NotAuthorized) => AuthResult::NotAuthorized,
+            Identity::Anonymous => AuthResult::Allow(false, None),
+        }
+    }
+
+    fn refused(&self, reason: &str) {
+        self.metrics
+            .bus_connections_refused
+            .with_label_values(&[reason])
+            .inc();
+    }
+
+    /// The identity of a connected session that is not meteomesh itself.
+    fn identity_of(&self, id: &rmqtt::types::Id) -> Identity {
+        if let Some(name) = self
+            .service_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
+            return Identity::Service(name.clone());
+        }
+        match self.registry.user_of(id) {
+            Some(session) => Identity::User(session),
+            None => Identity::Anonymous,
         }
     }
 }
@@ -131,12 +389,35 @@ impl Handler for AuthHandler {
             }
             Parameter::ClientDisconnected(session, _) => {
                 self.registry.disconnected(&session.id);
+                self.service_sessions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&session.id);
                 (true, acc)
             }
-            // Superusers never reach the ACL hooks (rmqtt lets them through before).
+            Parameter::SessionTerminated(session, _) => {
+                self.registry.terminated(&session.id);
+                self.service_sessions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&session.id);
+                (true, acc)
+            }
+            // Only non-superusers reach the ACL hooks: everyone but meteomesh itself.
             Parameter::ClientSubscribeCheckAcl(session, subscribe) => {
-                let user = self.registry.principal_of(&session.id);
-                let allowed = topics::may_subscribe(principal(&user), &subscribe.topic_filter);
+                let filter = &subscribe.topic_filter;
+                let allowed = !shared_subscription(filter)
+                    && match self.identity_of(&session.id) {
+                        Identity::Internal | Identity::Service(_) => true,
+                        Identity::User(user) => topics::may_subscribe(
+                            Some(topics::Principal {
+                                user_id: user.user_id,
+                                username: &user.username,
+                            }),
+                            filter,
+                        ),
+                        Identity::Anonymous => topics::may_subscribe(None, filter),
+                    };
                 let result = if allowed {
                     SubscribeAclResult::new_success(subscribe.opts.qos(), None)
                 } else {
@@ -144,21 +425,35 @@ impl Handler for AuthHandler {
                         .bus_acl_denied
                         .with_label_values(&["subscribe"])
                         .inc();
-                    tracing::info!(user = ?user.as_ref().map(|u| &u.1), filter = %subscribe.topic_filter, "subscription refused");
+                    tracing::info!(client_id = %session.id.client_id, filter = %filter, "subscription refused");
                     SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized)
                 };
                 (false, Some(HookResult::SubscribeAclResult(result)))
             }
             Parameter::MessagePublishCheckAcl(session, publish) => {
-                let user = self.registry.principal_of(&session.id);
-                let result = if topics::may_publish(principal(&user), &publish.topic) {
+                let identity = self.identity_of(&session.id);
+                let result = if !valid_topic_name(&publish.topic) {
+                    // A protocol violation, not a permission question: the client is
+                    // broken or probing, and Mosquitto closes such connections too.
+                    self.metrics
+                        .bus_acl_denied
+                        .with_label_values(&["publish"])
+                        .inc();
+                    tracing::info!(client_id = %session.id.client_id, "publish to an invalid topic name: disconnecting");
+                    PublishAclResult::rejected(true, Some("invalid topic name".into()))
+                } else if self.may_publish(
+                    &identity,
+                    &publish.topic,
+                    publish.retain,
+                    publish.payload.len(),
+                ) {
                     PublishAclResult::allow()
                 } else {
                     self.metrics
                         .bus_acl_denied
                         .with_label_values(&["publish"])
                         .inc();
-                    tracing::debug!(user = ?user.as_ref().map(|u| &u.1), topic = %publish.topic, "publish refused");
+                    tracing::debug!(client_id = %session.id.client_id, topic = %publish.topic, retain = publish.retain, "publish refused");
                     PublishAclResult::rejected(false, None)
                 };
                 (false, Some(HookResult::PublishAclResult(result)))

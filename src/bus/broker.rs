@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::BusError;
-use super::auth::{Accounts, AuthHandler, UserAuthenticator};
+use super::auth::{Accounts, AuthHandler, Policy, UserAuthenticator};
 use super::sessions::{PresenceChange, SessionRegistry};
 use crate::config::{BusConfig, BusUser};
 use crate::metrics::Metrics;
@@ -93,7 +93,10 @@ fn listen(
         .max_inflight(inflight)
         .max_mqueue_len(queue)
         .session_expiry_interval(cfg.session_expiry)
-        .allow_anonymous(cfg.allow_anonymous)
+        // Anonymous clients are let in by the authentication hook (when
+        // `bus.allow_anonymous`), so their wills and client ids are checked like anyone's;
+        // rmqtt itself would admit them without asking the hook.
+        .allow_anonymous(false)
         // Keepalive 0 ("never ping") is legal MQTT; battery devices use it.
         .allow_zero_keepalive(true)
         .nodelay(true)
@@ -114,18 +117,30 @@ pub struct EmbeddedBroker {
     pub users: Option<Arc<dyn UserAuthenticator>>,
 }
 
+/// Who may log in to the embedded broker besides user accounts.
+pub struct BrokerAccess<'a> {
+    /// This node's id: the modules' client ids carry it and are reserved for them.
+    pub node_id: &'a str,
+    /// The modules' credential, new at every start.
+    pub internal_password: &'a str,
+    /// Service accounts beyond the configured ones (the mesh link account).
+    pub extra_accounts: &'a [BusUser],
+}
+
 impl EmbeddedBroker {
     pub async fn start(
         cfg: &BusConfig,
         listeners: BrokerListeners,
-        internal_password: &str,
-        extra_accounts: &[BusUser],
+        access: BrokerAccess<'_>,
         users: Option<Arc<dyn UserAuthenticator>>,
         metrics: Arc<Metrics>,
         presence: mpsc::UnboundedSender<PresenceChange>,
     ) -> Result<EmbeddedBroker, BusError> {
         let retainer_config = format!(
-            "storage = {{ type = \"ram\" }}\nmax_retained_messages = 10000\nmax_payload_size = \"{}B\"\n",
+            // No count limit in the store itself: when full it refuses every update,
+            // clearing ones included, so the node's own state would freeze. The budget for
+            // retained messages from clients lives in the authentication hook instead.
+            "storage = {{ type = \"ram\" }}\nmax_retained_messages = 0\nmax_payload_size = \"{}B\"\n",
             cfg.max_packet_size
         );
         let scx = ServerContext::new()
@@ -141,18 +156,26 @@ impl EmbeddedBroker {
             .map_err(|e| BusError::Broker(format!("retained-message store: {e}")))?;
 
         let registry = Arc::new(SessionRegistry::new(presence));
-        let accounts: Vec<BusUser> = cfg.users.iter().chain(extra_accounts).cloned().collect();
+        let accounts: Vec<BusUser> = cfg
+            .users
+            .iter()
+            .chain(access.extra_accounts)
+            .cloned()
+            .collect();
         let register = scx.extends.hook_mgr().register();
-        let auth = Arc::new(AuthHandler {
-            accounts: Accounts::new(&accounts, internal_password),
-            users: users.clone(),
-            registry: registry.clone(),
-            metrics: metrics.clone(),
-        });
+        let auth = Arc::new(AuthHandler::new(
+            Accounts::new(&accounts, access.internal_password),
+            users.clone(),
+            registry.clone(),
+            metrics.clone(),
+            Policy::new(cfg, access.node_id),
+            INTERNAL_LISTENER_ID,
+        ));
         for typ in [
             Type::ClientAuthenticate,
             Type::ClientConnected,
             Type::ClientDisconnected,
+            Type::SessionTerminated,
             Type::ClientSubscribeCheckAcl,
             Type::MessagePublishCheckAcl,
         ] {
@@ -209,6 +232,29 @@ impl EmbeddedBroker {
                 tracing::debug!(error = %e, "session already gone");
             }
             self.registry.disconnected(&id);
+            // A kicked session is removed outright (a stored one too); its client id is
+            // free again.
+            self.registry.terminated(&id);
+        }
+    }
+
+    /// Removes what a deleted local account left on the broker: its sessions, live or
+    /// stored (subscriptions and queued messages go with them). Returns the topics of
+    /// the retained messages under its private subtree, for the caller to clear.
+    pub async fn forget_account(&self, user_id: i64) -> Vec<String> {
+        let mut sessions = self.registry.sessions_of(user_id, None);
+        sessions.extend(self.registry.sessions_of_account(user_id));
+        sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        sessions.dedup();
+        self.kick(sessions).await;
+        let filter =
+            rmqtt::types::TopicFilter::from(format!("{}/#", super::topics::user_root(user_id)));
+        match self.scx.extends.retain().await.get(&filter).await {
+            Ok(retained) => retained.into_iter().map(|(t, _)| t.to_string()).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, user_id, "cannot list a deleted account's retained messages");
+                Vec::new()
+            }
         }
     }
 

@@ -96,8 +96,11 @@ impl Bus {
                     EmbeddedBroker::start(
                         cfg,
                         listeners,
-                        &password,
-                        extra_accounts,
+                        broker::BrokerAccess {
+                            node_id,
+                            internal_password: &password,
+                            extra_accounts,
+                        },
                         users,
                         metrics,
                         presence_tx,
@@ -118,11 +121,16 @@ impl Bus {
                     max_packet_size,
                     mode: cfg.mode,
                 };
-                let (client, session) = bus.consumer("broker");
+                let (client, session) = bus.client("broker", None);
                 let events = client
                     .subscribe(AccountEvent::FILTER, AccountEvent::DELIVERY.qos)
                     .await?;
-                let task = tokio::spawn(enforce_account_changes(broker, events, session));
+                let task = tokio::spawn(enforce_account_changes(
+                    broker,
+                    client.clone(),
+                    events,
+                    session,
+                ));
                 bus.enforcer = Some((client, task));
                 let (client, session) = bus.publisher("presence");
                 let task = tokio::spawn(publish_presence(client.clone(), presence_rx, session));
@@ -247,6 +255,7 @@ async fn publish_presence(
 /// tokens and changes made by other processes (the `meteomesh user` CLI).
 async fn enforce_account_changes(
     broker: Arc<EmbeddedBroker>,
+    client: BusClient,
     mut events: tokio::sync::mpsc::Receiver<Incoming>,
     session: JoinHandle<()>,
 ) {
@@ -261,7 +270,19 @@ async fn enforce_account_changes(
                 };
                 let jti = match &event.change {
                     AccountChange::TokenRevoked { jti } => Some(jti.as_str()),
-                    AccountChange::Deleted | AccountChange::TokensRevoked => None,
+                    AccountChange::Deleted => {
+                        // Nothing of the account may outlive it on the broker.
+                        for topic in broker.forget_account(event.user_id).await {
+                            if let Err(e) = client
+                                .publish_raw(&topic, Vec::new(), topics::Qos::AtLeastOnce, true)
+                                .await
+                            {
+                                tracing::warn!(error = %e, "cannot clear a deleted account's retained message");
+                            }
+                        }
+                        continue;
+                    }
+                    AccountChange::TokensRevoked => None,
                 };
                 let ids = broker.registry.sessions_of(event.user_id, jti);
                 broker.kick(ids).await;

@@ -2,6 +2,11 @@
 //! they logged in as: for ACL checks, for disconnecting a user's sessions when the
 //! account is deleted or its token revoked, and for presence (how many sessions each
 //! username has here; every change is reported on a channel the bus publishes from).
+//!
+//! It also owns which identity each client id belongs to. A client id held by a live
+//! session, or by a stored persistent session, belongs to the identity that created it
+//! until that session ends: no other identity may connect with it (which would hand over
+//! its subscriptions and queued messages). Each user's sessions are counted against a cap.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,14 +15,15 @@ use std::time::{Duration, Instant};
 use rmqtt::types::Id;
 use tokio::sync::mpsc;
 
-use super::topics::Principal;
-
 /// A session's account, and the login token it used as password (if any).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSession {
     /// The account on this node; `None` for a user whose home is another mesh node
     /// (signed in with a mesh-wide token).
     pub user_id: Option<i64>,
+    /// The account's random key (`None` with `user_id`): tells this account from any
+    /// other that ever had the same id.
+    pub account_key: Option<String>,
     /// The identity across the mesh.
     pub username: String,
     /// The account's token generation at login (a password change raises it).
@@ -31,6 +37,46 @@ pub struct UserSession {
 
 /// Authenticated connections that never completed are forgotten after this long.
 const PENDING_TTL: Duration = Duration::from_secs(60);
+
+/// Who may own a client id. Two sessions are the same identity only when their owners
+/// are equal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// meteomesh's own modules (the internal credential).
+    Internal,
+    /// A service account from config (the mesh link account among them).
+    Service(String),
+    /// A user account: `local:{id}:{account key}`, or `mesh:{username}` for a user whose
+    /// home is another node.
+    User(String),
+    /// A client without a username (only with `bus.allow_anonymous`).
+    Anonymous,
+}
+
+impl Owner {
+    pub fn of_user(session: &UserSession) -> Owner {
+        match (session.user_id, &session.account_key) {
+            (Some(id), Some(key)) => Owner::User(format!("local:{id}:{key}")),
+            _ => Owner::User(format!("mesh:{}", session.username)),
+        }
+    }
+}
+
+/// Why a client id cannot be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimRefused {
+    /// Another identity holds it (live, or as a stored persistent session).
+    Taken,
+    /// The identity already has as many sessions as it may.
+    TooManySessions,
+}
+
+struct Claim {
+    owner: Owner,
+    /// The session holding the id; `None` between authentication and connection.
+    session: Option<Id>,
+    at: Instant,
+}
 
 /// A user's session count on this broker changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +95,7 @@ struct Registry {
     pending: HashMap<Id, (UserSession, Instant)>,
     live: HashMap<Id, UserSession>,
     per_user: HashMap<String, u32>,
+    claims: HashMap<String, Claim>,
 }
 
 impl SessionRegistry {
@@ -71,8 +118,80 @@ impl SessionRegistry {
         r.pending.insert(id, (session, now));
     }
 
+    /// Reserves `client_id` for `owner` before the connection is accepted. With `cap`,
+    /// the owner may hold at most that many client ids (a reconnect with one it already
+    /// holds always passes).
+    pub fn claim(
+        &self,
+        client_id: &str,
+        owner: &Owner,
+        cap: Option<usize>,
+    ) -> Result<(), ClaimRefused> {
+        let mut r = self.lock();
+        let now = Instant::now();
+        if let Some(c) = r.claims.get_mut(client_id) {
+            if c.owner == *owner {
+                c.at = now;
+                return Ok(());
+            }
+            let abandoned = c.session.is_none() && now.duration_since(c.at) >= PENDING_TTL;
+            if !abandoned {
+                return Err(ClaimRefused::Taken);
+            }
+        }
+        if let Some(cap) = cap {
+            let held = r
+                .claims
+                .values()
+                .filter(|c| {
+                    c.owner == *owner
+                        && (c.session.is_some() || now.duration_since(c.at) < PENDING_TTL)
+                })
+                .count();
+            if held >= cap {
+                return Err(ClaimRefused::TooManySessions);
+            }
+        }
+        r.claims.insert(
+            client_id.to_owned(),
+            Claim {
+                owner: owner.clone(),
+                session: None,
+                at: now,
+            },
+        );
+        Ok(())
+    }
+
+    /// The broker removed a session for good (clean disconnect, expiry, kick): its
+    /// client id is free again, unless a newer session already holds it.
+    pub fn terminated(&self, id: &Id) {
+        let mut r = self.lock();
+        let key: &str = &id.client_id;
+        if r.claims
+            .get(key)
+            .is_some_and(|c| c.session.as_ref() == Some(id))
+        {
+            r.claims.remove(key);
+        }
+    }
+
+    /// The sessions, live or stored, of the local account `user_id`.
+    pub fn sessions_of_account(&self, user_id: i64) -> Vec<Id> {
+        let prefix = format!("local:{user_id}:");
+        self.lock()
+            .claims
+            .values()
+            .filter(|c| matches!(&c.owner, Owner::User(key) if key.starts_with(&prefix)))
+            .filter_map(|c| c.session.clone())
+            .collect()
+    }
+
     pub fn connected(&self, id: &Id) {
         let mut r = self.lock();
+        if let Some(c) = r.claims.get_mut(&*id.client_id) {
+            c.session = Some(id.clone());
+        }
         if let Some((session, _)) = r.pending.remove(id) {
             let name = session.username.clone();
             // A client id reconnecting replaces its old session (rmqtt may report the
@@ -105,13 +224,13 @@ impl SessionRegistry {
         });
     }
 
-    /// Who a session belongs to; `None` for anonymous sessions.
-    pub fn principal_of(&self, id: &Id) -> Option<(Option<i64>, String)> {
+    /// The user account a session logged in as; `None` for other sessions.
+    pub fn user_of(&self, id: &Id) -> Option<UserSession> {
         let r = self.lock();
         r.live
             .get(id)
             .or_else(|| r.pending.get(id).map(|(s, _)| s))
-            .map(|s| (s.user_id, s.username.clone()))
+            .cloned()
     }
 
     /// Sessions of `user_id`; with `jti`, only those that logged in with that token.
@@ -134,12 +253,4 @@ impl SessionRegistry {
             .map(|(id, s)| (id.clone(), s.clone()))
             .collect()
     }
-}
-
-/// Borrows a principal for the ACL functions.
-pub fn principal(p: &Option<(Option<i64>, String)>) -> Option<Principal<'_>> {
-    p.as_ref().map(|(user_id, username)| Principal {
-        user_id: *user_id,
-        username,
-    })
 }

@@ -2,14 +2,14 @@
 //! caller's own account (`/api/v1/me`), and the admin's user management.
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiAdmin, ApiJson, ApiUser};
+use super::extract::{ApiAdmin, ApiJson, ApiPath, ApiUser};
 use crate::modules::auth::{AccountUpdate, Channel, IssuedToken};
 use crate::storage::users::{Role, Units, User};
 
@@ -228,7 +228,7 @@ pub async fn create_user(
 pub async fn delete_user(
     State(state): State<AppState>,
     ApiAdmin(admin): ApiAdmin,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     state.auth.delete_user(id).await?;
     tracing::info!(admin = admin.user.id, user_id = id, "user deleted by admin");
@@ -244,7 +244,7 @@ pub struct SetRoleRequest {
 pub async fn set_role(
     State(state): State<AppState>,
     ApiAdmin(admin): ApiAdmin,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(req): ApiJson<SetRoleRequest>,
 ) -> Result<Json<UserView>, ApiError> {
     let user = state.auth.set_role(id, req.role).await?;

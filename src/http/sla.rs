@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiAdmin, ApiJson, ApiQuery};
+use super::extract::{ApiAdmin, ApiJson, ApiPath, ApiQuery};
 use crate::modules::sla::arima::Order;
 use crate::modules::sla::{ForecastReport, SlaError, SlaInput, SlaStatus, Step};
 
@@ -130,7 +130,7 @@ pub async fn upsert(
 pub async fn get_one(
     State(state): State<AppState>,
     _admin: ApiAdmin,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<SlaView>, ApiError> {
     Ok(Json(state.sla.status(&name).await?.into()))
 }
@@ -138,7 +138,7 @@ pub async fn get_one(
 pub async fn remove(
     State(state): State<AppState>,
     _admin: ApiAdmin,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     state.sla.remove(&name).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -175,7 +175,7 @@ pub struct ViolationsView {
 pub async fn violations(
     State(state): State<AppState>,
     _admin: ApiAdmin,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<SinceQuery>,
 ) -> Result<Json<ViolationsView>, ApiError> {
     let since = match q.since.as_deref() {
@@ -272,7 +272,7 @@ impl From<ForecastReport> for ForecastView {
 pub async fn forecast(
     State(state): State<AppState>,
     _admin: ApiAdmin,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<ForecastQuery>,
 ) -> Result<Json<ForecastView>, ApiError> {
     let horizon: Option<Duration> = match q.horizon.as_deref() {

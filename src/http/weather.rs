@@ -2,14 +2,14 @@
 //! subscriptions (CRUD), and the admin's "poll now".
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiAdmin, ApiJson, ApiQuery, ApiUser};
+use super::extract::{ApiAdmin, ApiJson, ApiPath, ApiQuery, ApiUser};
 use crate::modules::poller::CycleReport;
 use crate::modules::subscriptions::{SubscriptionError, SubscriptionInput, SubscriptionView};
 use crate::weather::PlaceCandidate;
@@ -77,7 +77,7 @@ pub async fn create(
 pub async fn get(
     State(state): State<AppState>,
     ApiUser(auth): ApiUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<SubscriptionView>, ApiError> {
     let s = state.subscriptions.get(&auth.user, id).await?;
     Ok(Json(SubscriptionView::new(&s, auth.user.units)))
@@ -86,7 +86,7 @@ pub async fn get(
 pub async fn replace(
     State(state): State<AppState>,
     ApiUser(auth): ApiUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(input): ApiJson<SubscriptionInput>,
 ) -> Result<Json<SubscriptionView>, ApiError> {
     let s = state.subscriptions.replace(&auth.user, id, &input).await?;
@@ -96,7 +96,7 @@ pub async fn replace(
 pub async fn delete(
     State(state): State<AppState>,
     ApiUser(auth): ApiUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     state.subscriptions.delete(&auth.user, id).await?;
     Ok(StatusCode::NO_CONTENT)

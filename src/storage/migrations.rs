@@ -226,6 +226,23 @@ const MIGRATIONS: &[M<'static>] = &[
         ) STRICT;
         CREATE INDEX board_points_by_board ON board_points(board, row);",
     ),
+    // 9: account identities are never reused. Each account gets a random key that its
+    // login tokens carry (a token names the exact account, not only its id), and the
+    // highest id ever given out is kept, so a deleted account's id is never handed to
+    // the next one (SQLite reuses the largest rowid after it is deleted).
+    M::up(
+        "ALTER TABLE users ADD COLUMN account_key TEXT NOT NULL DEFAULT '';
+        UPDATE users SET account_key = lower(hex(randomblob(16)));
+        INSERT INTO meta (key, value)
+            SELECT 'users.high_water', CAST(coalesce(max(id), 0) AS TEXT) FROM users
+            WHERE true
+            ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+        CREATE TRIGGER users_high_water AFTER INSERT ON users
+        BEGIN
+            INSERT INTO meta (key, value) VALUES ('users.high_water', CAST(NEW.id AS TEXT))
+            ON CONFLICT (key) DO UPDATE SET value = CAST(max(CAST(value AS INTEGER), NEW.id) AS TEXT);
+        END;",
+    ),
 ];
 
 /// The schema version this binary writes.

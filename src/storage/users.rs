@@ -66,6 +66,9 @@ pub struct User {
     pub token_generation: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Random, fixed for the account's life; login tokens carry it, so a token can only
+    /// ever name the account it was issued for.
+    pub account_key: String,
 }
 
 pub struct NewUser<'a> {
@@ -78,7 +81,7 @@ pub struct NewUser<'a> {
 }
 
 const COLUMNS: &str = "id, username, password_hash, telegram_chat_id, role, timezone, units, \
-                       token_generation, created_at, updated_at";
+                       token_generation, created_at, updated_at, account_key";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<User> {
     let role: String = r.get(4)?;
@@ -95,14 +98,23 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<User> {
         token_generation: r.get(7)?,
         created_at: r.get(8)?,
         updated_at: r.get(9)?,
+        account_key: r.get(10)?,
     })
 }
 
-/// Inserts a user; `Ok(None)` when the username is taken.
+/// Inserts a user; `Ok(None)` when the username is taken. The id is one past the
+/// highest id ever given out (kept by a trigger), never a deleted account's.
 pub fn insert(conn: &Connection, u: &NewUser<'_>) -> Result<Option<User>, StorageError> {
+    let key: [u8; 16] = rand::random();
+    let key: String = key.iter().map(|b| format!("{b:02x}")).collect();
     let inserted = conn.execute(
-        "INSERT INTO users (username, password_hash, telegram_chat_id, role, timezone, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+        "INSERT INTO users (id, username, password_hash, telegram_chat_id, role, timezone,
+                            created_at, updated_at, account_key)
+         VALUES (
+            1 + max(
+                coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'users.high_water'), 0),
+                coalesce((SELECT max(id) FROM users), 0)),
+            ?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)
          ON CONFLICT (username) DO NOTHING",
         params![
             u.username,
@@ -110,7 +122,8 @@ pub fn insert(conn: &Connection, u: &NewUser<'_>) -> Result<Option<User>, Storag
             u.telegram_chat_id,
             u.role.as_str(),
             u.timezone,
-            u.now
+            u.now,
+            key
         ],
     )?;
     if inserted == 0 {

@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 pub use password::Verified;
@@ -262,7 +263,7 @@ impl AuthService {
         let (token, claims) = self.inner.keys.issue(
             user.id,
             user.token_generation,
-            (&user.username, &self.inner.node_id),
+            (&user.username, &self.inner.node_id, &user.account_key),
             crate::clock::now(),
         );
         IssuedToken {
@@ -421,14 +422,20 @@ impl AuthService {
                 != Verified::No
     }
 
-    /// Verifies a token: signature, expiry, denylist, account still there and the
-    /// token issued since the account's last password change.
+    /// Verifies a token of an account on this node: signature, expiry, issued by this
+    /// node, denylist, the very account it was issued for still there (its id and its
+    /// random key), and issued since the account's last password change. A token of
+    /// another mesh node is refused here even when its user id exists on this node:
+    /// foreign users may only message ([`AuthService::identify`]).
     pub async fn authenticate(&self, token: &str) -> Result<Authenticated, AuthError> {
         let claims = self
             .inner
             .keys
             .verify(token)
             .ok_or(AuthError::Unauthenticated)?;
+        if claims.home != self.inner.node_id || claims.key.is_empty() {
+            return Err(AuthError::Unauthenticated);
+        }
         let user_id = claims.user_id().ok_or(AuthError::Unauthenticated)?;
         let jti = claims.jti.clone();
         let (revoked, user) = self
@@ -437,7 +444,11 @@ impl AuthService {
             .call(move |c| Ok((users::is_token_revoked(c, &jti)?, users::by_id(c, user_id)?)))
             .await?;
         match user {
-            Some(user) if !revoked && claims.generation == user.token_generation => {
+            Some(user)
+                if !revoked
+                    && claims.generation == user.token_generation
+                    && bool::from(claims.key.as_bytes().ct_eq(user.account_key.as_bytes())) =>
+            {
                 Ok(Authenticated { user, claims })
             }
             _ => Err(AuthError::Unauthenticated),
@@ -657,14 +668,15 @@ impl AuthService {
         username: &str,
         password: &str,
         client: Option<IpAddr>,
-    ) -> Result<MqttIdentity, AuthError> {
+    ) -> Result<UserSession, AuthError> {
         if looks_like_jwt(password) {
             if let Some(claims) = self.foreign_claims(password).await? {
                 if claims.name != username.trim().to_lowercase() {
                     return Err(AuthError::Unauthenticated);
                 }
-                return Ok(MqttIdentity {
+                return Ok(UserSession {
                     user_id: None,
+                    account_key: None,
                     username: claims.name,
                     generation: claims.generation,
                     jti: Some(claims.jti),
@@ -676,8 +688,9 @@ impl AuthService {
             if auth.user.username != username.trim().to_lowercase() {
                 return Err(AuthError::Unauthenticated);
             }
-            return Ok(MqttIdentity {
+            return Ok(UserSession {
                 user_id: Some(auth.user.id),
+                account_key: Some(auth.user.account_key),
                 username: auth.user.username,
                 generation: auth.user.token_generation,
                 jti: Some(auth.claims.jti),
@@ -688,8 +701,9 @@ impl AuthService {
         let user = self
             .check_password(username, password, client, Channel::Mqtt)
             .await?;
-        Ok(MqttIdentity {
+        Ok(UserSession {
             user_id: Some(user.id),
+            account_key: Some(user.account_key),
             username: user.username,
             generation: user.token_generation,
             jti: None,
@@ -726,20 +740,6 @@ pub struct MeshIdentity {
     pub expires_at: i64,
 }
 
-/// Who an MQTT session belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MqttIdentity {
-    /// `None` for a user of another mesh node.
-    pub user_id: Option<i64>,
-    pub username: String,
-    /// The account's token generation at login; a password change raises it.
-    pub generation: i64,
-    /// The token used as password, if any (its revocation ends the session).
-    pub jti: Option<String>,
-    pub issued_at: Option<i64>,
-    pub expires_at: Option<i64>,
-}
-
 #[async_trait::async_trait]
 impl UserAuthenticator for AuthService {
     async fn authenticate(
@@ -749,14 +749,7 @@ impl UserAuthenticator for AuthService {
         client: Option<IpAddr>,
     ) -> Result<UserSession, Refusal> {
         match self.mqtt_login(username, password, client).await {
-            Ok(id) => Ok(UserSession {
-                user_id: id.user_id,
-                username: id.username,
-                generation: id.generation,
-                jti: id.jti,
-                issued_at: id.issued_at,
-                expires_at: id.expires_at,
-            }),
+            Ok(session) => Ok(session),
             Err(AuthError::Throttled { .. }) => Err(Refusal::NotAuthorized),
             Err(AuthError::BadCredentials | AuthError::Unauthenticated | AuthError::Invalid(_)) => {
                 Err(Refusal::BadCredentials)
@@ -802,7 +795,10 @@ impl UserAuthenticator for AuthService {
             })
             .await;
         match lookup {
-            Ok((Some(user), false)) => user.token_generation == session.generation,
+            Ok((Some(user), false)) => {
+                user.token_generation == session.generation
+                    && session.account_key.as_deref() == Some(user.account_key.as_str())
+            }
             Ok(_) => false,
             // Keep the session on a storage hiccup; the next sweep asks again.
             Err(e) => {

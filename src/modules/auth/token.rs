@@ -85,6 +85,10 @@ pub struct Claims {
     /// The node that issued the token (the account's home).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub home: String,
+    /// The account's random key (`users.account_key`): the token is valid only for the
+    /// account that has it, never for a later account that got the same id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
 }
 
 impl Claims {
@@ -119,7 +123,7 @@ impl TokenKeys {
         &self,
         user_id: i64,
         generation: i64,
-        (name, home): (&str, &str),
+        (name, home, key): (&str, &str, &str),
         now: i64,
     ) -> (String, Claims) {
         let jti: [u8; 16] = rand::random();
@@ -127,6 +131,7 @@ impl TokenKeys {
             generation,
             name: name.to_owned(),
             home: home.to_owned(),
+            key: key.to_owned(),
             sub: user_id.to_string(),
             iat: now,
             exp: now + i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX / 2),
@@ -158,7 +163,7 @@ mod tests {
     fn issue_verify_tamper_expire() {
         let keys = TokenKeys::new(b"0123456789abcdef0123456789abcdef", Duration::from_secs(60));
         let now = jsonwebtoken::get_current_timestamp() as i64;
-        let (token, claims) = keys.issue(42, 0, ("ann", "n1"), now);
+        let (token, claims) = keys.issue(42, 0, ("ann", "n1", "k1"), now);
         assert!(looks_like_jwt(&token));
         assert_eq!(keys.verify(&token), Some(claims.clone()));
         assert_eq!(claims.user_id(), Some(42));
@@ -174,7 +179,7 @@ mod tests {
         bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
         assert_eq!(keys.verify(&String::from_utf8(bad).unwrap()), None);
         // Expired.
-        let (old, _) = keys.issue(42, 0, ("ann", "n1"), now - 120);
+        let (old, _) = keys.issue(42, 0, ("ann", "n1", "k1"), now - 120);
         assert_eq!(keys.verify(&old), None);
         assert!(!looks_like_jwt("hunter22"));
         // Other algorithms are refused, whatever the key.

@@ -1,0 +1,685 @@
+//! The trust boundary between users (docs/security.md, threat model): each test performs
+//! one attack an ordinary self-registered account, an anonymous client or an account of
+//! another mesh node could try, and checks it fails.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rumqttc::{ConnectReturnCode, LastWill, QoS, SubscribeReasonCode};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const PW: &str = "correct-horse-1";
+
+fn alerts(id: i64) -> String {
+    format!("meteomesh/v1/users/{id}/alerts")
+}
+
+fn user_opts(t: &TestApp, client_id: &str, user: &str, password: &str) -> rumqttc::MqttOptions {
+    mqtt_options(t.mqtt.unwrap(), client_id, Some((user, password)))
+}
+
+/// Subscribes and returns the SUBACK codes.
+async fn subscribe_codes(c: &mut MqttClient, filter: &str) -> Vec<SubscribeReasonCode> {
+    c.client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::SubAck(ack)) =
+                c.eventloop.poll().await.unwrap()
+            {
+                return ack.return_codes;
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Sends DISCONNECT (the session ends cleanly, no will) and closes the connection.
+async fn disconnect(mut c: MqttClient) {
+    c.client.disconnect().await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match c.eventloop.poll().await {
+                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("DISCONNECT sent in time");
+}
+
+/// The retained message of the concrete `topic`, as a new subscriber receives it (one
+/// that subscribed just before it was published is sent it live instead: ask again).
+async fn retained_on(t: &TestApp, topic: &str) -> rumqttc::Publish {
+    loop {
+        let mut c = t.service_client("retained-probe").await;
+        c.subscribe(topic, QoS::AtLeastOnce).await;
+        let got = c.next_publish(|_| true).await;
+        disconnect(c).await;
+        if got.retain {
+            return got;
+        }
+    }
+}
+
+async fn metric(t: &TestApp, series: &str) -> f64 {
+    metric_value(&get(t.http, "/metrics").await.body, series).unwrap_or(0.0)
+}
+
+/// Connects with `opts` until the broker says `want` (a released client id is freed by
+/// the broker right after the old connection closes, not before).
+async fn connect_eventually(opts: rumqttc::MqttOptions, want: ConnectReturnCode) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = try_connect(opts.clone()).await;
+        if got == Ok(want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "last answer {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_wills_obey_the_publish_rules() {
+    let t = TestApp::start_with(|c| c.bus.allow_anonymous = true).await;
+    let (alice_token, _) = register(t.http, "alice", PW).await;
+    let (_, bob) = register(t.http, "bob", PW).await;
+    let status = format!("meteomesh/v1/nodes/{}/status", t.app.node_id);
+    let will = |topic: &str, retain: bool| LastWill::new(topic, "forged", QoS::AtLeastOnce, retain);
+
+    // Wills a user could not publish: another user's alerts (Telegram), the weather
+    // feed (alerts for others), account events (disconnecting others), retained node
+    // status and $SYS, and a retained will on the user's own topic.
+    for (topic, retain) in [
+        (alerts(bob), false),
+        ("meteomesh/v1/weather/observed".to_owned(), false),
+        ("meteomesh/v1/system/accounts".to_owned(), false),
+        (status.clone(), true),
+        ("$SYS/brokers".to_owned(), true),
+        ("meteomesh/v1/mesh/users/alice/send".to_owned(), true),
+        ("meteomesh/v1/mesh/users/+/send".to_owned(), false),
+    ] {
+        let mut o = user_opts(&t, "alice-will", "alice", &alice_token);
+        o.set_last_will(will(&topic, retain));
+        assert_eq!(
+            try_connect(o).await,
+            Ok(ConnectReturnCode::NotAuthorized),
+            "{topic} retain={retain}"
+        );
+        // Anonymous clients are held to the same rule.
+        let mut o = mqtt_options(t.mqtt.unwrap(), "anon-will", None);
+        o.set_last_will(will(&topic, retain));
+        assert_eq!(
+            try_connect(o).await,
+            Ok(ConnectReturnCode::NotAuthorized),
+            "anonymous: {topic}"
+        );
+    }
+
+    // A will the user may publish is fine, and so is an anonymous client without one.
+    let mut o = user_opts(&t, "alice-will", "alice", &alice_token);
+    o.set_last_will(will("meteomesh/v1/mesh/users/alice/send", false));
+    assert_eq!(try_connect(o).await, Ok(ConnectReturnCode::Success));
+    let o = mqtt_options(t.mqtt.unwrap(), "anon-plain", None);
+    assert_eq!(try_connect(o).await, Ok(ConnectReturnCode::Success));
+
+    // Nothing forged was retained as the node's status.
+    let retained = retained_on(&t, &status).await;
+    assert!(
+        String::from_utf8_lossy(&retained.payload).contains("online"),
+        "{:?}",
+        retained.payload
+    );
+    assert_eq!(
+        metric(
+            &t,
+            "meteomesh_bus_connections_refused_total{reason=\"will\"}"
+        )
+        .await,
+        14.0
+    );
+    t.app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ids_belong_to_one_identity() {
+    let t = TestApp::start().await;
+    let (alice_token, alice) = register(t.http, "alice", PW).await;
+    let (bob_token, _) = register(t.http, "bob", PW).await;
+
+    // The modules' own client ids (and the mesh links') are not for users or services.
+    for id in [
+        format!("meteomesh-{}-notifier", t.app.node_id),
+        format!("meteomesh-{}-mesh-in", t.app.node_id),
+        "meteomesh-link-n1".to_owned(),
+    ] {
+        assert_eq!(
+            try_connect(user_opts(&t, &id, "bob", &bob_token)).await,
+            Ok(ConnectReturnCode::NotAuthorized),
+            "{id}"
+        );
+    }
+    let internal = format!("meteomesh-{}-system", t.app.node_id);
+    assert_eq!(
+        try_connect(user_opts(&t, &internal, SERVICE_USER, SERVICE_PASSWORD)).await,
+        Ok(ConnectReturnCode::NotAuthorized)
+    );
+    // The node's modules kept their sessions: /readyz's bus round trip still answers.
+    assert_eq!(get(t.http, "/readyz").await.status, 200);
+
+    // Alice's persistent session with a queued alert.
+    let mut persistent = user_opts(&t, "alice-phone", "alice", &alice_token);
+    persistent.set_clean_session(false);
+    let mut a = MqttClient::connect(persistent.clone()).await;
+    a.subscribe(&alerts(alice), QoS::AtLeastOnce).await;
+    // While it is live, Bob cannot take the id over.
+    let mut bob_as_phone = user_opts(&t, "alice-phone", "bob", &bob_token);
+    bob_as_phone.set_clean_session(false);
+    assert_eq!(
+        try_connect(bob_as_phone.clone()).await,
+        Ok(ConnectReturnCode::NotAuthorized)
+    );
+    disconnect(a).await;
+    let mut service = t.service_client("svc").await;
+    service
+        .publish(&alerts(alice), QoS::AtLeastOnce, false, b"queued for alice")
+        .await;
+    // Offline, the stored session is still Alice's: Bob neither gets it nor a clean one.
+    assert_eq!(
+        try_connect(bob_as_phone.clone()).await,
+        Ok(ConnectReturnCode::NotAuthorized)
+    );
+    bob_as_phone.set_clean_session(true);
+    assert_eq!(
+        try_connect(bob_as_phone).await,
+        Ok(ConnectReturnCode::NotAuthorized)
+    );
+    // Alice comes back to her queued message.
+    let mut a = MqttClient::connect(persistent).await;
+    let got = a.next_publish(|t| t.ends_with("/alerts")).await;
+    assert_eq!(&got.payload[..], b"queued for alice");
+
+    // A clean session's id is free again once it ends: ids are not squatted forever.
+    let temp = user_opts(&t, "shared-name", "alice", &alice_token);
+    disconnect(MqttClient::connect(temp).await).await;
+    connect_eventually(
+        user_opts(&t, "shared-name", "bob", &bob_token),
+        ConnectReturnCode::Success,
+    )
+    .await;
+    t.app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_account_cannot_hold_unbounded_sessions() {
+    let t = TestApp::start_with(|c| c.bus.max_sessions_per_user = 3).await;
+    let (token, _) = register(t.http, "alice", PW).await;
+    let mut held = Vec::new();
+    for i in 0..3 {
+        held.push(MqttClient::connect(user_opts(&t, &format!("a{i}"), "alice", &token)).await);
+    }
+    assert_eq!(
+        try_connect(user_opts(&t, "a3", "alice", &token)).await,
+        Ok(ConnectReturnCode::NotAuthorized)
+    );
+    // Reconnecting with an id the account holds still works (it replaces that session).
+    assert_eq!(
+        try_connect(user_opts(&t, "a0", "alice", &token)).await,
+        Ok(ConnectReturnCode::Success)
+    );
+    // Other users are not affected.
+    let (bob, _) = register(t.http, "bob", PW).await;
+    assert_eq!(
+        try_connect(user_opts(&t, "b0", "bob", &bob)).await,
+        Ok(ConnectReturnCode::Success)
+    );
+    t.app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_cannot_retain_and_the_nodes_state_is_never_crowded_out() {
+    let t = TestApp::start_with(|c| {
+        c.bus.max_retained_messages = 3;
+        c.bus.max_retained_bytes = 1000;
+    })
+    .await;
+    let (token, alice) = register(t.http, "alice", PW).await;
+
+    // A user's retained publishes (here on her own board topic) are refused; a QoS 1
+    // PUBACK comes after the broker's decision, so the counter is final here.
+    let denied = "meteomesh_bus_acl_denied_total{action=\"publish\"}";
+    let before = metric(&t, denied).await;
+    let mut a = MqttClient::connect(user_opts(&t, "alice-1", "alice", &token)).await;
+    let draw = "meteomesh/v1/boards/main/draw/alice";
+    for i in 0..20 {
+        a.publish(
+            draw,
+            QoS::AtLeastOnce,
+            true,
+            format!("{{\"n\":{i}}}").as_bytes(),
+        )
+        .await;
+    }
+    assert_eq!(metric(&t, denied).await - before, 20.0);
+
+    // A service account retains within its budget: 3 messages, 1000 bytes.
+    let mut s = t.service_client("svc").await;
+    for i in 0..5 {
+        s.publish(&format!("svc/r/{i}"), QoS::AtLeastOnce, true, b"x")
+            .await;
+    }
+    s.publish("svc/r/0", QoS::AtLeastOnce, true, &[b'y'; 2000])
+        .await;
+    let kept = "meteomesh_bus_client_retained_messages";
+    assert_eq!(metric(&t, kept).await, 3.0);
+    assert_eq!(metric(&t, "meteomesh_bus_client_retained_bytes").await, 3.0);
+    assert_eq!(metric(&t, denied).await - before, 23.0);
+    assert_eq!(&retained_on(&t, "svc/r/0").await.payload[..], b"x");
+    // Clearing one frees its place.
+    s.publish("svc/r/0", QoS::AtLeastOnce, true, b"").await;
+    s.publish("svc/r/4", QoS::AtLeastOnce, true, b"z").await;
+    assert_eq!(metric(&t, kept).await, 3.0);
+    assert_eq!(&retained_on(&t, "svc/r/4").await.payload[..], b"z");
+
+    // The node's own retained state still updates: a new subscription's state appears.
+    let r = post_subscription(
+        t.http,
+        &token,
+        r#"{"place":{"lat":45,"lon":9},"max_temp":30}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_i64().unwrap();
+    let state = retained_on(
+        &t,
+        &format!("meteomesh/v1/users/{alice}/subscriptions/{id}/state"),
+    )
+    .await;
+    assert!(!state.payload.is_empty());
+    t.app.shutdown().await.unwrap();
+}
+
+/// A raw MQTT 3.1.1 client: rumqttc refuses to send an invalid topic name itself.
+struct RawMqtt(tokio::net::TcpStream);
+
+fn mqtt_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+fn packet(kind: u8, body: Vec<u8>) -> Vec<u8> {
+    let mut out = vec![kind];
+    let mut len = body.len();
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+    out.extend(body);
+    out
+}
+
+impl RawMqtt {
+    async fn connect(t: &TestApp, client_id: &str, user: &str, password: &str) -> RawMqtt {
+        let mut stream = tokio::net::TcpStream::connect(t.mqtt.unwrap())
+            .await
+            .unwrap();
+        let mut body = Vec::new();
+        mqtt_string(&mut body, b"MQTT");
+        body.extend_from_slice(&[4, 0xC2, 0, 60]);
+        mqtt_string(&mut body, client_id.as_bytes());
+        mqtt_string(&mut body, user.as_bytes());
+        mqtt_string(&mut body, password.as_bytes());
+        stream.write_all(&packet(0x10, body)).await.unwrap();
+        let mut ack = [0u8; 4];
+        tokio::time::timeout(WAIT, stream.read_exact(&mut ack))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ack, [0x20, 2, 0, 0], "CONNACK accepted");
+        RawMqtt(stream)
+    }
+
+    async fn publish_qos0(&mut self, topic: &[u8], payload: &[u8]) {
+        let mut body = Vec::new();
+        mqtt_string(&mut body, topic);
+        body.extend_from_slice(payload);
+        self.0.write_all(&packet(0x30, body)).await.unwrap();
+    }
+
+    /// Whether the broker closes the connection (rather than answering a PINGREQ).
+    async fn closed_by_broker(&mut self) -> bool {
+        let _ = self.0.write_all(&[0xC0, 0]).await;
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(WAIT, self.0.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => true,
+            Ok(Ok(_)) => false,
+            Err(_) => panic!("neither PINGRESP nor close in time"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_topic_names_and_shared_subscriptions_are_refused() {
+    let t = TestApp::start().await;
+    let (token, _) = register(t.http, "alice", PW).await;
+    let mut watcher = t.service_client("watcher").await;
+    watcher.subscribe("#", QoS::AtMostOnce).await;
+
+    // MQTT-3.3.2-2 and 1.5.3-2: wildcards and NUL have no place in a topic name. The
+    // broker closes the connection, for users and service accounts alike.
+    let mut n = 0;
+    for topic in [
+        &b"meteomesh/v1/mesh/users/alice/+"[..],
+        b"meteomesh/v1/mesh/users/alice/#",
+        b"meteomesh/v1/mesh/users/alice/send\0x",
+    ] {
+        for (user, password) in [("alice", token.as_str()), (SERVICE_USER, SERVICE_PASSWORD)] {
+            n += 1;
+            let mut raw = RawMqtt::connect(&t, &format!("raw-{n}"), user, password).await;
+            raw.publish_qos0(topic, b"bad").await;
+            assert!(raw.closed_by_broker().await, "{user}: {topic:?}");
+        }
+    }
+    // A valid publish on the same connection kind is kept open.
+    let mut raw = RawMqtt::connect(&t, "raw", SERVICE_USER, SERVICE_PASSWORD).await;
+    raw.publish_qos0(b"svc/fine", b"ok").await;
+    assert!(!raw.closed_by_broker().await);
+    let got = watcher.next_publish(|t| t.starts_with("svc/")).await;
+    assert_eq!(&*got.topic, "svc/fine", "no invalid topic was routed");
+
+    // `$share/...` is not supported: refused, not granted as a literal filter.
+    let mut s = t.service_client("svc").await;
+    for filter in ["$share/g/meteomesh/v1/#", "$queue/meteomesh/v1/#"] {
+        assert_eq!(
+            subscribe_codes(&mut s, filter).await,
+            [SubscribeReasonCode::Failure],
+            "{filter}"
+        );
+    }
+    t.app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_accounts_id_and_tokens_never_serve_another_account() {
+    let t = TestApp::start().await;
+    let (_admin, _) = register(t.http, "root", PW).await;
+    let (alice_token, alice) = register(t.http, "alice", PW).await;
+    let r = post_json(
+        t.http,
+        "/api/v1/auth/login",
+        &json!({"username": "alice", "password": PW}).to_string(),
+    )
+    .await;
+    let logged_out = r.json()["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        api(t.http, "POST", "/api/v1/auth/logout", Some(&logged_out), "")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        api(t.http, "DELETE", "/api/v1/me", Some(&alice_token), "")
+            .await
+            .status,
+        204
+    );
+
+    // The next account gets a new id; Alice's tokens do not name it.
+    let (_, carol) = register(t.http, "carol", PW).await;
+    assert!(carol > alice, "carol {carol}, alice was {alice}");
+    for token in [&alice_token, &logged_out] {
+        assert_eq!(
+            api(t.http, "GET", "/api/v1/me", Some(token), "")
+                .await
+                .status,
+            401
+        );
+        assert_eq!(
+            try_connect(user_opts(&t, "old-token", "carol", token)).await,
+            Ok(ConnectReturnCode::BadUserNamePassword)
+        );
+    }
+
+    // Also after a restart, and when the deleted account had the highest id.
+    let (dave_token, dave) = register(t.http, "dave", PW).await;
+    assert_eq!(
+        api(t.http, "DELETE", "/api/v1/me", Some(&dave_token), "")
+            .await
+            .status,
+        204
+    );
+    let config = t.config.clone();
+    t.app.shutdown().await.unwrap();
+    let app = start_ready(&config).await;
+    let http = app.addresses.http.unwrap();
+    let (_, erin) = register(http, "erin", PW).await;
+    assert!(erin > dave, "erin {erin}, dave was {dave}");
+    assert_eq!(
+        api(http, "GET", "/api/v1/me", Some(&dave_token), "")
+            .await
+            .status,
+        401
+    );
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_account_clears_what_it_left_on_the_broker() {
+    let t = TestApp::start().await;
+    let (_admin, _) = register(t.http, "root", PW).await;
+    let (token, alice) = register(t.http, "alice", PW).await;
+    let (bob_token, _) = register(t.http, "bob", PW).await;
+    // Retained subscription state, and a stored persistent session with a queued alert.
+    let r = post_subscription(
+        t.http,
+        &token,
+        r#"{"place":{"lat":45,"lon":9},"max_temp":30}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_i64().unwrap();
+    let state = format!("meteomesh/v1/users/{alice}/subscriptions/{id}/state");
+    // Watching the state: its clearing (an empty retained message) will be seen live.
+    let mut watcher = t.service_client("watcher").await;
+    watcher.subscribe(&state, QoS::AtLeastOnce).await;
+    assert!(!watcher.next_publish(|_| true).await.payload.is_empty());
+    let mut persistent = user_opts(&t, "alice-phone", "alice", &token);
+    persistent.set_clean_session(false);
+    let mut a = MqttClient::connect(persistent).await;
+    a.subscribe(&alerts(alice), QoS::AtLeastOnce).await;
+    disconnect(a).await;
+    let mut service = t.service_client("svc").await;
+    service
+        .publish(&alerts(alice), QoS::AtLeastOnce, false, b"queued")
+        .await;
+
+    assert_eq!(
+        api(t.http, "DELETE", "/api/v1/me", Some(&token), "")
+            .await
+            .status,
+        204
+    );
+    // The stored session is gone (its id is free for another account) and so is the
+    // retained state under the account's topics.
+    connect_eventually(
+        user_opts(&t, "alice-phone", "bob", &bob_token),
+        ConnectReturnCode::Success,
+    )
+    .await;
+    let cleared = watcher.next_publish(|_| true).await;
+    assert!(cleared.payload.is_empty(), "{cleared:?}");
+    t.app.shutdown().await.unwrap();
+}
+
+/// A login token as another node of the mesh signs it with the shared secret.
+fn foreign_token(secret: &str, user_id: i64, name: &str, home: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = json!({
+        "sub": user_id.to_string(), "iat": now, "exp": now + 3600, "jti": "feedc0de",
+        "generation": 0, "name": name, "home": home, "key": "their-own-account-key",
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_of_another_node_never_acts_as_a_local_account() {
+    const SECRET: &str = "a-mesh-wide-secret-of-32-characters-or-more";
+    let t = TestApp::start_with(|c| {
+        c.mesh.shared_secret = meteomesh::config::Secret::new(SECRET);
+    })
+    .await;
+    let (_, root) = register(t.http, "root", PW).await;
+    let (mallory_token, mallory) = register(t.http, "mallory", PW).await;
+    // eve of node B: her id there is 1 (B's admin), and another of B's users has
+    // mallory's id here.
+    for (id, name) in [(root, "eve"), (mallory, "trudy")] {
+        let token = foreign_token(SECRET, id, name, "node-b");
+        for (method, path, body) in [
+            ("GET", "/api/v1/me", ""),
+            ("GET", "/api/v1/admin/users", ""),
+            ("GET", "/api/v1/subscriptions", ""),
+            (
+                "PUT",
+                "/api/v1/me/notifications",
+                r#"{"telegram_chat_id": 42}"#,
+            ),
+        ] {
+            let r = api(t.http, method, path, Some(&token), body).await;
+            assert_eq!(r.status, 401, "{name}: {method} {path}: {}", r.body);
+        }
+        // Messaging identifies them as themselves, never as the local account.
+        let r = api(t.http, "GET", "/api/v1/users/online", Some(&token), "").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let r = api(t.http, "GET", "/api/v1/me", Some(&mallory_token), "").await;
+    assert_eq!(r.json()["telegram_chat_id"], serde_json::Value::Null);
+    t.app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_bodies_must_be_objects_and_path_errors_use_the_error_shape() {
+    let t = TestApp::start().await;
+    let (token, _) = register(t.http, "alice", PW).await;
+    for (path, body) in [
+        ("/api/v1/auth/login", r#"["alice", "correct-horse-1"]"#),
+        ("/api/v1/auth/register", r#"["mallory", "correct-horse-1"]"#),
+        ("/api/v1/auth/login", r#""alice""#),
+        ("/api/v1/auth/login", "null"),
+    ] {
+        let r = post_json(t.http, path, body).await;
+        assert_eq!(r.status, 422, "{path} {body}: {}", r.body);
+        assert_eq!(r.json()["error"]["code"], "validation_failed");
+    }
+    for path in [
+        "/api/v1/subscriptions/abc",
+        "/api/v1/subscriptions/99999999999999999999",
+    ] {
+        let r = api(t.http, "GET", path, Some(&token), "").await;
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.json()["error"]["code"], "not_found", "{}", r.body);
+    }
+    t.app.shutdown().await.unwrap();
+}
+
+/// An idle TCP connection to `addr` from the loopback address `from`.
+async fn idle_socket(from: [u8; 4], addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_the_gateway_from_everyone() {
+    let t = TestApp::start_with(|c| {
+        c.http.max_connections = 100;
+        c.http.max_connections_per_client = 10;
+        // Long enough that idle sockets are not closed for us during the test.
+        c.http.header_timeout = Duration::from_secs(300);
+    })
+    .await;
+    // 150 silent connections from one address: 10 are held, the rest answered 429.
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..150 {
+        let mut s = idle_socket([127, 0, 0, 2], t.http).await;
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 429"));
+                refused += 1;
+            }
+            _ => held.push(s),
+        }
+    }
+    assert_eq!(held.len(), 10, "held connections");
+    assert_eq!(refused, 140);
+    // Everyone else is served at once.
+    let r = get(t.http, "/healthz").await;
+    assert_eq!(r.status, 200);
+    drop(held);
+    t.app.shutdown().await.unwrap();
+}
+
+async fn login_from(t: &TestApp, user: &str, forwarded_for: &str) -> u16 {
+    request(
+        t.http,
+        "POST",
+        "/api/v1/auth/login",
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Forwarded-For", forwarded_for),
+        ],
+        json!({"username": user, "password": "wrong-password"})
+            .to_string()
+            .as_bytes(),
+    )
+    .await
+    .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_trusted_proxy_names_the_client_address() {
+    // Behind a trusted proxy each forwarded client has its own failure count.
+    let t =
+        TestApp::start_with(|c| c.http.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]).await;
+    for i in 0..5 {
+        assert_eq!(login_from(&t, &format!("u{i}"), "192.0.2.1").await, 401);
+    }
+    assert_eq!(login_from(&t, "u5", "192.0.2.1").await, 429);
+    assert_eq!(login_from(&t, "u6", "192.0.2.2").await, 401);
+    t.app.shutdown().await.unwrap();
+
+    // Anyone else's X-Forwarded-For is ignored: it cannot dodge the count.
+    let t = TestApp::start().await;
+    for i in 0..5 {
+        assert_eq!(
+            login_from(&t, &format!("u{i}"), &format!("192.0.2.{i}")).await,
+            401
+        );
+    }
+    assert_eq!(login_from(&t, "u5", "192.0.2.99").await, 429);
+    t.app.shutdown().await.unwrap();
+}
