@@ -683,3 +683,89 @@ async fn only_a_trusted_proxy_names_the_client_address() {
     assert_eq!(login_from(&t, "u5", "192.0.2.99").await, 429);
     t.app.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_board_page_gets_a_board_only_credential_not_the_login_token() {
+    let t = TestApp::start().await;
+    let (token, id) = register(t.http, "ann", PW).await;
+    let cookie = format!("meteomesh_session={token}");
+    let page = request(t.http, "GET", "/board/main", &[("Cookie", &cookie)], b"").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        !page.body.contains(&token),
+        "the page carries the login token"
+    );
+    assert!(!page.body.contains("data-token"));
+
+    assert_eq!(get(t.http, "/board-credential").await.status, 401);
+    let r = request(
+        t.http,
+        "GET",
+        "/board-credential",
+        &[("Cookie", &cookie)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    let credential = r.json()["token"].as_str().unwrap().to_owned();
+    assert_ne!(credential, token);
+
+    // Worthless over HTTP.
+    for path in [
+        "/api/v1/me",
+        "/api/v1/subscriptions",
+        "/api/v1/users/online",
+    ] {
+        let r = api(t.http, "GET", path, Some(&credential), "").await;
+        assert_eq!(r.status, 401, "{path}");
+    }
+    let r = request(
+        t.http,
+        "GET",
+        "/account",
+        &[("Cookie", &format!("meteomesh_session={credential}"))],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 303, "a page session with the credential");
+
+    // On the broker: the board topics and nothing else of the account.
+    let mut c = MqttClient::connect(user_opts(&t, "board-ann", "ann", &credential)).await;
+    for (filter, ok) in [
+        ("meteomesh/v1/boards/+/events".to_owned(), true),
+        (
+            "meteomesh/v1/mesh/users/ann/boards/main/snapshot".to_owned(),
+            true,
+        ),
+        ("meteomesh/v1/mesh/directory".to_owned(), true),
+        (format!("meteomesh/v1/users/{id}/#"), false),
+        ("meteomesh/v1/mesh/users/ann/#".to_owned(), false),
+        ("meteomesh/v1/mesh/users/ann/inbox".to_owned(), false),
+    ] {
+        let want = if ok {
+            SubscribeReasonCode::Success(QoS::AtLeastOnce)
+        } else {
+            SubscribeReasonCode::Failure
+        };
+        assert_eq!(subscribe_codes(&mut c, &filter).await, [want], "{filter}");
+    }
+    let denied = "meteomesh_bus_acl_denied_total{action=\"publish\"}";
+    let before = metric(&t, denied).await;
+    c.publish(
+        "meteomesh/v1/mesh/users/ann/send",
+        QoS::AtLeastOnce,
+        false,
+        b"{}",
+    )
+    .await;
+    c.publish(
+        "meteomesh/v1/boards/main/draw/ann",
+        QoS::AtLeastOnce,
+        false,
+        br##"{"type":"here","color":"#123456"}"##,
+    )
+    .await;
+    assert_eq!(metric(&t, denied).await - before, 1.0);
+    t.app.shutdown().await.unwrap();
+}

@@ -252,6 +252,9 @@ impl AuthHandler {
                     .set(budget.bytes as i64);
                 admitted
             }
+            Identity::User(session) if session.board_only => {
+                !retain && topics::board_credential_may_publish(&session.username, topic)
+            }
             Identity::User(session) => {
                 !retain
                     && topics::may_publish(
@@ -409,6 +412,9 @@ impl Handler for AuthHandler {
                 let allowed = !shared_subscription(filter)
                     && match self.identity_of(&session.id) {
                         Identity::Internal | Identity::Service(_) => true,
+                        Identity::User(user) if user.board_only => {
+                            topics::board_credential_may_subscribe(&user.username, filter)
+                        }
                         Identity::User(user) => topics::may_subscribe(
                             Some(topics::Principal {
                                 user_id: user.user_id,

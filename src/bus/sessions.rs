@@ -28,6 +28,8 @@ pub struct UserSession {
     pub username: String,
     /// The account's token generation at login (a password change raises it).
     pub generation: i64,
+    /// Logged in with the whiteboard page's credential: board topics only.
+    pub board_only: bool,
     pub jti: Option<String>,
     /// Unix seconds the login token was issued (revocations from a mesh go by it).
     pub issued_at: Option<i64>,

@@ -887,6 +887,20 @@ pub fn may_publish(user: Option<Principal>, topic: &str) -> bool {
     own || PUBLIC_PUBLISH.iter().any(|p| filter_matches(p, topic))
 }
 
+/// What the whiteboard page's credential may subscribe to: the boards' events, its own
+/// board snapshots, and the mesh directory and heartbeat it fails over by.
+pub fn board_credential_may_subscribe(username: &str, filter: &str) -> bool {
+    filter_within(filter, BoardEvent::FILTER)
+        || filter_within(filter, &format!("{}/boards/#", mesh_user_root(username)))
+        || filter_within(filter, MESH_DIRECTORY)
+        || filter_within(filter, MESH_HEARTBEAT)
+}
+
+/// What the whiteboard page's credential may publish: its own strokes.
+pub fn board_credential_may_publish(username: &str, topic: &str) -> bool {
+    board_draw_of(topic).is_some_and(|(_, u)| u == username)
+}
+
 /// Whether every topic `filter` can match is also matched by `pattern`.
 pub fn filter_within(filter: &str, pattern: &str) -> bool {
     let mut f = filter.split('/');

@@ -1,15 +1,17 @@
 //! Owns the whiteboard page `/board/{name}` and its script: the page carries the board
-//! name, the user, their login token (the script signs in to the broker with it) and the
-//! WebSocket port of this node's broker; `/static/board.js` does the rest (see the
+//! name, the user and the WebSocket port of this node's broker; `/static/board.js` asks
+//! `/board-credential` for a short-lived broker credential limited to the board topics
+//! (the session's login token stays in its HttpOnly cookie) and does the rest (see the
 //! whiteboard topics in docs/mqtt-topics.md).
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 
 use super::AppState;
 use super::html::{Nav, alert, escape, page};
-use super::pages::{Page, csrf, current_user, session_token};
+use super::pages::{Page, csrf, current_user};
 use crate::bus::topics::valid_board;
 
 pub async fn script() -> impl IntoResponse {
@@ -30,10 +32,7 @@ pub async fn board_page(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> impl IntoResponse {
-    let (Some(auth), Some(token)) = (
-        current_user(&state, &headers).await,
-        session_token(&headers),
-    ) else {
+    let Some(auth) = current_user(&state, &headers).await else {
         return Page::redirect("/login");
     };
     let (csrf_token, set) = csrf(&state, &headers);
@@ -51,7 +50,7 @@ pub async fn board_page(
             .maybe_cookie(set);
     };
     let body = format!(
-        r#"<section class="board" data-board="{board}" data-user="{user}" data-token="{token}" data-ws-port="{ws_port}">
+        r#"<section class="board" data-board="{board}" data-user="{user}" data-ws-port="{ws_port}">
 <h1>Board {board}</h1>
 <div class="board-bar">
 <p id="state" role="status" aria-live="polite">Connecting…</p>
@@ -65,9 +64,34 @@ pub async fn board_page(
 <script src="/static/board.js" defer></script>"#,
         board = escape(&name),
         user = escape(&auth.user.username),
-        token = escape(token),
     );
     Page::html(StatusCode::OK, page(&format!("Board {name}"), &nav, &body))
         .with_websockets()
         .maybe_cookie(set)
+}
+
+/// `GET /board-credential`: a fresh broker credential for the signed-in user's whiteboard
+/// page (session cookie; the cookie is `SameSite=Strict` and the answer is not readable
+/// cross-origin). 401 without a session.
+pub async fn credential(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    let no_store = [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))];
+    let Some(auth) = current_user(&state, &headers).await else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            no_store,
+            Json(
+                serde_json::json!({"error": {"code": "unauthorized", "message": "sign in first"}}),
+            ),
+        );
+    };
+    let issued = state.auth.issue_board_credential(&auth);
+    (
+        StatusCode::OK,
+        no_store,
+        Json(serde_json::json!({
+            "username": issued.user.username,
+            "token": issued.token,
+            "expires_at": issued.claims.exp,
+        })),
+    )
 }

@@ -84,6 +84,7 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
         .route("/static/style.css", get(pages::stylesheet))
         .route("/static/board.js", get(board_page::script))
         .route("/board/{name}", get(board_page::board_page))
+        .route("/board-credential", get(board_page::credential))
         .route("/mesh", get(mesh_page::mesh_page))
         .route("/static/icon.svg", get(pages::icon))
         .route("/favicon.ico", get(pages::icon))

@@ -241,11 +241,6 @@ pub(super) async fn current_user(state: &AppState, headers: &HeaderMap) -> Optio
     state.auth.authenticate(token).await.ok()
 }
 
-/// The session's login token (pages whose script signs in to the broker with it).
-pub(super) fn session_token(headers: &HeaderMap) -> Option<&str> {
-    cookie(headers, SESSION_COOKIE)
-}
-
 pub(super) fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> &'a str {
     form.get(name).map(String::as_str).unwrap_or("")
 }

@@ -18,8 +18,9 @@ async function user(base, name, viewport) {
   const page = await context.newPage();
   page.on('console', (m) => {
     if (m.type() !== 'error') return;
-    // Once node A is gone, the browser reports the refused WebSocket attempts.
-    if (nodeAKilled && /WebSocket/.test(m.text())) return;
+    // Once node A is gone, the browser reports the refused WebSocket attempts and the
+    // page's refused requests for a fresh credential from its own (dead) node.
+    if (nodeAKilled && /WebSocket|ERR_CONNECTION_REFUSED/.test(m.text())) return;
     failures.push(`console (${name}): ${m.text()}`);
   });
   page.on('pageerror', (e) => failures.push(`page error (${name}): ${e}`));

@@ -1,12 +1,15 @@
 // The whiteboard page: a small MQTT 3.1.1 client over WebSocket (no library, no CDN)
 // and the drawing. Protocol: docs/mqtt-topics.md ("Whiteboards"). The page talks to its
-// node's broker with the login token; when that node goes away it tries the other
-// nodes the mesh directory named, then resyncs from a snapshot.
+// node's broker with a short-lived credential for the board topics only, fetched from
+// /board-credential before each connection (the login token never reaches the page);
+// when that node goes away it tries the other nodes the mesh directory named with the
+// last credential it got, then resyncs from a snapshot.
 "use strict";
 (() => {
   const main = document.querySelector("[data-board]");
   const cfg = main.dataset;
-  const board = cfg.board, me = cfg.user, token = cfg.token;
+  const board = cfg.board, me = cfg.user;
+  let token = "";
   const enc = new TextEncoder(), dec = new TextDecoder();
   const T = {
     events: `meteomesh/v1/boards/${board}/events`,
@@ -79,7 +82,22 @@
   const own = `${location.hostname}:${cfg.wsPort}`;
   const candidates = () => [own, ...known.filter((n) => n !== own)];
   let attempt = 0;
-  const connect = () => {
+  // A fresh credential from this page's node; while that node is down, the last one.
+  const refreshCredential = async () => {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), 1500);
+    try {
+      const r = await fetch("/board-credential", { cache: "no-store", signal: abort.signal });
+      if (r.ok) token = (await r.json()).token;
+      else if (r.status === 401) location.assign("/login");
+    } catch (_) {
+      // Node unreachable: keep the credential we have.
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  const connect = async () => {
+    await refreshCredential();
     const list = candidates();
     const host = list[attempt % list.length];
     attempt += 1;

@@ -28,7 +28,10 @@ use crate::storage::users::{self, NewUser, Role, Units, User};
 use crate::storage::{self, Db, StorageError};
 use password::Hasher;
 use throttle::Throttle;
-use token::TokenKeys;
+use token::{BOARD_SCOPE, TokenKeys};
+
+/// How long a whiteboard page's broker credential is valid.
+pub const BOARD_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(60 * 60);
 
 pub const MIN_PASSWORD_LEN: usize = 8;
 /// Bounds the work one login can cause (argon2 reads the whole password).
@@ -259,6 +262,25 @@ impl AuthService {
         }
     }
 
+    /// The whiteboard page's broker credential for `auth`'s account: board topics only,
+    /// valid for [`BOARD_CREDENTIAL_LIFETIME`], never accepted over HTTP. The page asks
+    /// for a fresh one before each connection, so its login token stays in the cookie.
+    pub fn issue_board_credential(&self, auth: &Authenticated) -> IssuedToken {
+        let user = auth.user.clone();
+        let (token, claims) = self.inner.keys.issue_scoped(
+            user.id,
+            user.token_generation,
+            (&user.username, &self.inner.node_id, &user.account_key),
+            (BOARD_SCOPE, BOARD_CREDENTIAL_LIFETIME),
+            crate::clock::now(),
+        );
+        IssuedToken {
+            token,
+            claims,
+            user,
+        }
+    }
+
     fn issue(&self, user: User) -> IssuedToken {
         let (token, claims) = self.inner.keys.issue(
             user.id,
@@ -428,12 +450,21 @@ impl AuthService {
     /// another mesh node is refused here even when its user id exists on this node:
     /// foreign users may only message ([`AuthService::identify`]).
     pub async fn authenticate(&self, token: &str) -> Result<Authenticated, AuthError> {
+        self.authenticate_scoped(token, "").await
+    }
+
+    /// [`AuthService::authenticate`] for a token of exactly `scope` (`""`: a login token).
+    async fn authenticate_scoped(
+        &self,
+        token: &str,
+        scope: &str,
+    ) -> Result<Authenticated, AuthError> {
         let claims = self
             .inner
             .keys
             .verify(token)
             .ok_or(AuthError::Unauthenticated)?;
-        if claims.home != self.inner.node_id || claims.key.is_empty() {
+        if claims.home != self.inner.node_id || claims.key.is_empty() || claims.scope != scope {
             return Err(AuthError::Unauthenticated);
         }
         let user_id = claims.user_id().ok_or(AuthError::Unauthenticated)?;
@@ -460,6 +491,9 @@ impl AuthService {
     /// another node is accepted on its signature and expiry (its account lives there).
     pub async fn identify(&self, token: &str) -> Result<MeshIdentity, AuthError> {
         if let Some(claims) = self.foreign_claims(token).await? {
+            if !claims.scope.is_empty() {
+                return Err(AuthError::Unauthenticated);
+            }
             return Ok(MeshIdentity {
                 user_id: None,
                 username: claims.name,
@@ -679,12 +713,17 @@ impl AuthService {
                     account_key: None,
                     username: claims.name,
                     generation: claims.generation,
+                    board_only: claims.scope == BOARD_SCOPE,
                     jti: Some(claims.jti),
                     issued_at: Some(claims.iat),
                     expires_at: Some(claims.exp),
                 });
             }
-            let auth = self.authenticate(password).await?;
+            let scope = match self.inner.keys.verify(password) {
+                Some(c) if c.scope == BOARD_SCOPE => BOARD_SCOPE,
+                _ => "",
+            };
+            let auth = self.authenticate_scoped(password, scope).await?;
             if auth.user.username != username.trim().to_lowercase() {
                 return Err(AuthError::Unauthenticated);
             }
@@ -693,6 +732,7 @@ impl AuthService {
                 account_key: Some(auth.user.account_key),
                 username: auth.user.username,
                 generation: auth.user.token_generation,
+                board_only: scope == BOARD_SCOPE,
                 jti: Some(auth.claims.jti),
                 issued_at: Some(auth.claims.iat),
                 expires_at: Some(auth.claims.exp),
@@ -706,6 +746,7 @@ impl AuthService {
             account_key: Some(user.account_key),
             username: user.username,
             generation: user.token_generation,
+            board_only: false,
             jti: None,
             issued_at: None,
             expires_at: None,

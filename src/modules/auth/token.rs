@@ -89,7 +89,14 @@ pub struct Claims {
     /// account that has it, never for a later account that got the same id.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub key: String,
+    /// Empty for a login token; [`BOARD_SCOPE`] for the whiteboard page's credential,
+    /// which only reaches the board topics on the broker and nothing over HTTP.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
 }
+
+/// The scope of the whiteboard page's short-lived broker credential.
+pub const BOARD_SCOPE: &str = "board";
 
 impl Claims {
     pub fn user_id(&self) -> Option<i64> {
@@ -123,18 +130,32 @@ impl TokenKeys {
         &self,
         user_id: i64,
         generation: i64,
+        account: (&str, &str, &str),
+        now: i64,
+    ) -> (String, Claims) {
+        self.issue_scoped(user_id, generation, account, ("", self.lifetime), now)
+    }
+
+    /// A token limited to `scope`, valid for `lifetime` (at most the login lifetime).
+    pub fn issue_scoped(
+        &self,
+        user_id: i64,
+        generation: i64,
         (name, home, key): (&str, &str, &str),
+        (scope, lifetime): (&str, Duration),
         now: i64,
     ) -> (String, Claims) {
         let jti: [u8; 16] = rand::random();
+        let lifetime = lifetime.min(self.lifetime);
         let claims = Claims {
             generation,
             name: name.to_owned(),
             home: home.to_owned(),
             key: key.to_owned(),
+            scope: scope.to_owned(),
             sub: user_id.to_string(),
             iat: now,
-            exp: now + i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX / 2),
+            exp: now + i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 2),
             jti: jti.iter().map(|b| format!("{b:02x}")).collect(),
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
