@@ -508,8 +508,10 @@ pub struct AuthConfig {
     pub token_lifetime: Duration,
     /// Password hashes computed at once (argon2id needs 19 MiB each).
     pub hash_concurrency: usize,
-    /// Failed logins allowed per username and per client address within
-    /// `login_failure_window`; more are answered 429 with Retry-After.
+    /// Failed logins per account and per client address before each further attempt
+    /// must wait (1 s, doubling per failure, at most `login_failure_window`); failures
+    /// are forgotten a window after the last delay ended. Devices that logged in to the
+    /// account before count only their own failures.
     pub login_max_failures: u32,
     #[serde(with = "humantime_serde")]
     pub login_failure_window: Duration,

@@ -769,3 +769,119 @@ async fn the_board_page_gets_a_board_only_credential_not_the_login_token() {
     assert_eq!(metric(&t, denied).await - before, 1.0);
     t.app.shutdown().await.unwrap();
 }
+
+/// A login through a trusted proxy (127.0.0.1) for the client `forwarded_for`, with the
+/// cookies a browser would send. Returns the answer.
+async fn proxied_login(
+    t: &TestApp,
+    user: &str,
+    password: &str,
+    forwarded_for: &str,
+    cookie: Option<&str>,
+) -> Response {
+    let mut headers = vec![
+        ("Content-Type", "application/json"),
+        ("X-Forwarded-For", forwarded_for),
+    ];
+    if let Some(c) = cookie {
+        headers.push(("Cookie", c));
+    }
+    let body = json!({"username": user, "password": password}).to_string();
+    request(
+        t.http,
+        "POST",
+        "/api/v1/auth/login",
+        &headers,
+        body.as_bytes(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_cannot_lock_the_household_out() {
+    let t = TestApp::start_with(|c| {
+        c.auth.login_max_failures = 3;
+        c.http.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    register(t.http, "alice", PW).await;
+    // Alice's phone logged in before: it holds a device cookie. Her MQTT client too.
+    let r = proxied_login(&t, "alice", PW, "192.0.2.10", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let set = r.header("set-cookie").expect("device cookie");
+    let device = set.split(';').next().unwrap().to_owned();
+    assert!(device.starts_with("meteomesh_device="), "{set}");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    assert_eq!(
+        try_connect(user_opts(&t, "alice-mqtt", "alice", PW)).await,
+        Ok(ConnectReturnCode::Success)
+    );
+
+    // Mallory guesses from elsewhere; progressively slower, never a flat lock.
+    for _ in 0..3 {
+        let r = proxied_login(&t, "alice", "guess-guess", "198.51.100.66", None).await;
+        assert_eq!(r.status, 401);
+    }
+    let r = proxied_login(&t, "alice", "guess-guess", "198.51.100.66", None).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(
+        r.header("retry-after").as_deref(),
+        Some("1"),
+        "the first delay is short"
+    );
+    // An unknown device (a new laptop) waits like Mallory...
+    let r = proxied_login(&t, "alice", PW, "192.0.2.11", None).await;
+    assert_eq!(r.status, 429, "the account waits");
+    // ...but the phone that logged in before is let in with the right password, from
+    // any address, and so is her MQTT client.
+    let r = proxied_login(&t, "alice", PW, "192.0.2.12", Some(&device)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        try_connect(user_opts(&t, "alice-mqtt", "alice", PW)).await,
+        Ok(ConnectReturnCode::Success)
+    );
+
+    // A flood of cheap failures (oversized passwords, ever new names and addresses)
+    // tries to push the account's count out of the table.
+    let long = "x".repeat(1100);
+    for i in 0..1700 {
+        let r = proxied_login(
+            &t,
+            &format!("nobody{i}"),
+            &long,
+            &format!("203.0.113.{}", i % 250),
+            None,
+        )
+        .await;
+        assert!(r.status == 401 || r.status == 429, "{}", r.status);
+    }
+    // The count survived: once the 1 s delay is over, Mallory's next failure is his
+    // fourth (the delay doubles), not a first one.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let r = proxied_login(&t, "alice", "guess-again", "198.51.100.67", None).await;
+        if r.status == 401 {
+            break;
+        }
+        assert_eq!(r.status, 429);
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = proxied_login(&t, "alice", "guess-again", "198.51.100.67", None).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after").as_deref(), Some("2"));
+    // A made-up device cookie is no device.
+    let r = proxied_login(
+        &t,
+        "alice",
+        PW,
+        "192.0.2.13",
+        Some("meteomesh_device=00000000000000000000000000000000"),
+    )
+    .await;
+    assert_eq!(r.status, 429);
+    t.app.shutdown().await.unwrap();
+}

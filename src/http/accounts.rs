@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiAdmin, ApiJson, ApiPath, ApiUser};
-use crate::modules::auth::{AccountUpdate, Channel, IssuedToken};
+use crate::modules::auth::{AccountUpdate, IssuedToken, LoginClient};
 use crate::storage::users::{Role, Units, User};
 
 /// A user as the API shows it (never the password hash).
@@ -103,13 +103,20 @@ pub struct LoginRequest {
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<LoginRequest>,
-) -> Result<Json<TokenView>, ApiError> {
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let client = LoginClient::http(peer.ip(), super::pages::device_cookie(&headers));
     let issued = state
         .auth
-        .login(&req.username, &req.password, Some(peer.ip()), Channel::Http)
+        .login(&req.username, &req.password, &client)
         .await?;
-    Ok(Json(TokenView::from(&issued)))
+    // API clients that keep cookies (and browsers) get the device cookie too.
+    let cookie = super::pages::device_cookie_header(&state, &issued);
+    Ok((
+        [(axum::http::header::SET_COOKIE, cookie)],
+        Json(TokenView::from(&issued)),
+    ))
 }
 
 pub async fn logout(

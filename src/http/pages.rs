@@ -16,11 +16,14 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::html::{Field, Nav, alert, escape, page};
 use super::notify_page::{self, Flash};
-use crate::modules::auth::{AccountUpdate, AuthError, Authenticated, Channel, IssuedToken};
+use crate::modules::auth::{AccountUpdate, AuthError, Authenticated, IssuedToken, LoginClient};
 use crate::storage::users::{Role, Units};
 
 const SESSION_COOKIE: &str = "meteomesh_session";
 const CSRF_COOKIE: &str = "meteomesh_csrf";
+/// Names a browser that logged in before (login throttling exempts it; see
+/// `modules::auth::LoginClient`). Random, meaningless without the server's record.
+const DEVICE_COOKIE: &str = "meteomesh_device";
 
 pub async fn icon() -> impl IntoResponse {
     (
@@ -150,6 +153,33 @@ fn session_cookie(state: &AppState, issued: &IssuedToken) -> String {
         issued.token,
         cookie_attrs(state, Some(age))
     )
+}
+
+/// "5 seconds", "1 minute", "15 minutes".
+fn wait_text(wait: std::time::Duration) -> String {
+    let secs = wait.as_secs().max(1);
+    let (n, unit) = if secs < 60 {
+        (secs, "second")
+    } else {
+        (secs.div_ceil(60), "minute")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+/// The device cookie the client presented, if any.
+pub(super) fn device_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, DEVICE_COOKIE)
+}
+
+/// `Set-Cookie` for the device cookie of a login, kept as long as the server trusts it.
+pub(super) fn device_cookie_header(state: &AppState, issued: &IssuedToken) -> String {
+    match &issued.device {
+        Some(device) => format!(
+            "{DEVICE_COOKIE}={device}{}",
+            cookie_attrs(state, Some(crate::modules::auth::DEVICE_TRUST.as_secs()))
+        ),
+        None => format!("{DEVICE_COOKIE}={}", cookie_attrs(state, Some(0))),
+    }
 }
 
 fn clear_session_cookie(state: &AppState) -> String {
@@ -329,24 +359,22 @@ pub async fn login_submit(
     }
     let (token, _) = csrf(&state, &headers);
     let username = field(&form, "username");
+    let client = LoginClient::http(peer.ip(), device_cookie(&headers));
     match state
         .auth
-        .login(
-            username,
-            field(&form, "password"),
-            Some(peer.ip()),
-            Channel::Http,
-        )
+        .login(username, field(&form, "password"), &client)
         .await
     {
-        Ok(issued) => Page::redirect("/account").cookie(session_cookie(&state, &issued)),
+        Ok(issued) => Page::redirect("/account")
+            .cookie(session_cookie(&state, &issued))
+            .cookie(device_cookie_header(&state, &issued)),
         Err(e) => {
             let (status, message) = match &e {
                 AuthError::Throttled { retry_after } => (
                     StatusCode::TOO_MANY_REQUESTS,
                     format!(
-                        "Too many failed logins. Try again in {} minutes.",
-                        retry_after.as_secs().div_ceil(60).max(1)
+                        "Too many failed logins. Try again in {}.",
+                        wait_text(*retry_after)
                     ),
                 ),
                 AuthError::BadCredentials => (

@@ -27,7 +27,8 @@ use crate::metrics::Metrics;
 use crate::storage::users::{self, NewUser, Role, Units, User};
 use crate::storage::{self, Db, StorageError};
 use password::Hasher;
-use throttle::Throttle;
+pub use throttle::DEVICE_TRUST;
+use throttle::{Key, Throttle};
 use token::{BOARD_SCOPE, TokenKeys};
 
 /// How long a whiteboard page's broker credential is valid.
@@ -84,6 +85,8 @@ pub struct IssuedToken {
     pub token: String,
     pub claims: Claims,
     pub user: User,
+    /// After an HTTP login: the device cookie to set (see [`LoginClient`]).
+    pub device: Option<String>,
 }
 
 /// Changes a user asks for on their own account; `None` leaves a field as it is.
@@ -97,11 +100,43 @@ pub struct AccountUpdate {
     pub password: Option<(String, String)>,
 }
 
-/// Who is logging in, for throttling.
+/// Which door a login comes through.
 #[derive(Debug, Clone, Copy)]
 pub enum Channel {
     Http,
     Mqtt,
+}
+
+/// Who is logging in, for throttling: the channel, the client's address, and on HTTP the
+/// device cookie it presented. A device that logged in to the account before is
+/// throttled on its own, so failures from elsewhere never lock it out (on MQTT the
+/// client's address stands for the device).
+#[derive(Debug, Clone)]
+pub struct LoginClient {
+    pub channel: Channel,
+    pub ip: Option<IpAddr>,
+    pub device: Option<String>,
+}
+
+impl LoginClient {
+    pub fn http(ip: IpAddr, device: Option<&str>) -> LoginClient {
+        LoginClient {
+            channel: Channel::Http,
+            ip: Some(ip),
+            // Only a well-formed cookie names a device; anything else is no device.
+            device: device
+                .filter(|d| d.len() == 32 && d.bytes().all(|b| b.is_ascii_hexdigit()))
+                .map(str::to_owned),
+        }
+    }
+
+    /// The device key for `account`, if the client has one.
+    fn device_key(&self) -> Option<String> {
+        match self.channel {
+            Channel::Http => self.device.clone(),
+            Channel::Mqtt => self.ip.map(|ip| format!("mqtt-ip:{ip}")),
+        }
+    }
 }
 
 impl Channel {
@@ -250,6 +285,13 @@ impl AuthService {
     }
 
     async fn publish(&self, user_id: i64, username: &str, change: AccountChange) {
+        if matches!(
+            change,
+            AccountChange::TokensRevoked | AccountChange::Deleted
+        ) {
+            // A new password (or no account): no device keeps its exemption.
+            self.inner.throttle.forget_devices(username);
+        }
         let event = AccountEvent {
             user_id,
             username: username.to_owned(),
@@ -278,6 +320,7 @@ impl AuthService {
             token,
             claims,
             user,
+            device: None,
         }
     }
 
@@ -292,6 +335,7 @@ impl AuthService {
             token,
             claims,
             user,
+            device: None,
         }
     }
 
@@ -346,18 +390,27 @@ impl AuthService {
         Ok(self.issue(user))
     }
 
-    /// Checks a username and password; throttled per username and per client address.
+    /// Checks a username and password (throttled, see [`LoginClient`]). On HTTP the
+    /// issued token carries the device cookie to set: the one presented, or a new one.
     pub async fn login(
         &self,
         username: &str,
         password: &str,
-        client: Option<IpAddr>,
-        channel: Channel,
+        client: &LoginClient,
     ) -> Result<IssuedToken, AuthError> {
-        let user = self
-            .check_password(username, password, client, channel)
-            .await?;
-        Ok(self.issue(user))
+        let user = self.check_password(username, password, client).await?;
+        let mut issued = self.issue(user);
+        if matches!(client.channel, Channel::Http) {
+            let device = client.device.clone().unwrap_or_else(|| {
+                let bytes: [u8; 16] = rand::random();
+                bytes.iter().map(|b| format!("{b:02x}")).collect()
+            });
+            self.inner
+                .throttle
+                .trust(&issued.user.username, &device, Instant::now());
+            issued.device = Some(device);
+        }
+        Ok(issued)
     }
 
     /// The password check behind [`AuthService::login`] and MQTT logins.
@@ -365,17 +418,12 @@ impl AuthService {
         &self,
         username: &str,
         password: &str,
-        client: Option<IpAddr>,
-        channel: Channel,
+        client: &LoginClient,
     ) -> Result<User, AuthError> {
         let started = Instant::now();
+        let channel = client.channel;
         let name = username.trim().to_lowercase();
-        let user_key = format!("user:{name}");
-        let ip_key = client.map(|ip| format!("ip:{ip}"));
-        let keys: Vec<&str> = std::iter::once(user_key.as_str())
-            .chain(ip_key.as_deref())
-            .collect();
-        let outcome = self.check_password_inner(&name, password, &keys).await;
+        let outcome = self.check_password_inner(&name, password, client).await;
         let m = &self.inner.metrics;
         let label = match &outcome {
             Ok(_) => "success",
@@ -394,23 +442,40 @@ impl AuthService {
         &self,
         name: &str,
         password: &str,
-        keys: &[&str],
+        client: &LoginClient,
     ) -> Result<User, AuthError> {
-        let attempt = self
-            .inner
-            .throttle
-            .begin(keys, Instant::now())
-            .map_err(|retry_after| AuthError::Throttled { retry_after })?;
-        if password.len() > MAX_PASSWORD_LEN {
-            attempt.failed(Instant::now());
-            return Err(AuthError::BadCredentials);
-        }
         let lookup = name.to_owned();
         let user = self
             .inner
             .db
             .call(move |c| users::by_username(c, &lookup))
             .await?;
+        let throttle = &self.inner.throttle;
+        let now = Instant::now();
+        let device = client
+            .device_key()
+            .filter(|d| user.is_some() && throttle.is_trusted(name, d, now));
+        let keys = match device {
+            // A device this account logged in from: only its own failures count.
+            Some(device) => vec![Key::Device(format!("{name}/{device}"))],
+            None => {
+                let account = format!("user:{name}");
+                let account = if user.is_some() {
+                    Key::Account(account)
+                } else {
+                    Key::Client(account)
+                };
+                let ip = client.ip.map(|ip| Key::Client(format!("ip:{ip}")));
+                std::iter::once(account).chain(ip).collect()
+            }
+        };
+        let attempt = throttle
+            .begin(keys, now)
+            .map_err(|retry_after| AuthError::Throttled { retry_after })?;
+        if password.len() > MAX_PASSWORD_LEN {
+            attempt.failed(Instant::now());
+            return Err(AuthError::BadCredentials);
+        }
         let verdict = self
             .inner
             .hasher
@@ -421,6 +486,9 @@ impl AuthService {
             return Err(AuthError::BadCredentials);
         };
         attempt.succeeded();
+        if let (Channel::Mqtt, Some(device)) = (client.channel, client.device_key()) {
+            throttle.trust(name, &device, Instant::now());
+        }
         if verdict == Verified::YesRehash {
             user.password_hash = self.inner.hasher.hash(password).await?;
             user.updated_at = unix_now();
@@ -738,9 +806,12 @@ impl AuthService {
                 expires_at: Some(auth.claims.exp),
             });
         }
-        let user = self
-            .check_password(username, password, client, Channel::Mqtt)
-            .await?;
+        let client = LoginClient {
+            channel: Channel::Mqtt,
+            ip: client,
+            device: None,
+        };
+        let user = self.check_password(username, password, &client).await?;
         Ok(UserSession {
             user_id: Some(user.id),
             account_key: Some(user.account_key),
