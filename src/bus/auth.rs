@@ -54,6 +54,10 @@ pub trait UserAuthenticator: Send + Sync {
     /// have been deleted, its password changed or its token revoked by another process,
     /// such as `meteomesh user` on the command line).
     async fn still_valid(&self, session: &UserSession) -> bool;
+
+    /// Whether the local account `user_id` with this key still exists (`true` when
+    /// unsure: a storage hiccup must not wipe a live account's sessions).
+    async fn account_exists(&self, user_id: i64, account_key: &str) -> bool;
 }
 
 /// The service accounts from config plus the internal credential.

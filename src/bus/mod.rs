@@ -271,15 +271,7 @@ async fn enforce_account_changes(
                 let jti = match &event.change {
                     AccountChange::TokenRevoked { jti } => Some(jti.as_str()),
                     AccountChange::Deleted => {
-                        // Nothing of the account may outlive it on the broker.
-                        for topic in broker.forget_account(event.user_id).await {
-                            if let Err(e) = client
-                                .publish_raw(&topic, Vec::new(), topics::Qos::AtLeastOnce, true)
-                                .await
-                            {
-                                tracing::warn!(error = %e, "cannot clear a deleted account's retained message");
-                            }
-                        }
+                        forget_account(&broker, &client, event.user_id).await;
                         continue;
                     }
                     AccountChange::TokensRevoked => None,
@@ -304,10 +296,32 @@ async fn enforce_account_changes(
                     }
                 }
                 broker.kick(ended).await;
+                // Accounts deleted by another process (`meteomesh user delete`) leave
+                // stored sessions and retained state no event announced.
+                if let Some(users) = &broker.users {
+                    for (user_id, key) in broker.registry.accounts_holding_sessions() {
+                        if !users.account_exists(user_id, &key).await {
+                            forget_account(&broker, &client, user_id).await;
+                        }
+                    }
+                }
             }
         }
     }
     let _ = session.await;
+}
+
+/// Removes everything a deleted account left on the broker: its sessions, live or stored,
+/// and the retained messages under its private topics.
+async fn forget_account(broker: &EmbeddedBroker, client: &BusClient, user_id: i64) {
+    for topic in broker.forget_account(user_id).await {
+        if let Err(e) = client
+            .publish_raw(&topic, Vec::new(), topics::Qos::AtLeastOnce, true)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot clear a deleted account's retained message");
+        }
+    }
 }
 
 fn random_hex(bytes: usize) -> String {

@@ -178,6 +178,25 @@ impl SessionRegistry {
         }
     }
 
+    /// The local accounts (id, key) holding client ids, live or stored.
+    pub fn accounts_holding_sessions(&self) -> Vec<(i64, String)> {
+        let mut accounts: Vec<(i64, String)> = self
+            .lock()
+            .claims
+            .values()
+            .filter_map(|c| match &c.owner {
+                Owner::User(key) => {
+                    let (id, key) = key.strip_prefix("local:")?.split_once(':')?;
+                    Some((id.parse().ok()?, key.to_owned()))
+                }
+                _ => None,
+            })
+            .collect();
+        accounts.sort();
+        accounts.dedup();
+        accounts
+    }
+
     /// The sessions, live or stored, of the local account `user_id`.
     pub fn sessions_of_account(&self, user_id: i64) -> Vec<Id> {
         let prefix = format!("local:{user_id}:");

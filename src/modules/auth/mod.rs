@@ -592,12 +592,19 @@ impl AuthService {
             return Ok(None);
         }
         let (name, jti, iat) = (claims.name.clone(), claims.jti.clone(), claims.iat);
-        let revoked = self
+        let (revoked, local) = self
             .inner
             .db
-            .call(move |c| storage::mesh::is_revoked(c, &name, &jti, iat))
+            .call(move |c| {
+                Ok((
+                    storage::mesh::is_revoked(c, &name, &jti, iat)?,
+                    users::by_username(c, &name)?.is_some(),
+                ))
+            })
             .await?;
-        if revoked {
+        // A name with an account here is that account's on this node: another node's
+        // user of the same name never speaks for it here.
+        if revoked || local {
             return Err(AuthError::Unauthenticated);
         }
         Ok(Some(claims))
@@ -869,6 +876,16 @@ impl UserAuthenticator for AuthService {
             Err(e) => {
                 tracing::error!(error = %e, "MQTT login failed on an internal error");
                 Err(Refusal::NotAuthorized)
+            }
+        }
+    }
+
+    async fn account_exists(&self, user_id: i64, account_key: &str) -> bool {
+        match self.inner.db.call(move |c| users::by_id(c, user_id)).await {
+            Ok(user) => user.is_some_and(|u| u.account_key == account_key),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check whether an account exists");
+                true
             }
         }
     }
