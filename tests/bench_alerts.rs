@@ -68,6 +68,7 @@ async fn bench_alert_pipeline() {
                     username: &format!("user{u}"),
                     password_hash: "unused",
                     telegram_chat_id: None,
+                    telegram_chat_confirmed: false,
                     role: Role::User,
                     timezone: "UTC",
                     now: 0,

@@ -54,6 +54,7 @@ async fn users_with_chats(config: &meteomesh::config::Config) -> Vec<i64> {
                     username: &format!("user{u}"),
                     password_hash: "unused",
                     telegram_chat_id: Some(10_000 + u),
+                    telegram_chat_confirmed: true,
                     role: Role::User,
                     timezone: "UTC",
                     now: 0,

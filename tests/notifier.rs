@@ -27,20 +27,33 @@ async fn app_with(tg: &FakeTelegram, edit: impl FnOnce(&mut meteomesh::config::C
     .await
 }
 
-/// Registers a user with a Telegram chat id; returns (token, id).
+/// Registers a user whose Telegram chat is already proven (as when an administrator set
+/// it); returns (token, id). Proving a chat is tested on its own
+/// (`messages_go_only_to_a_chat_that_proved_it_belongs_to_the_account`).
 async fn user(t: &TestApp, name: &str, chat: Option<i64>) -> (String, i64) {
-    let r = post_json(
-        t.http,
-        "/api/v1/auth/register",
-        &json!({"username": name, "password": PW, "telegram_chat_id": chat}).to_string(),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let v = r.json();
-    (
-        v["token"].as_str().unwrap().to_owned(),
-        v["user"]["id"].as_i64().unwrap(),
-    )
+    let (token, id) = register(t.http, name, PW).await;
+    if let Some(chat) = chat {
+        rusqlite::Connection::open(t.db_path())
+            .unwrap()
+            .execute(
+                "UPDATE users SET telegram_chat_id = ?2, telegram_chat_confirmed = 1 WHERE id = ?1",
+                [id, chat],
+            )
+            .unwrap();
+    }
+    (token, id)
+}
+
+/// The confirmation code the fake bot sent to `chat` (inside `<code>…</code>`).
+fn code_sent_to(tg: &FakeTelegram, chat: i64) -> String {
+    let sent = tg.sent();
+    let text = &sent
+        .iter()
+        .rfind(|s| s.chat_id == chat)
+        .expect("a message")
+        .text;
+    let start = text.find("<code>").expect("a code") + "<code>".len();
+    text[start..start + text[start..].find("</code>").unwrap()].to_owned()
 }
 
 /// An alert event as the rules publish it; `n` makes it unique.
@@ -346,7 +359,7 @@ async fn refused_chats_are_marked_broken_until_the_chat_id_changes() {
         page.body
     );
 
-    // A new chat id resumes delivery.
+    // A new chat id, once confirmed with the code sent to it, resumes delivery.
     let r = api(
         t.http,
         "PATCH",
@@ -356,10 +369,25 @@ async fn refused_chats_are_marked_broken_until_the_chat_id_changes() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        settings(&t, &alice).await["telegram"]["status"],
+        "unconfirmed"
+    );
+    tg.wait_until(WAIT, |s| s.sent.len() == 1).await;
+    let code = code_sent_to(&tg, 501);
+    let r = api(
+        t.http,
+        "POST",
+        "/api/v1/me/telegram/confirm",
+        Some(&alice),
+        &json!({"code": code}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.body);
     assert_eq!(settings(&t, &alice).await["telegram"]["status"], "ok");
     publish(&mut svc, &[alert(alice_id, 5, "e")]).await;
-    tg.wait_until(WAIT, |s| s.sent.len() == 1).await;
-    assert_eq!(tg.sent()[0].chat_id, 501);
+    tg.wait_until(WAIT, |s| s.sent.len() == 2).await;
+    assert_eq!(tg.sent()[1].chat_id, 501);
     t.app.shutdown().await.unwrap();
 }
 

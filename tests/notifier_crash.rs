@@ -42,18 +42,30 @@ async fn metric(p: &ServeProcess, series: &str) -> f64 {
 /// Registers the users and publishes the alerts on the bus; returns once all are in the
 /// outbox.
 async fn queue_alerts(p: &ServeProcess) {
+    // The administrator creates the accounts with their chats (an administrator's word
+    // proves a chat; a chat a user types in must confirm a code first).
+    let r = post_json(
+        p.http,
+        "/api/v1/auth/register",
+        &json!({"username": "root", "password": "correct-horse-1"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let admin = r.json()["token"].as_str().unwrap().to_owned();
     let mut ids = Vec::new();
     for i in 0..USERS {
-        let r = post_json(
+        let r = api(
             p.http,
-            "/api/v1/auth/register",
+            "POST",
+            "/api/v1/admin/users",
+            Some(&admin),
             &json!({"username": format!("user{i}"), "password": "correct-horse-1",
                     "telegram_chat_id": 1000 + i})
             .to_string(),
         )
         .await;
         assert_eq!(r.status, 201, "{}", r.body);
-        ids.push(r.json()["user"]["id"].as_i64().unwrap());
+        ids.push(r.json()["id"].as_i64().unwrap());
     }
     let mut svc = MqttClient::connect(mqtt_options(
         p.mqtt.unwrap(),
@@ -187,9 +199,23 @@ async fn the_bot_token_never_reaches_the_log_even_at_trace_level() {
     )
     .await;
     let token = r.json()["token"].as_str().unwrap().to_owned();
+    // The chat proves itself with the code the bot sent it, then gets a test message.
+    tg.wait_until(WAIT, |s| s.sent.len() == 1).await;
+    let text = tg.sent()[0].text.clone();
+    let start = text.find("<code>").unwrap() + "<code>".len();
+    let code = &text[start..start + text[start..].find("</code>").unwrap()];
+    let r = api(
+        p.http,
+        "POST",
+        "/api/v1/me/telegram/confirm",
+        Some(&token),
+        &json!({"code": code}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.body);
     let r = api(p.http, "POST", "/api/v1/me/telegram/test", Some(&token), "").await;
     assert_eq!(r.status, 202, "{}", r.body);
-    tg.wait_until(WAIT, |s| s.sent.len() == 1).await;
+    tg.wait_until(WAIT, |s| s.sent.len() == 2).await;
     let out = tokio::task::block_in_place(|| {
         bin()
             .args(["print-config", "--config", config.to_str().unwrap()])

@@ -111,11 +111,19 @@ async fn app_with_telegram_admin(chat: i64) -> (FakeTelegram, TestApp, String) {
     let r = post_json(
         t.http,
         "/api/v1/auth/register",
-        &json!({"username": "root", "password": PW, "telegram_chat_id": chat}).to_string(),
+        &json!({"username": "root", "password": PW}).to_string(),
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.body);
     let admin = r.json()["token"].as_str().unwrap().to_owned();
+    // The chat as proven (the code round trip has its own test).
+    rusqlite::Connection::open(t.db_path())
+        .unwrap()
+        .execute(
+            "UPDATE users SET telegram_chat_id = ?1, telegram_chat_confirmed = 1 WHERE username = 'root'",
+            [chat],
+        )
+        .unwrap();
     (tg, t, admin)
 }
 

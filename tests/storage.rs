@@ -215,6 +215,7 @@ async fn revoked_token_list_is_pruned_after_expiry() {
                     username: "alice",
                     password_hash: "x",
                     telegram_chat_id: None,
+                    telegram_chat_confirmed: false,
                     role: Role::User,
                     timezone: "UTC",
                     now: 1_000,

@@ -961,3 +961,164 @@ async fn an_account_deleted_from_the_command_line_leaves_nothing_on_the_broker()
     .await;
     t.app.shutdown().await.unwrap();
 }
+
+/// The confirmation code the fake bot sent to `chat`: the text inside `<code>…</code>`.
+fn code_sent_to(tg: &common::fake_telegram::FakeTelegram, chat: i64) -> String {
+    let sent = tg.sent();
+    let text = &sent
+        .iter()
+        .rfind(|s| s.chat_id == chat)
+        .expect("a message to the chat")
+        .text;
+    let start = text.find("<code>").expect("a code") + "<code>".len();
+    let end = text[start..].find("</code>").unwrap() + start;
+    text[start..end].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_go_only_to_a_chat_that_proved_it_belongs_to_the_account() {
+    let tg = common::fake_telegram::FakeTelegram::start().await;
+    let t = TestApp::start_with(|c| {
+        tg.configure(c);
+        c.telegram.per_chat_interval = Duration::ZERO;
+    })
+    .await;
+    let (_root, _) = register(t.http, "root", PW).await;
+    // Mallory types a stranger's chat id into her account.
+    let (mallory, mallory_id) = register(t.http, "mallory", PW).await;
+    const STRANGER: i64 = 4242;
+    let r = api(
+        t.http,
+        "PATCH",
+        "/api/v1/me",
+        Some(&mallory),
+        &json!({"telegram_chat_id": STRANGER}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["user"]["telegram_chat_confirmed"], false);
+    // The stranger gets exactly one message: a code, saying how to ignore it.
+    tg.wait_until(WAIT, |s| !s.sent.is_empty()).await;
+    let code = code_sent_to(&tg, STRANGER);
+    assert!(
+        tg.sent()[0].text.contains("ignore"),
+        "{}",
+        tg.sent()[0].text
+    );
+    let settings = api(
+        t.http,
+        "GET",
+        "/api/v1/me/notifications",
+        Some(&mallory),
+        "",
+    )
+    .await;
+    assert_eq!(settings.json()["telegram"]["status"], "unconfirmed");
+
+    // Nothing else reaches the chat: no test message, no alert, no second code at once.
+    let r = api(
+        t.http,
+        "POST",
+        "/api/v1/me/telegram/test",
+        Some(&mallory),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = api(
+        t.http,
+        "POST",
+        "/api/v1/me/telegram/code",
+        Some(&mallory),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    let mut service = t.service_client("svc").await;
+    let alert = |user_id: i64, n: u32| {
+        json!({
+            "id": format!("{n}-too_cold-1795363200000"), "user_id": user_id,
+            "subscription_id": n, "label": "home", "place": "Catania",
+            "constraint": "too_cold", "state": "raised", "value": 1.5, "threshold_c": 3.0,
+            "weather_code": 3, "started_at": "2026-11-22T13:05:00Z",
+            "at": "2026-11-22T13:05:00Z", "notify": true
+        })
+        .to_string()
+    };
+    service
+        .publish(
+            &alerts(mallory_id),
+            QoS::AtLeastOnce,
+            false,
+            alert(mallory_id, 1).as_bytes(),
+        )
+        .await;
+    // Guessing the code: five wrong tries void it.
+    for _ in 0..5 {
+        let r = api(
+            t.http,
+            "POST",
+            "/api/v1/me/telegram/confirm",
+            Some(&mallory),
+            r#"{"code": "WRONGWRONG"}"#,
+        )
+        .await;
+        assert_eq!(r.status, 422, "{}", r.body);
+    }
+    let r = api(
+        t.http,
+        "POST",
+        "/api/v1/me/telegram/confirm",
+        Some(&mallory),
+        &json!({"code": code}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 409, "a voided code: {}", r.body);
+
+    // Alice, whose chat it really is, confirms it with the code she was sent.
+    let (alice, alice_id) = register(t.http, "alice", PW).await;
+    let r = api(
+        t.http,
+        "PATCH",
+        "/api/v1/me",
+        Some(&alice),
+        r#"{"telegram_chat_id": 777}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    tg.wait_until(WAIT, |s| s.sent.iter().any(|m| m.chat_id == 777))
+        .await;
+    let code = code_sent_to(&tg, 777);
+    let r = api(
+        t.http,
+        "POST",
+        "/api/v1/me/telegram/confirm",
+        Some(&alice),
+        &json!({"code": code}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let me = api(t.http, "GET", "/api/v1/me", Some(&alice), "")
+        .await
+        .json();
+    assert_eq!(me["telegram_chat_confirmed"], true);
+    service
+        .publish(
+            &alerts(alice_id),
+            QoS::AtLeastOnce,
+            false,
+            alert(alice_id, 2).as_bytes(),
+        )
+        .await;
+    tg.wait_until(WAIT, |s| {
+        s.sent.iter().filter(|m| m.chat_id == 777).count() == 2
+    })
+    .await;
+    // Mallory's alert, published first, never went to the stranger.
+    assert_eq!(
+        tg.sent().iter().filter(|m| m.chat_id == STRANGER).count(),
+        1,
+        "only the code reached the stranger"
+    );
+    t.app.shutdown().await.unwrap();
+}

@@ -490,8 +490,44 @@ async fn notifications_card_sends_tests_links_and_saves_settings() {
         )
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
+    // The chat typed at registration must prove itself: the bot sent it a code.
     let page = b.get("/account").await;
     assert!(page.body.contains("<h2>Notifications</h2>"));
+    assert!(
+        page.body
+            .contains("Chat <strong>321</strong> is not confirmed yet"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("Send test message"));
+    tg.wait_until(WAIT, |s| s.sent.len() == 1).await;
+    let text = tg.sent()[0].text.clone();
+    assert_eq!(tg.sent()[0].chat_id, 321);
+    let start = text.find("<code>").unwrap() + "<code>".len();
+    let code = text[start..start + text[start..].find("</code>").unwrap()].to_owned();
+    let r = b
+        .post(
+            "/account/notifications",
+            &[
+                ("csrf", &csrf),
+                ("action", "confirm"),
+                ("code", "NOTTHEC0DE"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("That code is wrong."));
+    let r = b
+        .post(
+            "/account/notifications",
+            &[("csrf", &csrf), ("action", "confirm"), ("code", &code)],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Chat confirmed"));
+    let page = b.get("/account").await;
     assert!(
         page.body
             .contains("Alerts go to Telegram chat <strong>321</strong>")
@@ -512,8 +548,8 @@ async fn notifications_card_sends_tests_links_and_saves_settings() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("Test message queued"));
-    tg.wait_until(WAIT, |s| s.sent.len() == 1).await;
-    assert_eq!(tg.sent()[0].chat_id, 321);
+    tg.wait_until(WAIT, |s| s.sent.len() == 2).await;
+    assert_eq!(tg.sent()[1].chat_id, 321);
 
     let r = b
         .post(

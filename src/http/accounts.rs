@@ -19,6 +19,9 @@ pub struct UserView {
     id: i64,
     username: String,
     telegram_chat_id: Option<i64>,
+    /// False while the chat has not proved it belongs to the account (nothing but its
+    /// confirmation code is sent there).
+    telegram_chat_confirmed: bool,
     role: Role,
     timezone: String,
     units: Units,
@@ -38,6 +41,7 @@ impl From<&User> for UserView {
             id: u.id,
             username: u.username.clone(),
             telegram_chat_id: u.telegram_chat_id,
+            telegram_chat_confirmed: u.telegram_chat_id.is_some() && u.telegram_chat_confirmed,
             role: u.role,
             timezone: u.timezone.clone(),
             units: u.units,
@@ -90,6 +94,7 @@ pub async fn register(
             false,
         )
         .await?;
+    super::notifications::offer_chat_code(&state, &issued.user).await;
     Ok((StatusCode::CREATED, Json(TokenView::from(&issued))))
 }
 
@@ -177,6 +182,9 @@ pub async fn update_me(
         password,
     };
     let (user, fresh) = state.auth.update_account(&auth, update).await?;
+    if user.telegram_chat_id != auth.user.telegram_chat_id {
+        super::notifications::offer_chat_code(&state, &user).await;
+    }
     Ok(Json(UpdateMeResponse {
         user: UserView::from(&user),
         token: fresh.as_ref().map(TokenView::from),

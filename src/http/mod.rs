@@ -115,6 +115,14 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
         .route("/api/v1/me/deliveries", get(notifications::deliveries))
         .route("/api/v1/me/telegram/test", post(notifications::send_test))
         .route("/api/v1/me/telegram/link", post(notifications::link))
+        .route(
+            "/api/v1/me/telegram/code",
+            post(notifications::send_chat_code),
+        )
+        .route(
+            "/api/v1/me/telegram/confirm",
+            post(notifications::confirm_chat),
+        )
         .route("/api/v1/sla", get(sla::list).post(sla::upsert))
         .route("/api/v1/sla/{name}", get(sla::get_one).delete(sla::remove))
         .route("/api/v1/sla/{name}/violations", get(sla::violations))

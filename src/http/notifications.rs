@@ -24,8 +24,9 @@ pub struct QuietHoursView {
 
 #[derive(Serialize)]
 pub struct TelegramView {
-    /// `disabled` (no bot on this server), `not_linked`, `ok`, or `broken` (Telegram
-    /// refused the chat; fix it by unblocking the bot and updating or re-linking).
+    /// `disabled` (no bot on this server), `not_linked`, `unconfirmed` (the chat id entered
+    /// waits for its code to be typed back), `ok`, or `broken` (Telegram refused the chat;
+    /// fix it by unblocking the bot and updating or re-linking).
     status: &'static str,
     chat_id: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -45,9 +46,14 @@ pub struct SettingsView {
 
 impl From<Settings> for SettingsView {
     fn from(s: Settings) -> Self {
+        let chat_id = match s.telegram {
+            TelegramStatus::Unconfirmed(chat) => Some(chat),
+            _ => s.chat_id,
+        };
         let (status, broken_reason, broken_at) = match s.telegram {
             TelegramStatus::Disabled => ("disabled", None, None),
             TelegramStatus::NotLinked => ("not_linked", None, None),
+            TelegramStatus::Unconfirmed(_) => ("unconfirmed", None, None),
             TelegramStatus::Ok => ("ok", None, None),
             TelegramStatus::Broken(reason, at) => ("broken", Some(reason), Some(rfc3339_ms(at))),
         };
@@ -60,7 +66,7 @@ impl From<Settings> for SettingsView {
             }),
             telegram: TelegramView {
                 status,
-                chat_id: s.chat_id,
+                chat_id,
                 broken_reason,
                 broken_at,
                 link_enabled: s.link_enabled,
@@ -73,9 +79,16 @@ impl From<NotifierError> for ApiError {
     fn from(e: NotifierError) -> ApiError {
         match e {
             NotifierError::Invalid(fields) => ApiError::Validation(fields),
-            NotifierError::TelegramOff | NotifierError::LinkingOff | NotifierError::NoChat => {
-                ApiError::Conflict(e.to_string())
-            }
+            NotifierError::TelegramOff
+            | NotifierError::LinkingOff
+            | NotifierError::NoChat
+            | NotifierError::ChatUnconfirmed
+            | NotifierError::NothingToConfirm => ApiError::Conflict(e.to_string()),
+            NotifierError::WrongCode => ApiError::field("code", e.to_string()),
+            NotifierError::CodeTooSoon { retry_after } => ApiError::TooManyRequests {
+                message: e.to_string(),
+                retry_after,
+            },
             NotifierError::NoAccount => ApiError::NotFound,
             NotifierError::Storage(e) => e.into(),
         }
@@ -240,4 +253,48 @@ pub async fn deliveries(
             })
             .collect(),
     ))
+}
+
+/// After a user entered a chat id (registration, account changes): sends it its
+/// confirmation code. Failing to (no bot, a code sent moments ago) is not the request's
+/// failure: the account shows the chat as unconfirmed, with a way to ask again.
+pub async fn offer_chat_code(state: &AppState, user: &crate::storage::users::User) {
+    if user.telegram_chat_id.is_none() || user.telegram_chat_confirmed {
+        return;
+    }
+    match state.notifier.send_chat_code(user.id, &user.username).await {
+        Ok(()) | Err(NotifierError::TelegramOff | NotifierError::CodeTooSoon { .. }) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, user_id = user.id, "cannot send a chat confirmation code")
+        }
+    }
+}
+
+/// `POST /api/v1/me/telegram/code`: sends a new confirmation code to the chat the user
+/// entered (at most one a minute).
+pub async fn send_chat_code(
+    State(state): State<AppState>,
+    ApiUser(auth): ApiUser,
+) -> Result<StatusCode, ApiError> {
+    state
+        .notifier
+        .send_chat_code(auth.user.id, &auth.user.username)
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmRequest {
+    code: String,
+}
+
+/// `POST /api/v1/me/telegram/confirm`: proves the entered chat with the code sent to it.
+pub async fn confirm_chat(
+    State(state): State<AppState>,
+    ApiUser(auth): ApiUser,
+    ApiJson(req): ApiJson<ConfirmRequest>,
+) -> Result<StatusCode, ApiError> {
+    state.notifier.confirm_chat(auth.user.id, &req.code).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

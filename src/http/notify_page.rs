@@ -1,6 +1,7 @@
 //! Owns the "Notifications" card of the account page and its form posts
 //! (`POST /account/notifications`: save delivery settings, send a test message, get a
-//! Telegram link code). The card shows the Telegram status, including a chat Telegram
+//! Telegram link code, confirm an entered chat with the code sent to it or ask for a new
+//! one). The card shows the Telegram status, including a chat Telegram
 //! refused and why.
 
 use std::collections::HashMap;
@@ -37,6 +38,10 @@ fn status_html(s: &Settings) -> String {
         TelegramStatus::NotLinked => {
             r#"<p>No Telegram chat yet. Link one below or enter your chat id in Settings.</p>"#.into()
         }
+        TelegramStatus::Unconfirmed(chat) => format!(
+            "<p>Chat <strong>{chat}</strong> is not confirmed yet: the bot sent it a code. \
+             Type the code below; until then nothing else is sent there.</p>"
+        ),
         TelegramStatus::Ok => format!(
             "<p>Alerts go to Telegram chat <strong>{}</strong>.</p>",
             s.chat_id.unwrap_or_default()
@@ -113,6 +118,14 @@ pub async fn card(state: &AppState, csrf: &str, user_id: i64, flash: &Flash) -> 
     if telegram_on && s.chat_id.is_some() {
         out.push_str(&format!(
             r#"<form class="inline" method="post" action="/account/notifications">{csrf}<input type="hidden" name="action" value="test"><button type="submit">Send test message</button></form> "#
+        ));
+    }
+    if let TelegramStatus::Unconfirmed(_) = s.telegram {
+        out.push_str(&format!(
+            r#"<form method="post" action="/account/notifications" novalidate>{csrf}<input type="hidden" name="action" value="confirm">{code}<button type="submit">Confirm chat</button></form><form class="inline" method="post" action="/account/notifications">{csrf}<input type="hidden" name="action" value="code"><button type="submit">Send a new code</button></form> "#,
+            code = Field::text("code", "Code from the bot", "")
+                .error(err("code"))
+                .render(),
         ));
     }
     if s.link_enabled {
@@ -251,6 +264,34 @@ pub async fn submit(
                 flash.ok =
                     Some("Test message queued; it should reach your chat within seconds.".into())
             }
+            Err(e) => {
+                status = StatusCode::CONFLICT;
+                flash.error = Some(e.to_string());
+            }
+        },
+        "confirm" => match state
+            .notifier
+            .confirm_chat(user_id, field(&form, "code"))
+            .await
+        {
+            Ok(()) => flash.ok = Some("Chat confirmed: alerts will arrive there.".into()),
+            Err(NotifierError::WrongCode) => {
+                status = StatusCode::UNPROCESSABLE_ENTITY;
+                flash
+                    .errors
+                    .insert("code".into(), "That code is wrong.".into());
+            }
+            Err(e) => {
+                status = StatusCode::CONFLICT;
+                flash.error = Some(e.to_string());
+            }
+        },
+        "code" => match state
+            .notifier
+            .send_chat_code(user_id, &auth.user.username)
+            .await
+        {
+            Ok(()) => flash.ok = Some("A new code is on its way to the chat.".into()),
             Err(e) => {
                 status = StatusCode::CONFLICT;
                 flash.error = Some(e.to_string());

@@ -502,7 +502,10 @@ pub async fn register_submit(
         )
         .await
     {
-        Ok(issued) => Page::redirect("/account").cookie(session_cookie(&state, &issued)),
+        Ok(issued) => {
+            super::notifications::offer_chat_code(&state, &issued.user).await;
+            Page::redirect("/account").cookie(session_cookie(&state, &issued))
+        }
         Err(e) => {
             let (status, general) = match &e {
                 AuthError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, None),
@@ -687,6 +690,9 @@ pub async fn account_submit(
             };
             match state.auth.update_account(&auth, update).await {
                 Ok((user, _)) => {
+                    if user.telegram_chat_id != auth.user.telegram_chat_id {
+                        super::notifications::offer_chat_code(&state, &user).await;
+                    }
                     let auth = Authenticated {
                         user,
                         claims: auth.claims,

@@ -243,6 +243,20 @@ const MIGRATIONS: &[M<'static>] = &[
             ON CONFLICT (key) DO UPDATE SET value = CAST(max(CAST(value AS INTEGER), NEW.id) AS TEXT);
         END;",
     ),
+    // 10: a Telegram chat receives messages only once it proved it belongs to the account
+    // (the bot link flow, a code sent to it and typed back, or set by an administrator).
+    // Chats set before this version keep working: they count as confirmed.
+    M::up(
+        "ALTER TABLE users ADD COLUMN telegram_chat_confirmed INTEGER NOT NULL DEFAULT 1;
+        CREATE TABLE telegram_confirmations (
+            user_id     INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+            chat_id     INTEGER NOT NULL,
+            code        TEXT NOT NULL,
+            expires_at  INTEGER NOT NULL,
+            attempts    INTEGER NOT NULL DEFAULT 0,
+            sent_at     INTEGER NOT NULL
+        ) STRICT;",
+    ),
 ];
 
 /// The schema version this binary writes.

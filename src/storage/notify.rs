@@ -189,7 +189,9 @@ fn due_from_row(r: &Row<'_>) -> rusqlite::Result<Due> {
 pub fn due(conn: &Connection, now: i64, limit: usize) -> Result<Vec<Due>, StorageError> {
     let mut stmt = conn.prepare_cached(
         "SELECT o.id, o.key, o.kind, o.user_id, o.payload, o.batched, o.attempts, o.created_at,
-                o.chat_id, u.telegram_chat_id, p.broken_chat_id, u.units, u.timezone
+                o.chat_id,
+                CASE WHEN u.telegram_chat_confirmed THEN u.telegram_chat_id END,
+                p.broken_chat_id, u.units, u.timezone
          FROM outbox o
          LEFT JOIN users u ON u.id = o.user_id
          LEFT JOIN notify_prefs p ON p.user_id = o.user_id
@@ -358,7 +360,11 @@ impl Default for Prefs {
 #[derive(Debug, Clone)]
 pub struct Recipient {
     pub user_id: i64,
+    /// The account's chat, once it proved it belongs to the account.
     pub chat_id: Option<i64>,
+    /// A chat the user entered that has not proved itself yet (nothing goes there but
+    /// its confirmation code).
+    pub unconfirmed_chat: Option<i64>,
     pub timezone: String,
     pub prefs: Prefs,
     /// Set while the current chat is the one Telegram refused: (reason, when).
@@ -378,12 +384,15 @@ pub fn recipient(conn: &Connection, user_id: i64) -> Result<Option<Recipient>, S
     Ok(conn
         .query_row(
             "SELECT u.telegram_chat_id, u.timezone, p.mode, p.digest_minutes, p.quiet_start,
-                    p.quiet_end, p.broken_chat_id, p.broken_reason, p.broken_at
+                    p.quiet_end, p.broken_chat_id, p.broken_reason, p.broken_at,
+                    u.telegram_chat_confirmed
              FROM users u LEFT JOIN notify_prefs p ON p.user_id = u.id
              WHERE u.id = ?1",
             [user_id],
             |r| {
-                let chat_id: Option<i64> = r.get(0)?;
+                let entered: Option<i64> = r.get(0)?;
+                let confirmed: bool = r.get(9)?;
+                let chat_id = entered.filter(|_| confirmed);
                 let mode: Option<String> = r.get(2)?;
                 let start: Option<u16> = r.get(4)?;
                 let end: Option<u16> = r.get(5)?;
@@ -398,6 +407,7 @@ pub fn recipient(conn: &Connection, user_id: i64) -> Result<Option<Recipient>, S
                 Ok(Recipient {
                     user_id,
                     chat_id,
+                    unconfirmed_chat: entered.filter(|_| !confirmed),
                     timezone: r.get(1)?,
                     prefs: Prefs {
                         mode: mode
@@ -548,7 +558,7 @@ pub fn take_link_code(
         .optional()?)
 }
 
-/// Sets the user's Telegram chat.
+/// Sets the user's Telegram chat, proven (the chat itself sent the link code).
 pub fn set_chat(
     conn: &Connection,
     user_id: i64,
@@ -557,7 +567,8 @@ pub fn set_chat(
 ) -> Result<(), StorageError> {
     // `updated_at` is in seconds like the rest of the users table.
     conn.execute(
-        "UPDATE users SET telegram_chat_id = ?2, updated_at = ?3 WHERE id = ?1",
+        "UPDATE users SET telegram_chat_id = ?2, telegram_chat_confirmed = 1, updated_at = ?3
+         WHERE id = ?1",
         params![user_id, chat_id, now / 1000],
     )?;
     Ok(())
@@ -573,12 +584,105 @@ pub fn unlink_chat(conn: &Connection, chat_id: i64, now: i64) -> Result<Vec<Stri
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Administrators with a Telegram chat: (user id, chat id).
+/// Administrators with a confirmed Telegram chat: (user id, chat id).
 pub fn admin_chats(conn: &Connection) -> Result<Vec<(i64, i64)>, StorageError> {
     let mut stmt = conn.prepare(
         "SELECT id, telegram_chat_id FROM users
-         WHERE role = 'admin' AND telegram_chat_id IS NOT NULL ORDER BY id",
+         WHERE role = 'admin' AND telegram_chat_id IS NOT NULL AND telegram_chat_confirmed
+         ORDER BY id",
     )?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A code sent to a chat the user entered, to be typed back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatConfirmation {
+    pub chat_id: i64,
+    pub code: String,
+    /// Unix ms.
+    pub expires_at: i64,
+    pub attempts: u32,
+    /// Unix ms the code was sent.
+    pub sent_at: i64,
+}
+
+/// The pending confirmation of `user_id`, if any.
+pub fn chat_confirmation(
+    conn: &Connection,
+    user_id: i64,
+) -> Result<Option<ChatConfirmation>, StorageError> {
+    Ok(conn
+        .query_row(
+            "SELECT chat_id, code, expires_at, attempts, sent_at FROM telegram_confirmations
+             WHERE user_id = ?1",
+            [user_id],
+            |r| {
+                Ok(ChatConfirmation {
+                    chat_id: r.get(0)?,
+                    code: r.get(1)?,
+                    expires_at: r.get(2)?,
+                    attempts: r.get(3)?,
+                    sent_at: r.get(4)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Replaces the user's pending confirmation and queues the code's message, in one
+/// transaction (a code is never stored without its message, nor sent without being
+/// stored).
+pub fn put_chat_confirmation(
+    conn: &mut Connection,
+    user_id: i64,
+    c: &ChatConfirmation,
+    message: &NewDelivery,
+) -> Result<(), StorageError> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO telegram_confirmations (user_id, chat_id, code, expires_at, attempts, sent_at)
+         VALUES (?1, ?2, ?3, ?4, 0, ?5)
+         ON CONFLICT (user_id) DO UPDATE SET chat_id = excluded.chat_id, code = excluded.code,
+             expires_at = excluded.expires_at, attempts = 0, sent_at = excluded.sent_at",
+        params![user_id, c.chat_id, c.code, c.expires_at, c.sent_at],
+    )?;
+    insert_deliveries(&tx, std::slice::from_ref(message))?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Counts a wrong code; returns the attempts so far.
+pub fn count_wrong_code(conn: &Connection, user_id: i64) -> Result<u32, StorageError> {
+    Ok(conn
+        .query_row(
+            "UPDATE telegram_confirmations SET attempts = attempts + 1 WHERE user_id = ?1
+             RETURNING attempts",
+            [user_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Marks the user's chat confirmed if it is still `chat_id`, and drops the code.
+/// Returns whether the chat was confirmed.
+pub fn confirm_chat(
+    conn: &mut Connection,
+    user_id: i64,
+    chat_id: i64,
+    now: i64,
+) -> Result<bool, StorageError> {
+    let tx = conn.transaction()?;
+    let changed = tx.execute(
+        "UPDATE users SET telegram_chat_confirmed = 1, updated_at = ?3
+         WHERE id = ?1 AND telegram_chat_id = ?2",
+        params![user_id, chat_id, now / 1000],
+    )?;
+    tx.execute(
+        "DELETE FROM telegram_confirmations WHERE user_id = ?1",
+        [user_id],
+    )?;
+    tx.commit()?;
+    Ok(changed > 0)
 }

@@ -58,6 +58,9 @@ pub struct User {
     pub username: String,
     pub password_hash: String,
     pub telegram_chat_id: Option<i64>,
+    /// Whether the chat proved it belongs to this account; messages go only to a
+    /// confirmed chat.
+    pub telegram_chat_confirmed: bool,
     pub role: Role,
     pub timezone: String,
     pub units: Units,
@@ -75,13 +78,16 @@ pub struct NewUser<'a> {
     pub username: &'a str,
     pub password_hash: &'a str,
     pub telegram_chat_id: Option<i64>,
+    /// Set by an administrator (trusted) rather than typed by the user.
+    pub telegram_chat_confirmed: bool,
     pub role: Role,
     pub timezone: &'a str,
     pub now: i64,
 }
 
 const COLUMNS: &str = "id, username, password_hash, telegram_chat_id, role, timezone, units, \
-                       token_generation, created_at, updated_at, account_key";
+                       token_generation, created_at, updated_at, account_key, \
+                       telegram_chat_confirmed";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<User> {
     let role: String = r.get(4)?;
@@ -99,6 +105,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<User> {
         created_at: r.get(8)?,
         updated_at: r.get(9)?,
         account_key: r.get(10)?,
+        telegram_chat_confirmed: r.get(11)?,
     })
 }
 
@@ -109,12 +116,12 @@ pub fn insert(conn: &Connection, u: &NewUser<'_>) -> Result<Option<User>, Storag
     let key: String = key.iter().map(|b| format!("{b:02x}")).collect();
     let inserted = conn.execute(
         "INSERT INTO users (id, username, password_hash, telegram_chat_id, role, timezone,
-                            created_at, updated_at, account_key)
+                            created_at, updated_at, account_key, telegram_chat_confirmed)
          VALUES (
             1 + max(
                 coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'users.high_water'), 0),
                 coalesce((SELECT max(id) FROM users), 0)),
-            ?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)
+            ?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)
          ON CONFLICT (username) DO NOTHING",
         params![
             u.username,
@@ -123,7 +130,8 @@ pub fn insert(conn: &Connection, u: &NewUser<'_>) -> Result<Option<User>, Storag
             u.role.as_str(),
             u.timezone,
             u.now,
-            key
+            key,
+            u.telegram_chat_confirmed || u.telegram_chat_id.is_none()
         ],
     )?;
     if inserted == 0 {
@@ -188,7 +196,7 @@ pub fn count_admins(conn: &Connection) -> Result<i64, StorageError> {
 pub fn update(conn: &Connection, u: &User) -> Result<(), StorageError> {
     conn.execute(
         "UPDATE users SET password_hash = ?2, telegram_chat_id = ?3, role = ?4, timezone = ?5,
-                units = ?6, token_generation = ?7, updated_at = ?8
+                units = ?6, token_generation = ?7, updated_at = ?8, telegram_chat_confirmed = ?9
          WHERE id = ?1",
         params![
             u.id,
@@ -198,7 +206,8 @@ pub fn update(conn: &Connection, u: &User) -> Result<(), StorageError> {
             u.timezone,
             u.units.as_str(),
             u.token_generation,
-            u.updated_at
+            u.updated_at,
+            u.telegram_chat_confirmed || u.telegram_chat_id.is_none()
         ],
     )?;
     Ok(())

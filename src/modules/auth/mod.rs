@@ -372,6 +372,9 @@ impl AuthService {
                     username: &name,
                     password_hash: &hash,
                     telegram_chat_id,
+                    // An administrator vouches for the chat; a user typing one must
+                    // prove it (the notifier sends a code to it).
+                    telegram_chat_confirmed: by_admin,
                     role,
                     timezone: &timezone,
                     now: unix_now(),
@@ -638,6 +641,9 @@ impl AuthService {
         let mut errors = Vec::new();
         let mut user = auth.user.clone();
         if let Some(chat) = update.telegram_chat_id {
+            if chat != user.telegram_chat_id {
+                user.telegram_chat_confirmed = false;
+            }
             user.telegram_chat_id = chat;
         }
         if let Some(tz) = update.timezone {

@@ -48,6 +48,12 @@ const SWEEP_GRACE_MS: i64 = 5_000;
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
 /// Events taken from the bus or the journal per outbox transaction.
 const ENQUEUE_BATCH: usize = 256;
+/// Shortest gap between two confirmation codes for one account.
+pub const CHAT_CODE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a confirmation code can be typed back.
+const CHAT_CODE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+/// Wrong codes before a confirmation code is void.
+const MAX_CODE_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifierError {
@@ -59,6 +65,17 @@ pub enum NotifierError {
     LinkingOff,
     #[error("no Telegram chat on your account: link Telegram or set telegram_chat_id first")]
     NoChat,
+    #[error(
+        "your Telegram chat is not confirmed yet: type the code the bot sent to it \
+         (POST /api/v1/me/telegram/confirm), or link it with the bot"
+    )]
+    ChatUnconfirmed,
+    #[error("no chat waits for confirmation: enter a chat id first, or ask for a new code")]
+    NothingToConfirm,
+    #[error("that code is wrong")]
+    WrongCode,
+    #[error("a code was sent moments ago; ask again later")]
+    CodeTooSoon { retry_after: std::time::Duration },
     #[error("no such account")]
     NoAccount,
     #[error(transparent)]
@@ -80,6 +97,8 @@ pub enum TelegramStatus {
     Disabled,
     /// No chat id on the account.
     NotLinked,
+    /// A chat id the user entered, waiting for its code to be typed back.
+    Unconfirmed(i64),
     Ok,
     /// Telegram refused the chat: (reason, Unix ms).
     Broken(String, i64),
@@ -442,7 +461,10 @@ impl NotifierService {
         let r = self.recipient(user_id).await?;
         let telegram = match (&self.inner.api, r.chat_id, r.broken) {
             (None, _, _) => TelegramStatus::Disabled,
-            (Some(_), None, _) => TelegramStatus::NotLinked,
+            (Some(_), None, _) => match r.unconfirmed_chat {
+                Some(chat) => TelegramStatus::Unconfirmed(chat),
+                None => TelegramStatus::NotLinked,
+            },
             (Some(_), Some(_), Some((reason, at))) => TelegramStatus::Broken(reason, at),
             (Some(_), Some(_), None) => TelegramStatus::Ok,
         };
@@ -472,11 +494,12 @@ impl NotifierService {
         if self.inner.api.is_none() {
             return Err(NotifierError::TelegramOff);
         }
-        let chat = self
-            .recipient(user_id)
-            .await?
-            .chat_id
-            .ok_or(NotifierError::NoChat)?;
+        let r = self.recipient(user_id).await?;
+        let chat = match (r.chat_id, r.unconfirmed_chat) {
+            (Some(chat), _) => chat,
+            (None, Some(_)) => return Err(NotifierError::ChatUnconfirmed),
+            (None, None) => return Err(NotifierError::NoChat),
+        };
         let now = now_ms();
         let nonce: u32 = rand::random();
         let key = format!("test:{user_id}:{now}:{nonce:08x}");
@@ -487,6 +510,102 @@ impl NotifierService {
         self.queue_notice(key.clone(), Some(user_id), chat, text)
             .await?;
         Ok(key)
+    }
+
+    /// Sends a confirmation code to the chat the user entered but has not proven yet:
+    /// the only message such a chat ever gets, at most one per
+    /// [`CHAT_CODE_INTERVAL`] per account. The user types it back with
+    /// [`NotifierService::confirm_chat`].
+    pub async fn send_chat_code(&self, user_id: i64, username: &str) -> Result<(), NotifierError> {
+        if self.inner.api.is_none() {
+            return Err(NotifierError::TelegramOff);
+        }
+        let chat = self
+            .recipient(user_id)
+            .await?
+            .unconfirmed_chat
+            .ok_or(NotifierError::NothingToConfirm)?;
+        let now = now_ms();
+        let interval = i64::try_from(CHAT_CODE_INTERVAL.as_millis()).unwrap_or(i64::MAX);
+        let last = self
+            .inner
+            .db
+            .call(move |c| notify::chat_confirmation(c, user_id))
+            .await?;
+        if let Some(last) = last
+            && now - last.sent_at < interval
+        {
+            let left = u64::try_from(interval - (now - last.sent_at)).unwrap_or(0);
+            return Err(NotifierError::CodeTooSoon {
+                retry_after: std::time::Duration::from_millis(left),
+            });
+        }
+        let confirmation = notify::ChatConfirmation {
+            chat_id: chat,
+            code: link::new_code(),
+            expires_at: now + i64::try_from(CHAT_CODE_LIFETIME.as_millis()).unwrap_or(0),
+            attempts: 0,
+            sent_at: now,
+        };
+        let text = format!(
+            "Your meteomesh confirmation code for <b>{}</b>: <code>{}</code>\n\n\
+             Type it on the account page to receive weather alerts here. If you did not \
+             ask for this, ignore this message: nothing else will be sent to this chat.",
+            render::escape(username),
+            confirmation.code
+        );
+        let message = NewDelivery {
+            key: format!("confirm:{user_id}:{now}"),
+            kind: OutboxKind::Notice,
+            user_id: Some(user_id),
+            chat_id: Some(chat),
+            payload: text,
+            batched: false,
+            not_before: now,
+            created_at: now,
+        };
+        self.inner
+            .db
+            .call(move |c| notify::put_chat_confirmation(c, user_id, &confirmation, &message))
+            .await?;
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Confirms the user's entered chat with the code sent to it. After
+    /// [`MAX_CODE_ATTEMPTS`] wrong tries the code is void.
+    pub async fn confirm_chat(&self, user_id: i64, code: &str) -> Result<(), NotifierError> {
+        let r = self.recipient(user_id).await?;
+        let chat = r.unconfirmed_chat.ok_or(NotifierError::NothingToConfirm)?;
+        let now = now_ms();
+        let pending = self
+            .inner
+            .db
+            .call(move |c| notify::chat_confirmation(c, user_id))
+            .await?
+            .filter(|p| p.chat_id == chat && p.expires_at > now && p.attempts < MAX_CODE_ATTEMPTS)
+            .ok_or(NotifierError::NothingToConfirm)?;
+        let typed = code.trim().to_ascii_uppercase();
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            typed.as_bytes(),
+            pending.code.as_bytes(),
+        )) {
+            self.inner
+                .db
+                .call(move |c| notify::count_wrong_code(c, user_id))
+                .await?;
+            return Err(NotifierError::WrongCode);
+        }
+        let confirmed = self
+            .inner
+            .db
+            .call(move |c| notify::confirm_chat(c, user_id, chat, now))
+            .await?;
+        if !confirmed {
+            return Err(NotifierError::NothingToConfirm);
+        }
+        tracing::info!(user_id, "Telegram chat confirmed by its code");
+        Ok(())
     }
 
     /// Queues a finished message to a chat.
