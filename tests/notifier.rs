@@ -44,18 +44,6 @@ async fn user(t: &TestApp, name: &str, chat: Option<i64>) -> (String, i64) {
     (token, id)
 }
 
-/// The confirmation code the fake bot sent to `chat` (inside `<code>…</code>`).
-fn code_sent_to(tg: &FakeTelegram, chat: i64) -> String {
-    let sent = tg.sent();
-    let text = &sent
-        .iter()
-        .rfind(|s| s.chat_id == chat)
-        .expect("a message")
-        .text;
-    let start = text.find("<code>").expect("a code") + "<code>".len();
-    text[start..start + text[start..].find("</code>").unwrap()].to_owned()
-}
-
 /// An alert event as the rules publish it; `n` makes it unique.
 fn alert(user_id: i64, n: u32, label: &str) -> Value {
     json!({
@@ -374,16 +362,8 @@ async fn refused_chats_are_marked_broken_until_the_chat_id_changes() {
         "unconfirmed"
     );
     tg.wait_until(WAIT, |s| s.sent.len() == 1).await;
-    let code = code_sent_to(&tg, 501);
-    let r = api(
-        t.http,
-        "POST",
-        "/api/v1/me/telegram/confirm",
-        Some(&alice),
-        &json!({"code": code}).to_string(),
-    )
-    .await;
-    assert_eq!(r.status, 204, "{}", r.body);
+    let code = tg.code_sent_to(501);
+    assert_eq!(confirm_chat(t.http, &alice, &code).await.status, 204);
     assert_eq!(settings(&t, &alice).await["telegram"]["status"], "ok");
     publish(&mut svc, &[alert(alice_id, 5, "e")]).await;
     tg.wait_until(WAIT, |s| s.sent.len() == 2).await;

@@ -201,18 +201,8 @@ async fn the_bot_token_never_reaches_the_log_even_at_trace_level() {
     let token = r.json()["token"].as_str().unwrap().to_owned();
     // The chat proves itself with the code the bot sent it, then gets a test message.
     tg.wait_until(WAIT, |s| s.sent.len() == 1).await;
-    let text = tg.sent()[0].text.clone();
-    let start = text.find("<code>").unwrap() + "<code>".len();
-    let code = &text[start..start + text[start..].find("</code>").unwrap()];
-    let r = api(
-        p.http,
-        "POST",
-        "/api/v1/me/telegram/confirm",
-        Some(&token),
-        &json!({"code": code}).to_string(),
-    )
-    .await;
-    assert_eq!(r.status, 204, "{}", r.body);
+    let code = tg.code_sent_to(5);
+    assert_eq!(confirm_chat(p.http, &token, &code).await.status, 204);
     let r = api(p.http, "POST", "/api/v1/me/telegram/test", Some(&token), "").await;
     assert_eq!(r.status, 202, "{}", r.body);
     tg.wait_until(WAIT, |s| s.sent.len() == 2).await;

@@ -55,8 +55,11 @@ async fn disconnect(mut c: MqttClient) {
 /// The retained message of the concrete `topic`, as a new subscriber receives it (one
 /// that subscribed just before it was published is sent it live instead: ask again).
 async fn retained_on(t: &TestApp, topic: &str) -> rumqttc::Publish {
+    // A new client id each time: rmqtt may still be tearing down the last one's session.
+    static PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     loop {
-        let mut c = t.service_client("retained-probe").await;
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut c = t.service_client(&format!("retained-probe-{n}")).await;
         c.subscribe(topic, QoS::AtLeastOnce).await;
         let got = c.next_publish(|_| true).await;
         disconnect(c).await;
@@ -495,6 +498,30 @@ async fn a_deleted_accounts_id_and_tokens_never_serve_another_account() {
     app.shutdown().await.unwrap();
 }
 
+/// Leaves what an account leaves on the broker: a subscription whose retained state a
+/// service client watches (returned, so a test sees the state cleared live), and a stored
+/// persistent session (`alice-phone`) subscribed to the account's alerts.
+async fn leave_broker_state(t: &TestApp, token: &str, user_id: i64, user: &str) -> MqttClient {
+    let r = post_subscription(
+        t.http,
+        token,
+        r#"{"place":{"lat":45,"lon":9},"max_temp":30}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_i64().unwrap();
+    let state = format!("meteomesh/v1/users/{user_id}/subscriptions/{id}/state");
+    let mut watcher = t.service_client("watcher").await;
+    watcher.subscribe(&state, QoS::AtLeastOnce).await;
+    assert!(!watcher.next_publish(|_| true).await.payload.is_empty());
+    let mut persistent = user_opts(t, "alice-phone", user, token);
+    persistent.set_clean_session(false);
+    let mut a = MqttClient::connect(persistent).await;
+    a.subscribe(&alerts(user_id), QoS::AtLeastOnce).await;
+    disconnect(a).await;
+    watcher
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_an_account_clears_what_it_left_on_the_broker() {
     let t = TestApp::start().await;
@@ -502,24 +529,7 @@ async fn deleting_an_account_clears_what_it_left_on_the_broker() {
     let (token, alice) = register(t.http, "alice", PW).await;
     let (bob_token, _) = register(t.http, "bob", PW).await;
     // Retained subscription state, and a stored persistent session with a queued alert.
-    let r = post_subscription(
-        t.http,
-        &token,
-        r#"{"place":{"lat":45,"lon":9},"max_temp":30}"#,
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let id = r.json()["id"].as_i64().unwrap();
-    let state = format!("meteomesh/v1/users/{alice}/subscriptions/{id}/state");
-    // Watching the state: its clearing (an empty retained message) will be seen live.
-    let mut watcher = t.service_client("watcher").await;
-    watcher.subscribe(&state, QoS::AtLeastOnce).await;
-    assert!(!watcher.next_publish(|_| true).await.payload.is_empty());
-    let mut persistent = user_opts(&t, "alice-phone", "alice", &token);
-    persistent.set_clean_session(false);
-    let mut a = MqttClient::connect(persistent).await;
-    a.subscribe(&alerts(alice), QoS::AtLeastOnce).await;
-    disconnect(a).await;
+    let mut watcher = leave_broker_state(&t, &token, alice, "alice").await;
     let mut service = t.service_client("svc").await;
     service
         .publish(&alerts(alice), QoS::AtLeastOnce, false, b"queued")
@@ -922,24 +932,7 @@ async fn an_account_deleted_from_the_command_line_leaves_nothing_on_the_broker()
     let t = TestApp::start().await;
     let (_admin, _) = register(t.http, "root", PW).await;
     let (token, alice) = register(t.http, "alice", PW).await;
-    let r = post_subscription(
-        t.http,
-        &token,
-        r#"{"place":{"lat":45,"lon":9},"max_temp":30}"#,
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let id = r.json()["id"].as_i64().unwrap();
-    let state = format!("meteomesh/v1/users/{alice}/subscriptions/{id}/state");
-    let mut watcher = t.service_client("watcher").await;
-    watcher.subscribe(&state, QoS::AtLeastOnce).await;
-    assert!(!watcher.next_publish(|_| true).await.payload.is_empty());
-    // A stored persistent session.
-    let mut persistent = user_opts(&t, "alice-phone", "alice", &token);
-    persistent.set_clean_session(false);
-    let mut a = MqttClient::connect(persistent).await;
-    a.subscribe(&alerts(alice), QoS::AtLeastOnce).await;
-    disconnect(a).await;
+    let mut watcher = leave_broker_state(&t, &token, alice, "alice").await;
 
     // `meteomesh user delete alice`, as the admin on the device would, beside the server.
     let action = meteomesh::cli::UserAction::Delete {
@@ -960,19 +953,6 @@ async fn an_account_deleted_from_the_command_line_leaves_nothing_on_the_broker()
     )
     .await;
     t.app.shutdown().await.unwrap();
-}
-
-/// The confirmation code the fake bot sent to `chat`: the text inside `<code>…</code>`.
-fn code_sent_to(tg: &common::fake_telegram::FakeTelegram, chat: i64) -> String {
-    let sent = tg.sent();
-    let text = &sent
-        .iter()
-        .rfind(|s| s.chat_id == chat)
-        .expect("a message to the chat")
-        .text;
-    let start = text.find("<code>").expect("a code") + "<code>".len();
-    let end = text[start..].find("</code>").unwrap() + start;
-    text[start..end].to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -999,7 +979,7 @@ async fn messages_go_only_to_a_chat_that_proved_it_belongs_to_the_account() {
     assert_eq!(r.json()["user"]["telegram_chat_confirmed"], false);
     // The stranger gets exactly one message: a code, saying how to ignore it.
     tg.wait_until(WAIT, |s| !s.sent.is_empty()).await;
-    let code = code_sent_to(&tg, STRANGER);
+    let code = tg.code_sent_to(STRANGER);
     assert!(
         tg.sent()[0].text.contains("ignore"),
         "{}",
@@ -1055,24 +1035,10 @@ async fn messages_go_only_to_a_chat_that_proved_it_belongs_to_the_account() {
         .await;
     // Guessing the code: five wrong tries void it.
     for _ in 0..5 {
-        let r = api(
-            t.http,
-            "POST",
-            "/api/v1/me/telegram/confirm",
-            Some(&mallory),
-            r#"{"code": "WRONGWRONG"}"#,
-        )
-        .await;
+        let r = confirm_chat(t.http, &mallory, "WRONGWRONG").await;
         assert_eq!(r.status, 422, "{}", r.body);
     }
-    let r = api(
-        t.http,
-        "POST",
-        "/api/v1/me/telegram/confirm",
-        Some(&mallory),
-        &json!({"code": code}).to_string(),
-    )
-    .await;
+    let r = confirm_chat(t.http, &mallory, &code).await;
     assert_eq!(r.status, 409, "a voided code: {}", r.body);
 
     // Alice, whose chat it really is, confirms it with the code she was sent.
@@ -1088,16 +1054,8 @@ async fn messages_go_only_to_a_chat_that_proved_it_belongs_to_the_account() {
     assert_eq!(r.status, 200, "{}", r.body);
     tg.wait_until(WAIT, |s| s.sent.iter().any(|m| m.chat_id == 777))
         .await;
-    let code = code_sent_to(&tg, 777);
-    let r = api(
-        t.http,
-        "POST",
-        "/api/v1/me/telegram/confirm",
-        Some(&alice),
-        &json!({"code": code}).to_string(),
-    )
-    .await;
-    assert_eq!(r.status, 204, "{}", r.body);
+    let code = tg.code_sent_to(777);
+    assert_eq!(confirm_chat(t.http, &alice, &code).await.status, 204);
     let me = api(t.http, "GET", "/api/v1/me", Some(&alice), "")
         .await
         .json();

@@ -501,10 +501,7 @@ async fn notifications_card_sends_tests_links_and_saves_settings() {
     );
     assert!(!page.body.contains("Send test message"));
     tg.wait_until(WAIT, |s| s.sent.len() == 1).await;
-    let text = tg.sent()[0].text.clone();
-    assert_eq!(tg.sent()[0].chat_id, 321);
-    let start = text.find("<code>").unwrap() + "<code>".len();
-    let code = text[start..start + text[start..].find("</code>").unwrap()].to_owned();
+    let code = tg.code_sent_to(321);
     let r = b
         .post(
             "/account/notifications",

@@ -161,7 +161,6 @@ pub struct AuthHandler {
     pub policy: Policy,
     pub internal_listener: u16,
     retained: Mutex<RetainedBudget>,
-    service_sessions: Mutex<HashMap<rmqtt::types::Id, String>>,
 }
 
 /// A valid PUBLISH topic name: not empty, no wildcards, no NUL (MQTT-3.3.2-2, 1.5.3-2).
@@ -192,7 +191,6 @@ impl AuthHandler {
             policy,
             internal_listener,
             retained: Mutex::new(RetainedBudget::default()),
-            service_sessions: Mutex::new(HashMap::new()),
         }
     }
 
@@ -336,13 +334,17 @@ impl AuthHandler {
         match identity {
             // meteomesh itself: superuser, so no ACL hook runs for its traffic.
             Identity::Internal => AuthResult::Allow(true, None),
-            Identity::Service(name) => {
-                self.service_sessions
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(info.id().clone(), name);
-                AuthResult::Allow(false, None)
-            }
+            // A service account: not a superuser, so its publishes meet the topic-name
+            // check and the retained budget; the (rule-less) auth info marks the session
+            // as a service account's for the ACL hooks without a lookup per message.
+            Identity::Service(_) => AuthResult::Allow(
+                false,
+                Some(rmqtt::acl::AuthInfo {
+                    superuser: false,
+                    expire_at: None,
+                    rules: Vec::new(),
+                }),
+            ),
             Identity::User(session) => {
                 self.registry.authenticated(info.id().clone(), session);
                 AuthResult::Allow(false, None)
@@ -359,16 +361,13 @@ impl AuthHandler {
     }
 
     /// The identity of a connected session that is not meteomesh itself.
-    fn identity_of(&self, id: &rmqtt::types::Id) -> Identity {
-        if let Some(name) = self
-            .service_sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-        {
-            return Identity::Service(name.clone());
+    fn identity_of(&self, session: &rmqtt::session::Session) -> Identity {
+        if session.auth_info.is_some() {
+            // Only service accounts get auth info (see `authenticate`); the name is not
+            // needed past the login.
+            return Identity::Service(String::new());
         }
-        match self.registry.user_of(id) {
+        match self.registry.user_of(&session.id) {
             Some(session) => Identity::User(session),
             None => Identity::Anonymous,
         }
@@ -396,25 +395,17 @@ impl Handler for AuthHandler {
             }
             Parameter::ClientDisconnected(session, _) => {
                 self.registry.disconnected(&session.id);
-                self.service_sessions
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&session.id);
                 (true, acc)
             }
             Parameter::SessionTerminated(session, _) => {
                 self.registry.terminated(&session.id);
-                self.service_sessions
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&session.id);
                 (true, acc)
             }
             // Only non-superusers reach the ACL hooks: everyone but meteomesh itself.
             Parameter::ClientSubscribeCheckAcl(session, subscribe) => {
                 let filter = &subscribe.topic_filter;
                 let allowed = !shared_subscription(filter)
-                    && match self.identity_of(&session.id) {
+                    && match self.identity_of(session) {
                         Identity::Internal | Identity::Service(_) => true,
                         Identity::User(user) if user.board_only => {
                             topics::board_credential_may_subscribe(&user.username, filter)
@@ -441,7 +432,7 @@ impl Handler for AuthHandler {
                 (false, Some(HookResult::SubscribeAclResult(result)))
             }
             Parameter::MessagePublishCheckAcl(session, publish) => {
-                let identity = self.identity_of(&session.id);
+                let identity = self.identity_of(session);
                 let result = if !valid_topic_name(&publish.topic) {
                     // A protocol violation, not a permission question: the client is
                     // broken or probing, and Mosquitto closes such connections too.

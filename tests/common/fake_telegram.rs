@@ -120,6 +120,19 @@ impl FakeTelegram {
         self.changed.notify_waiters();
     }
 
+    /// The confirmation code last sent to `chat` (the text inside `<code>…</code>`).
+    pub fn code_sent_to(&self, chat: i64) -> String {
+        let sent = self.sent();
+        let text = &sent
+            .iter()
+            .rfind(|s| s.chat_id == chat)
+            .expect("a message to the chat")
+            .text;
+        let start = text.find("<code>").expect("a code") + "<code>".len();
+        let end = start + text[start..].find("</code>").expect("the code's end");
+        text[start..end].to_owned()
+    }
+
     /// Waits until `pred` holds for the recorded state (or panics after `timeout`).
     pub async fn wait_until(&self, timeout: Duration, pred: impl Fn(&State) -> bool) {
         let deadline = tokio::time::Instant::now() + timeout;

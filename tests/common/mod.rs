@@ -224,6 +224,19 @@ pub async fn api(
     request(addr, method, path, &headers, body.as_bytes()).await
 }
 
+/// `POST /api/v1/me/telegram/confirm` with `code`: proves the chat the user entered.
+pub async fn confirm_chat(addr: SocketAddr, token: &str, code: &str) -> Response {
+    let body = serde_json::json!({ "code": code }).to_string();
+    api(
+        addr,
+        "POST",
+        "/api/v1/me/telegram/confirm",
+        Some(token),
+        &body,
+    )
+    .await
+}
+
 /// `POST /api/v1/admin/weather/poll` as `admin`: runs a polling cycle, returns its report.
 pub async fn poll_weather(addr: SocketAddr, admin: &str) -> serde_json::Value {
     let r = api(addr, "POST", "/api/v1/admin/weather/poll", Some(admin), "").await;

@@ -308,27 +308,21 @@ impl AuthService {
     /// valid for [`BOARD_CREDENTIAL_LIFETIME`], never accepted over HTTP. The page asks
     /// for a fresh one before each connection, so its login token stays in the cookie.
     pub fn issue_board_credential(&self, auth: &Authenticated) -> IssuedToken {
-        let user = auth.user.clone();
+        self.issue_scoped(auth.user.clone(), (BOARD_SCOPE, BOARD_CREDENTIAL_LIFETIME))
+    }
+
+    /// A login token for `user`.
+    fn issue(&self, user: User) -> IssuedToken {
+        // The keys cap every lifetime at the login lifetime.
+        self.issue_scoped(user, ("", Duration::MAX))
+    }
+
+    fn issue_scoped(&self, user: User, scope: (&str, Duration)) -> IssuedToken {
         let (token, claims) = self.inner.keys.issue_scoped(
             user.id,
             user.token_generation,
             (&user.username, &self.inner.node_id, &user.account_key),
-            (BOARD_SCOPE, BOARD_CREDENTIAL_LIFETIME),
-            crate::clock::now(),
-        );
-        IssuedToken {
-            token,
-            claims,
-            user,
-            device: None,
-        }
-    }
-
-    fn issue(&self, user: User) -> IssuedToken {
-        let (token, claims) = self.inner.keys.issue(
-            user.id,
-            user.token_generation,
-            (&user.username, &self.inner.node_id, &user.account_key),
+            scope,
             crate::clock::now(),
         );
         IssuedToken {

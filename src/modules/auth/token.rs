@@ -126,16 +126,6 @@ impl TokenKeys {
         }
     }
 
-    pub fn issue(
-        &self,
-        user_id: i64,
-        generation: i64,
-        account: (&str, &str, &str),
-        now: i64,
-    ) -> (String, Claims) {
-        self.issue_scoped(user_id, generation, account, ("", self.lifetime), now)
-    }
-
     /// A token limited to `scope`, valid for `lifetime` (at most the login lifetime).
     pub fn issue_scoped(
         &self,
@@ -184,7 +174,8 @@ mod tests {
     fn issue_verify_tamper_expire() {
         let keys = TokenKeys::new(b"0123456789abcdef0123456789abcdef", Duration::from_secs(60));
         let now = jsonwebtoken::get_current_timestamp() as i64;
-        let (token, claims) = keys.issue(42, 0, ("ann", "n1", "k1"), now);
+        let (token, claims) =
+            keys.issue_scoped(42, 0, ("ann", "n1", "k1"), ("", Duration::MAX), now);
         assert!(looks_like_jwt(&token));
         assert_eq!(keys.verify(&token), Some(claims.clone()));
         assert_eq!(claims.user_id(), Some(42));
@@ -200,7 +191,8 @@ mod tests {
         bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
         assert_eq!(keys.verify(&String::from_utf8(bad).unwrap()), None);
         // Expired.
-        let (old, _) = keys.issue(42, 0, ("ann", "n1", "k1"), now - 120);
+        let (old, _) =
+            keys.issue_scoped(42, 0, ("ann", "n1", "k1"), ("", Duration::MAX), now - 120);
         assert_eq!(keys.verify(&old), None);
         assert!(!looks_like_jwt("hunter22"));
         // Other algorithms are refused, whatever the key.

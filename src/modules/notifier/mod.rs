@@ -527,12 +527,7 @@ impl NotifierService {
             .ok_or(NotifierError::NothingToConfirm)?;
         let now = now_ms();
         let interval = i64::try_from(CHAT_CODE_INTERVAL.as_millis()).unwrap_or(i64::MAX);
-        let last = self
-            .inner
-            .db
-            .call(move |c| notify::chat_confirmation(c, user_id))
-            .await?;
-        if let Some(last) = last
+        if let Some(last) = self.chat_confirmation(user_id).await?
             && now - last.sent_at < interval
         {
             let left = u64::try_from(interval - (now - last.sent_at)).unwrap_or(0);
@@ -579,9 +574,7 @@ impl NotifierService {
         let chat = r.unconfirmed_chat.ok_or(NotifierError::NothingToConfirm)?;
         let now = now_ms();
         let pending = self
-            .inner
-            .db
-            .call(move |c| notify::chat_confirmation(c, user_id))
+            .chat_confirmation(user_id)
             .await?
             .filter(|p| p.chat_id == chat && p.expires_at > now && p.attempts < MAX_CODE_ATTEMPTS)
             .ok_or(NotifierError::NothingToConfirm)?;
@@ -606,6 +599,16 @@ impl NotifierService {
         }
         tracing::info!(user_id, "Telegram chat confirmed by its code");
         Ok(())
+    }
+
+    async fn chat_confirmation(
+        &self,
+        user_id: i64,
+    ) -> Result<Option<notify::ChatConfirmation>, StorageError> {
+        self.inner
+            .db
+            .call(move |c| notify::chat_confirmation(c, user_id))
+            .await
     }
 
     /// Queues a finished message to a chat.
