@@ -808,6 +808,21 @@ async fn the_board_page_gets_a_board_only_credential_not_the_login_token() {
     )
     .await;
     assert_eq!(metric(&t, denied).await - before, 1.0);
+
+    // Nor can it pick up a stored session of the account, whose subscriptions reach
+    // beyond the boards.
+    let mut phone = user_opts(&t, "ann-phone", "ann", &token);
+    phone.set_clean_session(false);
+    let mut p = MqttClient::connect(phone).await;
+    p.subscribe(&format!("meteomesh/v1/users/{id}/#"), QoS::AtLeastOnce)
+        .await;
+    disconnect(p).await;
+    let mut stolen = user_opts(&t, "ann-phone", "ann", &credential);
+    stolen.set_clean_session(false);
+    assert_eq!(
+        try_connect(stolen).await,
+        Ok(ConnectReturnCode::NotAuthorized)
+    );
     t.app.shutdown().await.unwrap();
 }
 

@@ -57,9 +57,12 @@ pub enum Owner {
 
 impl Owner {
     pub fn of_user(session: &UserSession) -> Owner {
+        // A whiteboard credential is an identity of its own: it must not pick up a
+        // stored session of its account, whose subscriptions reach beyond the boards.
+        let kind = if session.board_only { "board-" } else { "" };
         match (session.user_id, &session.account_key) {
-            (Some(id), Some(key)) => Owner::User(format!("local:{id}:{key}")),
-            _ => Owner::User(format!("mesh:{}", session.username)),
+            (Some(id), Some(key)) => Owner::User(format!("{kind}local:{id}:{key}")),
+            _ => Owner::User(format!("{kind}mesh:{}", session.username)),
         }
     }
 }
