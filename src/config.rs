@@ -652,7 +652,9 @@ pub struct BusConfig {
     /// Embedded broker: MQTT over WebSocket listener (for browsers).
     pub ws_enabled: bool,
     pub ws_listen: SocketAddr,
-    /// Embedded broker: connections accepted at once, per listener.
+    /// Embedded broker: sessions users and anonymous clients may hold at once (live, or
+    /// stored for a persistent client); meteomesh's own modules and service accounts have
+    /// `bus::RESERVED_SESSIONS` more.
     pub max_connections: usize,
     /// Embedded broker: largest MQTT packet, in bytes; larger ones are refused.
     pub max_packet_size: u32,

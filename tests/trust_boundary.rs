@@ -1095,3 +1095,37 @@ async fn messages_go_only_to_a_chat_that_proved_it_belongs_to_the_account() {
     );
     t.app.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_crowd_out_the_node_or_its_service_accounts() {
+    let t = TestApp::start_with(|c| c.bus.max_connections = 4).await;
+    let (alice, _) = register(t.http, "alice", PW).await;
+    let (bob, _) = register(t.http, "bob", PW).await;
+    let mut held = Vec::new();
+    for id in ["a0", "a1", "a2"] {
+        held.push(MqttClient::connect(user_opts(&t, id, "alice", &alice)).await);
+    }
+    held.push(MqttClient::connect(user_opts(&t, "b0", "bob", &bob)).await);
+    // Clients have their four sessions; the fifth waits for one to end.
+    assert_eq!(
+        try_connect(user_opts(&t, "b1", "bob", &bob)).await,
+        Ok(ConnectReturnCode::NotAuthorized)
+    );
+    assert_eq!(
+        metric(
+            &t,
+            "meteomesh_bus_connections_refused_total{reason=\"full\"}"
+        )
+        .await,
+        1.0
+    );
+    // Service accounts and the node's own modules keep their headroom.
+    let _service = t.service_client("svc").await;
+    let r = post_json(t.http, "/api/v1/system/bus-check", "{}").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(get(t.http, "/readyz").await.status, 200);
+    // A session that ends frees its place.
+    disconnect(held.remove(0)).await;
+    connect_eventually(user_opts(&t, "b1", "bob", &bob), ConnectReturnCode::Success).await;
+    t.app.shutdown().await.unwrap();
+}

@@ -23,7 +23,7 @@ use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
 use rmqtt::types::{AuthResult, PublishAclResult, SubscribeAclResult};
 use subtle::ConstantTimeEq;
 
-use super::sessions::{ClaimRefused, Owner, SessionRegistry, UserSession};
+use super::sessions::{Caps, ClaimRefused, Owner, SessionRegistry, UserSession};
 use super::topics;
 use crate::config::{BusConfig, BusUser};
 use crate::metrics::Metrics;
@@ -102,6 +102,8 @@ pub struct Policy {
     /// Client ids of this node's own modules (`{prefix}-{node}-`): internal credential only.
     pub internal_prefix: String,
     pub max_sessions_per_user: usize,
+    /// Sessions (live or stored) users and anonymous clients may hold together.
+    pub max_client_sessions: usize,
     pub max_retained_messages: usize,
     pub max_retained_bytes: usize,
 }
@@ -117,6 +119,7 @@ impl Policy {
             trusted_prefixes,
             internal_prefix: format!("{}-{node_id}-", cfg.client_id_prefix),
             max_sessions_per_user: cfg.max_sessions_per_user,
+            max_client_sessions: cfg.max_connections,
             max_retained_messages: cfg.max_retained_messages,
             max_retained_bytes: cfg.max_retained_bytes,
         }
@@ -311,8 +314,12 @@ impl AuthHandler {
                 return AuthResult::NotAuthorized;
             }
         }
-        let cap = matches!(owner, Owner::User(_)).then_some(self.policy.max_sessions_per_user);
-        match self.registry.claim(client_id, &owner, cap) {
+        let caps = Caps {
+            per_owner: matches!(owner, Owner::User(_)).then_some(self.policy.max_sessions_per_user),
+            clients: matches!(owner, Owner::User(_) | Owner::Anonymous)
+                .then_some(self.policy.max_client_sessions),
+        };
+        match self.registry.claim(client_id, &owner, caps) {
             Ok(()) => {}
             Err(ClaimRefused::Taken) => {
                 tracing::info!(
@@ -328,6 +335,14 @@ impl AuthHandler {
                     "bus connection refused: the account has too many sessions"
                 );
                 self.refused("sessions");
+                return AuthResult::NotAuthorized;
+            }
+            Err(ClaimRefused::Full) => {
+                tracing::warn!(
+                    client_id,
+                    "bus connection refused: bus.max_connections client sessions reached"
+                );
+                self.refused("full");
                 return AuthResult::NotAuthorized;
             }
         }

@@ -62,6 +62,10 @@ impl BrokerListeners {
     }
 }
 
+/// Sessions kept for meteomesh's own modules and service accounts above
+/// `bus.max_connections`, so clients filling the broker cannot lock them out.
+pub const RESERVED_SESSIONS: usize = 64;
+
 /// Queue length per session on the internal listener.
 const INTERNAL_QUEUE: usize = 100_000;
 
@@ -88,7 +92,7 @@ fn listen(
     let bound = Builder::new()
         .name(name)
         .laddr(addr)
-        .max_connections(cfg.max_connections)
+        .max_connections(cfg.max_connections + RESERVED_SESSIONS)
         .max_packet_size(cfg.max_packet_size)
         .max_inflight(inflight)
         .max_mqueue_len(queue)
@@ -147,7 +151,9 @@ impl EmbeddedBroker {
             // rmqtt's busy check refuses clients while the host CPU is loaded; on a small
             // device that would lock users out exactly when it is working hardest.
             .busy_check_enable(false)
-            .mqtt_max_sessions(cfg.max_connections as isize)
+            // Clients get `bus.max_connections` (counted by the authentication hook); the
+            // node's own modules and service accounts keep the headroom above it.
+            .mqtt_max_sessions((cfg.max_connections + RESERVED_SESSIONS) as isize)
             .plugins_config_map_add("rmqtt-retainer", retainer_config)
             .build()
             .await;
@@ -254,6 +260,19 @@ impl EmbeddedBroker {
             Err(e) => {
                 tracing::warn!(error = %e, user_id, "cannot list a deleted account's retained messages");
                 Vec::new()
+            }
+        }
+    }
+
+    /// Frees the client ids of sessions the broker no longer has (should rmqtt ever end
+    /// one without telling the hooks, its id would otherwise stay taken and counted).
+    pub async fn release_vanished_sessions(&self) {
+        let shared = self.scx.extends.shared().await;
+        for id in self.registry.claimed_sessions() {
+            let current = shared.entry(id.clone()).session().map(|s| s.id.clone());
+            if current.as_ref() != Some(&id) {
+                tracing::debug!(client_id = %id.client_id, "releasing the client id of a vanished session");
+                self.registry.terminated(&id);
             }
         }
     }

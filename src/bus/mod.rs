@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use auth::{INTERNAL_USERNAME, Refusal, UserAuthenticator};
-pub use broker::BrokerListeners;
+pub use broker::{BrokerListeners, RESERVED_SESSIONS};
 pub use client::{BusClient, ConnectOptions, Incoming, Sessions};
 pub use sessions::UserSession;
 
@@ -296,6 +296,7 @@ async fn enforce_account_changes(
                     }
                 }
                 broker.kick(ended).await;
+                broker.release_vanished_sessions().await;
                 // Accounts deleted by another process (`meteomesh user delete`) leave
                 // stored sessions and retained state no event announced.
                 if let Some(users) = &broker.users {

@@ -74,6 +74,17 @@ pub enum ClaimRefused {
     Taken,
     /// The identity already has as many sessions as it may.
     TooManySessions,
+    /// Clients (users and anonymous) hold as many sessions as the broker gives them.
+    Full,
+}
+
+/// Limits on the client ids a new claim may add to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caps {
+    /// Client ids one owner may hold.
+    pub per_owner: Option<usize>,
+    /// Client ids all users and anonymous clients may hold together.
+    pub clients: Option<usize>,
 }
 
 struct Claim {
@@ -123,17 +134,14 @@ impl SessionRegistry {
         r.pending.insert(id, (session, now));
     }
 
-    /// Reserves `client_id` for `owner` before the connection is accepted. With `cap`,
-    /// the owner may hold at most that many client ids (a reconnect with one it already
-    /// holds always passes).
-    pub fn claim(
-        &self,
-        client_id: &str,
-        owner: &Owner,
-        cap: Option<usize>,
-    ) -> Result<(), ClaimRefused> {
+    /// Reserves `client_id` for `owner` before the connection is accepted, within
+    /// `caps` (a reconnect with a client id the owner already holds always passes).
+    pub fn claim(&self, client_id: &str, owner: &Owner, caps: Caps) -> Result<(), ClaimRefused> {
         let mut r = self.lock();
         let now = Instant::now();
+        // Connections that authenticated but never came up hold nothing.
+        r.claims
+            .retain(|_, c| c.session.is_some() || now.duration_since(c.at) < PENDING_TTL);
         if let Some(c) = r.claims.get_mut(client_id) {
             if c.owner == *owner {
                 c.at = now;
@@ -144,18 +152,22 @@ impl SessionRegistry {
                 return Err(ClaimRefused::Taken);
             }
         }
-        if let Some(cap) = cap {
-            let held = r
-                .claims
+        let held = |pred: &dyn Fn(&Owner) -> bool| {
+            r.claims
                 .values()
-                .filter(|c| {
-                    c.owner == *owner
-                        && (c.session.is_some() || now.duration_since(c.at) < PENDING_TTL)
-                })
-                .count();
-            if held >= cap {
-                return Err(ClaimRefused::TooManySessions);
-            }
+                .filter(|c| pred(&c.owner))
+                .filter(|c| c.session.is_some() || now.duration_since(c.at) < PENDING_TTL)
+                .count()
+        };
+        if let Some(cap) = caps.per_owner
+            && held(&|o| o == owner) >= cap
+        {
+            return Err(ClaimRefused::TooManySessions);
+        }
+        if let Some(cap) = caps.clients
+            && held(&|o| matches!(o, Owner::User(_) | Owner::Anonymous)) >= cap
+        {
+            return Err(ClaimRefused::Full);
         }
         r.claims.insert(
             client_id.to_owned(),
@@ -179,6 +191,15 @@ impl SessionRegistry {
         {
             r.claims.remove(key);
         }
+    }
+
+    /// The sessions client ids are held by (to check against the broker's own list).
+    pub fn claimed_sessions(&self) -> Vec<Id> {
+        self.lock()
+            .claims
+            .values()
+            .filter_map(|c| c.session.clone())
+            .collect()
     }
 
     /// The local accounts (id, key) holding client ids, live or stored.
