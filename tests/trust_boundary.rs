@@ -948,18 +948,45 @@ async fn an_account_deleted_from_the_command_line_leaves_nothing_on_the_broker()
     let (_admin, _) = register(t.http, "root", PW).await;
     let (token, alice) = register(t.http, "alice", PW).await;
     let mut watcher = leave_broker_state(&t, &token, alice, "alice").await;
+    // Carol leaves retained state but holds no session at all.
+    let (carol_token, carol) = register(t.http, "carol", PW).await;
+    let r = post_subscription(
+        t.http,
+        &carol_token,
+        r#"{"place":{"lat":45,"lon":9},"max_temp":30}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_i64().unwrap();
+    let mut carol_watcher = t.service_client("carol-watcher").await;
+    carol_watcher
+        .subscribe(
+            &format!("meteomesh/v1/users/{carol}/subscriptions/{id}/state"),
+            QoS::AtLeastOnce,
+        )
+        .await;
+    assert!(
+        !carol_watcher
+            .next_publish(|_| true)
+            .await
+            .payload
+            .is_empty()
+    );
 
-    // `meteomesh user delete alice`, as the admin on the device would, beside the server.
-    let action = meteomesh::cli::UserAction::Delete {
-        username: "alice".into(),
-    };
-    let config = t.config.clone();
-    tokio::task::spawn_blocking(move || meteomesh::users_cli::run(&config, action))
-        .await
-        .unwrap()
-        .unwrap();
-    // The broker's sweep (every 30 s) notices: the retained state is cleared...
+    // `meteomesh user delete`, as the admin on the device would, beside the server.
+    for name in ["alice", "carol"] {
+        let action = meteomesh::cli::UserAction::Delete {
+            username: name.into(),
+        };
+        let config = t.config.clone();
+        tokio::task::spawn_blocking(move || meteomesh::users_cli::run(&config, action))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // The broker's sweep (every 30 s) notices: the retained states are cleared...
     cleared(&mut watcher, Duration::from_secs(45)).await;
+    cleared(&mut carol_watcher, Duration::from_secs(45)).await;
     // ...and the stored session is gone, its id free again.
     let (bob, _) = register(t.http, "bob", PW).await;
     connect_eventually(

@@ -58,6 +58,9 @@ pub trait UserAuthenticator: Send + Sync {
     /// Whether the local account `user_id` with this key still exists (`true` when
     /// unsure: a storage hiccup must not wipe a live account's sessions).
     async fn account_exists(&self, user_id: i64, account_key: &str) -> bool;
+
+    /// Whether any local account has `user_id` (`true` when unsure).
+    async fn user_id_exists(&self, user_id: i64) -> bool;
 }
 
 /// The service accounts from config plus the internal credential.

@@ -264,6 +264,28 @@ impl EmbeddedBroker {
         }
     }
 
+    /// The account ids that have retained messages under their private subtree.
+    pub async fn user_ids_with_retained(&self) -> Vec<i64> {
+        let filter = rmqtt::types::TopicFilter::from(format!("{}/users/+/#", super::topics::ROOT));
+        let prefix = format!("{}/users/", super::topics::ROOT);
+        let mut ids: Vec<i64> = match self.scx.extends.retain().await.get(&filter).await {
+            Ok(retained) => retained
+                .iter()
+                .filter_map(|(t, _)| {
+                    t.strip_prefix(prefix.as_str())?
+                        .split('/')
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// Frees the client ids of sessions the broker no longer has (should rmqtt ever end
     /// one without telling the hooks, its id would otherwise stay taken and counted).
     pub async fn release_vanished_sessions(&self) {

@@ -305,6 +305,11 @@ async fn enforce_account_changes(
                             forget_account(&broker, &client, user_id).await;
                         }
                     }
+                    for user_id in broker.user_ids_with_retained().await {
+                        if !users.user_id_exists(user_id).await {
+                            forget_account(&broker, &client, user_id).await;
+                        }
+                    }
                 }
             }
         }

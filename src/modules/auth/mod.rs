@@ -890,6 +890,16 @@ impl UserAuthenticator for AuthService {
         }
     }
 
+    async fn user_id_exists(&self, user_id: i64) -> bool {
+        match self.inner.db.call(move |c| users::by_id(c, user_id)).await {
+            Ok(user) => user.is_some(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check whether an account exists");
+                true
+            }
+        }
+    }
+
     async fn still_valid(&self, session: &UserSession) -> bool {
         // A user of another node: valid unless their home node revoked the token (the
         // session also ends at token expiry).
