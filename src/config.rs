@@ -509,12 +509,15 @@ pub struct AuthConfig {
     /// Password hashes computed at once (argon2id needs 19 MiB each).
     pub hash_concurrency: usize,
     /// Failed logins per account and per client address before each further attempt
-    /// must wait (1 s, doubling per failure, at most `login_failure_window`); failures
+    /// must wait (`login_first_delay`, doubling per failure, at most `login_failure_window`); failures
     /// are forgotten a window after the last delay ended. Devices that logged in to the
     /// account before count only their own failures.
     pub login_max_failures: u32,
     #[serde(with = "humantime_serde")]
     pub login_failure_window: Duration,
+    /// The wait after the `login_max_failures`-th failure; it doubles with each further one.
+    #[serde(with = "humantime_serde")]
+    pub login_first_delay: Duration,
     /// IANA time zone given to new accounts.
     pub default_timezone: String,
     /// Mark the session cookie `Secure` (set this when a TLS proxy fronts meteomesh).
@@ -530,6 +533,7 @@ impl Default for AuthConfig {
             hash_concurrency: 2,
             login_max_failures: 5,
             login_failure_window: Duration::from_secs(15 * 60),
+            login_first_delay: Duration::from_secs(1),
             default_timezone: "UTC".into(),
             cookie_secure: false,
         }
@@ -934,6 +938,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "auth.login_failure_window",
                 "must be more than 0, e.g. \"15m\"",
+            ));
+        }
+        if auth.login_first_delay.is_zero() || auth.login_first_delay > auth.login_failure_window {
+            return Err(ConfigError::invalid(
+                "auth.login_first_delay",
+                "must be more than 0 and at most auth.login_failure_window, e.g. \"1s\"",
             ));
         }
         if jiff::tz::TimeZone::get(&auth.default_timezone).is_err() {

@@ -662,17 +662,32 @@ async fn one_address_cannot_take_the_gateway_from_everyone() {
     })
     .await;
     // 150 silent connections from one address: 10 are held, the rest answered 429.
+    let mut sockets = Vec::new();
+    for _ in 0..150 {
+        sockets.push(idle_socket([127, 0, 0, 2], t.http).await);
+    }
+    // Each socket either gets the 429 or stays silent (held); wait for all at once.
+    let mut answers = tokio::task::JoinSet::new();
+    for mut s in sockets {
+        answers.spawn(async move {
+            let mut buf = [0u8; 512];
+            let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+            let answer = match read {
+                Ok(Ok(n)) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).to_string()),
+                _ => None,
+            };
+            (s, answer)
+        });
+    }
     let mut held = Vec::new();
     let mut refused = 0;
-    for _ in 0..150 {
-        let mut s = idle_socket([127, 0, 0, 2], t.http).await;
-        let mut buf = [0u8; 512];
-        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => {
-                assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 429"));
+    while let Some(done) = answers.join_next().await {
+        match done.unwrap() {
+            (_, Some(text)) => {
+                assert!(text.starts_with("HTTP/1.1 429"), "{text}");
                 refused += 1;
             }
-            _ => held.push(s),
+            (s, None) => held.push(s),
         }
     }
     assert_eq!(held.len(), 10, "held connections");
@@ -857,6 +872,8 @@ async fn proxied_login(
 async fn guessing_cannot_lock_the_household_out() {
     let t = TestApp::start_with(|c| {
         c.auth.login_max_failures = 3;
+        // Long enough that the steps below happen within one delay on a slow machine.
+        c.auth.login_first_delay = Duration::from_secs(5);
         c.http.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
     })
     .await;
@@ -885,7 +902,7 @@ async fn guessing_cannot_lock_the_household_out() {
     assert_eq!(r.status, 429);
     assert_eq!(
         r.header("retry-after").as_deref(),
-        Some("1"),
+        Some("5"),
         "the first delay is short"
     );
     // An unknown device (a new laptop) waits like Mallory...
@@ -914,7 +931,7 @@ async fn guessing_cannot_lock_the_household_out() {
         .await;
         assert!(r.status == 401 || r.status == 429, "{}", r.status);
     }
-    // The count survived: once the 1 s delay is over, Mallory's next failure is his
+    // The count survived: once the 5 s delay is over, Mallory's next failure is his
     // fourth (the delay doubles), not a first one.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -928,7 +945,7 @@ async fn guessing_cannot_lock_the_household_out() {
     }
     let r = proxied_login(&t, "alice", "guess-again", "198.51.100.67", None).await;
     assert_eq!(r.status, 429);
-    assert_eq!(r.header("retry-after").as_deref(), Some("2"));
+    assert_eq!(r.header("retry-after").as_deref(), Some("10"));
     // A made-up device cookie is no device.
     let r = proxied_login(
         &t,

@@ -241,7 +241,11 @@ impl AuthService {
             inner: Arc::new(Inner {
                 db,
                 keys: TokenKeys::new(secret.as_bytes(), cfg.token_lifetime),
-                throttle: Throttle::new(cfg.login_max_failures, cfg.login_failure_window),
+                throttle: Throttle::new(
+                    cfg.login_max_failures,
+                    cfg.login_failure_window,
+                    cfg.login_first_delay,
+                ),
                 cfg: cfg.clone(),
                 node_id,
                 mesh_wide: !mesh_secret.is_empty(),

@@ -1,8 +1,8 @@
 //! Owns login throttling, after OWASP's device-cookie pattern with progressive delays:
 //! - Every key (an account, a trusted device of an account, a client address, a name
 //!   that is no account) counts failures. From the `max`-th failure on, the next attempt
-//!   must wait a delay that doubles with each further failure (1 s, 2 s, 4 s … at most
-//!   `window`); failures are forgotten once `window` has passed since that delay ended,
+//!   must wait a delay that doubles with each further failure (`first_delay`, by default
+//!   1 s, then 2 s, 4 s … at most `window`); failures are forgotten once `window` has passed since that delay ended,
 //!   so waiting out the longest delay buys one attempt, not a fresh allowance.
 //! - A device that logged in to an account before (see [`Throttle::trust`]) is throttled
 //!   by its own failures only, so guesses from elsewhere never lock the household out.
@@ -23,7 +23,8 @@ const MAX_CLIENT_KEYS: usize = 10_000;
 const MAX_DEVICES_PER_ACCOUNT: usize = 16;
 /// How long a device stays trusted after its last successful login.
 pub const DEVICE_TRUST: Duration = Duration::from_secs(30 * 24 * 60 * 60);
-/// The wait after the `max`-th failure; it doubles with every further one.
+/// The default wait after the `max`-th failure (`auth.login_first_delay`).
+#[cfg(test)]
 const FIRST_DELAY: Duration = Duration::from_secs(1);
 /// What a client blocked only by attempts still in flight is told to wait.
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(1);
@@ -78,6 +79,7 @@ impl Tables {
 struct Table {
     max: u32,
     window: Duration,
+    first_delay: Duration,
     tables: Mutex<Tables>,
 }
 
@@ -107,7 +109,9 @@ impl Table {
             return Duration::ZERO;
         }
         let doublings = (failures - self.max).min(30);
-        FIRST_DELAY.saturating_mul(1 << doublings).min(self.window)
+        self.first_delay
+            .saturating_mul(1 << doublings)
+            .min(self.window)
     }
 
     /// Whether failures last counted at `last` still count at `now`.
@@ -182,11 +186,12 @@ impl Table {
 }
 
 impl Throttle {
-    pub fn new(max: u32, window: Duration) -> Throttle {
+    pub fn new(max: u32, window: Duration, first_delay: Duration) -> Throttle {
         Throttle {
             table: Arc::new(Table {
                 max: max.max(1),
                 window,
+                first_delay,
                 tables: Mutex::new(Tables::default()),
             }),
         }
@@ -298,7 +303,7 @@ mod tests {
 
     #[test]
     fn delays_grow_with_each_failure_past_the_limit() {
-        let t = Throttle::new(3, Duration::from_secs(60));
+        let t = Throttle::new(3, Duration::from_secs(60), FIRST_DELAY);
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
         for i in 0..3 {
@@ -350,7 +355,7 @@ mod tests {
 
     #[test]
     fn attempts_in_flight_count_against_the_limit() {
-        let t = Throttle::new(2, Duration::from_secs(60));
+        let t = Throttle::new(2, Duration::from_secs(60), FIRST_DELAY);
         let now = Instant::now();
         let a = t.begin(vec![account("a")], now).unwrap();
         let b = t.begin(vec![account("a")], now).unwrap();
@@ -365,7 +370,7 @@ mod tests {
 
     #[test]
     fn success_forgets_the_accounts_failures_not_the_address() {
-        let t = Throttle::new(2, Duration::from_secs(60));
+        let t = Throttle::new(2, Duration::from_secs(60), FIRST_DELAY);
         let now = Instant::now();
         t.begin(vec![account("a"), client("ip:1")], now)
             .unwrap()
@@ -385,7 +390,7 @@ mod tests {
 
     #[test]
     fn a_trusted_device_is_not_locked_out_by_others() {
-        let t = Throttle::new(2, Duration::from_secs(600));
+        let t = Throttle::new(2, Duration::from_secs(600), FIRST_DELAY);
         let now = Instant::now();
         t.trust("alice", "phone", now);
         for i in 0..5 {
@@ -408,7 +413,7 @@ mod tests {
 
     #[test]
     fn a_flood_of_cheap_failures_cannot_evict_a_locked_key() {
-        let t = Throttle::new(1, Duration::from_secs(60));
+        let t = Throttle::new(1, Duration::from_secs(60), FIRST_DELAY);
         let now = Instant::now();
         t.begin(vec![account("alice"), client("ip:attacker")], now)
             .unwrap()
