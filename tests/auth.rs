@@ -412,7 +412,12 @@ async fn account_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_throttling() {
-    let t = TestApp::start_with(|c| c.auth.login_max_failures = 3).await;
+    let t = TestApp::start_with(|c| {
+        c.auth.login_max_failures = 3;
+        // The throttle's first delay outlasts any pause of a loaded machine.
+        c.auth.login_first_delay = std::time::Duration::from_secs(60);
+    })
+    .await;
     let (_, _) = register(t.http, "alice", PW).await;
     let attempt = |user: &'static str, pw: &'static str| {
         let addr = t.http;
