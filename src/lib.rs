@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod modules;
 pub mod ops;
 pub mod outbound;
+pub mod random;
 pub mod remote;
 pub mod sla_cli;
 pub mod storage;

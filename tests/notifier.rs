@@ -33,13 +33,7 @@ async fn app_with(tg: &FakeTelegram, edit: impl FnOnce(&mut meteomesh::config::C
 async fn user(t: &TestApp, name: &str, chat: Option<i64>) -> (String, i64) {
     let (token, id) = register(t.http, name, PW).await;
     if let Some(chat) = chat {
-        rusqlite::Connection::open(t.db_path())
-            .unwrap()
-            .execute(
-                "UPDATE users SET telegram_chat_id = ?2, telegram_chat_confirmed = 1 WHERE id = ?1",
-                [id, chat],
-            )
-            .unwrap();
+        set_proven_chat(t, id, chat);
     }
     (token, id)
 }

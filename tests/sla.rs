@@ -116,14 +116,7 @@ async fn app_with_telegram_admin(chat: i64) -> (FakeTelegram, TestApp, String) {
     .await;
     assert_eq!(r.status, 201, "{}", r.body);
     let admin = r.json()["token"].as_str().unwrap().to_owned();
-    // The chat as proven (the code round trip has its own test).
-    rusqlite::Connection::open(t.db_path())
-        .unwrap()
-        .execute(
-            "UPDATE users SET telegram_chat_id = ?1, telegram_chat_confirmed = 1 WHERE username = 'root'",
-            [chat],
-        )
-        .unwrap();
+    set_proven_chat(&t, r.json()["user"]["id"].as_i64().unwrap(), chat);
     (tg, t, admin)
 }
 

@@ -498,10 +498,14 @@ async fn a_deleted_accounts_id_and_tokens_never_serve_another_account() {
     app.shutdown().await.unwrap();
 }
 
-/// Leaves what an account leaves on the broker: a subscription whose retained state a
-/// service client watches (returned, so a test sees the state cleared live), and a stored
-/// persistent session (`alice-phone`) subscribed to the account's alerts.
-async fn leave_broker_state(t: &TestApp, token: &str, user_id: i64, user: &str) -> MqttClient {
+/// Creates a subscription for the account and returns a service client (`watcher_id`)
+/// that has received its retained state, so a test sees the state cleared live.
+async fn watched_subscription_state(
+    t: &TestApp,
+    token: &str,
+    user_id: i64,
+    watcher_id: &str,
+) -> MqttClient {
     let r = post_subscription(
         t.http,
         token,
@@ -511,9 +515,17 @@ async fn leave_broker_state(t: &TestApp, token: &str, user_id: i64, user: &str) 
     assert_eq!(r.status, 201, "{}", r.body);
     let id = r.json()["id"].as_i64().unwrap();
     let state = format!("meteomesh/v1/users/{user_id}/subscriptions/{id}/state");
-    let mut watcher = t.service_client("watcher").await;
+    let mut watcher = t.service_client(watcher_id).await;
     watcher.subscribe(&state, QoS::AtLeastOnce).await;
     assert!(!watcher.next_publish(|_| true).await.payload.is_empty());
+    watcher
+}
+
+/// Leaves what an account leaves on the broker: a subscription whose retained state a
+/// service client watches (returned, so a test sees the state cleared live), and a stored
+/// persistent session (`alice-phone`) subscribed to the account's alerts.
+async fn leave_broker_state(t: &TestApp, token: &str, user_id: i64, user: &str) -> MqttClient {
+    let watcher = watched_subscription_state(t, token, user_id, "watcher").await;
     let mut persistent = user_opts(t, "alice-phone", user, token);
     persistent.set_clean_session(false);
     let mut a = MqttClient::connect(persistent).await;
@@ -971,28 +983,8 @@ async fn an_account_deleted_from_the_command_line_leaves_nothing_on_the_broker()
     let mut watcher = leave_broker_state(&t, &token, alice, "alice").await;
     // Carol leaves retained state but holds no session at all.
     let (carol_token, carol) = register(t.http, "carol", PW).await;
-    let r = post_subscription(
-        t.http,
-        &carol_token,
-        r#"{"place":{"lat":45,"lon":9},"max_temp":30}"#,
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let id = r.json()["id"].as_i64().unwrap();
-    let mut carol_watcher = t.service_client("carol-watcher").await;
-    carol_watcher
-        .subscribe(
-            &format!("meteomesh/v1/users/{carol}/subscriptions/{id}/state"),
-            QoS::AtLeastOnce,
-        )
-        .await;
-    assert!(
-        !carol_watcher
-            .next_publish(|_| true)
-            .await
-            .payload
-            .is_empty()
-    );
+    let mut carol_watcher =
+        watched_subscription_state(&t, &carol_token, carol, "carol-watcher").await;
 
     // `meteomesh user delete`, as the admin on the device would, beside the server.
     for name in ["alice", "carol"] {

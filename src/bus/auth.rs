@@ -322,32 +322,20 @@ impl AuthHandler {
             clients: matches!(owner, Owner::User(_) | Owner::Anonymous)
                 .then_some(self.policy.max_client_sessions),
         };
-        match self.registry.claim(client_id, &owner, caps) {
-            Ok(()) => {}
-            Err(ClaimRefused::Taken) => {
-                tracing::info!(
-                    client_id,
-                    "bus connection refused: the client id belongs to another identity"
-                );
-                self.refused("client_id");
-                return AuthResult::NotAuthorized;
+        if let Err(refusal) = self.registry.claim(client_id, &owner, caps) {
+            let (reason, why) = match refusal {
+                ClaimRefused::Taken => ("client_id", "the client id belongs to another identity"),
+                ClaimRefused::TooManySessions => ("sessions", "the account has too many sessions"),
+                ClaimRefused::Full => ("full", "bus.max_connections client sessions reached"),
+            };
+            if refusal == ClaimRefused::Full {
+                // The broker itself is full: the operator should hear of it.
+                tracing::warn!(client_id, "bus connection refused: {why}");
+            } else {
+                tracing::info!(client_id, "bus connection refused: {why}");
             }
-            Err(ClaimRefused::TooManySessions) => {
-                tracing::info!(
-                    client_id,
-                    "bus connection refused: the account has too many sessions"
-                );
-                self.refused("sessions");
-                return AuthResult::NotAuthorized;
-            }
-            Err(ClaimRefused::Full) => {
-                tracing::warn!(
-                    client_id,
-                    "bus connection refused: bus.max_connections client sessions reached"
-                );
-                self.refused("full");
-                return AuthResult::NotAuthorized;
-            }
+            self.refused(reason);
+            return AuthResult::NotAuthorized;
         }
         match identity {
             // meteomesh itself: superuser, so no ACL hook runs for its traffic.

@@ -90,7 +90,7 @@ impl Bus {
         match (cfg.mode, listeners) {
             (BusMode::Embedded, Some(listeners)) => {
                 let internal = listeners.internal_addr()?;
-                let password = random_hex(32);
+                let password = crate::random::hex(32);
                 let (presence_tx, presence_rx) = mpsc::unbounded_channel();
                 let broker = Arc::new(
                     EmbeddedBroker::start(
@@ -328,10 +328,4 @@ async fn forget_account(broker: &EmbeddedBroker, client: &BusClient, user_id: i6
             tracing::warn!(error = %e, "cannot clear a deleted account's retained message");
         }
     }
-}
-
-fn random_hex(bytes: usize) -> String {
-    (0..bytes)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect()
 }

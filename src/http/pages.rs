@@ -189,12 +189,9 @@ fn clear_session_cookie(state: &AppState) -> String {
 /// The CSRF token of this browser, and the cookie to set when it is new.
 pub(super) fn csrf(state: &AppState, headers: &HeaderMap) -> (String, Option<String>) {
     match cookie(headers, CSRF_COOKIE) {
-        Some(t) if t.len() == 32 && t.chars().all(|c| c.is_ascii_hexdigit()) => {
-            (t.to_owned(), None)
-        }
+        Some(t) if crate::random::is_hex16(t) => (t.to_owned(), None),
         _ => {
-            let bytes: [u8; 16] = rand::random();
-            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let token = crate::random::hex(16);
             let set = format!("{CSRF_COOKIE}={token}{}", cookie_attrs(state, None));
             (token, Some(set))
         }

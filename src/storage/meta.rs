@@ -32,19 +32,13 @@ fn get_or_init(
 
 /// This node's stable identity: generated at first start, then read back.
 pub fn node_id(conn: &mut Connection) -> Result<String, StorageError> {
-    get_or_init(conn, "node_id", || {
-        let bytes: [u8; 6] = rand::random();
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    })
+    get_or_init(conn, "node_id", || crate::random::hex(6))
 }
 
 /// The login-token key used when none is configured: 32 random bytes, hex, generated
 /// once so tokens stay valid across restarts.
 pub fn jwt_secret(conn: &mut Connection) -> Result<String, StorageError> {
-    get_or_init(conn, "jwt_secret", || {
-        let bytes: [u8; 32] = rand::random();
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    })
+    get_or_init(conn, "jwt_secret", || crate::random::hex(32))
 }
 
 /// The next Telegram update id to ask for (`getUpdates` offset); 0 before the first.

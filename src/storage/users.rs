@@ -112,8 +112,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<User> {
 /// Inserts a user; `Ok(None)` when the username is taken. The id is one past the
 /// highest id ever given out (kept by a trigger), never a deleted account's.
 pub fn insert(conn: &Connection, u: &NewUser<'_>) -> Result<Option<User>, StorageError> {
-    let key: [u8; 16] = rand::random();
-    let key: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let key = crate::random::hex(16);
     let inserted = conn.execute(
         "INSERT INTO users (id, username, password_hash, telegram_chat_id, role, timezone,
                             created_at, updated_at, account_key, telegram_chat_confirmed)

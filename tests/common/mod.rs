@@ -224,6 +224,18 @@ pub async fn api(
     request(addr, method, path, &headers, body.as_bytes()).await
 }
 
+/// Gives account `user_id` the Telegram chat `chat` as already proven, as when an
+/// administrator set it (proving a chat has its own tests).
+pub fn set_proven_chat(t: &TestApp, user_id: i64, chat: i64) {
+    rusqlite::Connection::open(t.db_path())
+        .unwrap()
+        .execute(
+            "UPDATE users SET telegram_chat_id = ?2, telegram_chat_confirmed = 1 WHERE id = ?1",
+            [user_id, chat],
+        )
+        .unwrap();
+}
+
 /// `POST /api/v1/me/telegram/confirm` with `code`: proves the chat the user entered.
 pub async fn confirm_chat(addr: SocketAddr, token: &str, code: &str) -> Response {
     let body = serde_json::json!({ "code": code }).to_string();

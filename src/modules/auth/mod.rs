@@ -125,7 +125,7 @@ impl LoginClient {
             ip: Some(ip),
             // Only a well-formed cookie names a device; anything else is no device.
             device: device
-                .filter(|d| d.len() == 32 && d.bytes().all(|b| b.is_ascii_hexdigit()))
+                .filter(|d| crate::random::is_hex16(d))
                 .map(str::to_owned),
         }
     }
@@ -402,10 +402,10 @@ impl AuthService {
         let user = self.check_password(username, password, client).await?;
         let mut issued = self.issue(user);
         if matches!(client.channel, Channel::Http) {
-            let device = client.device.clone().unwrap_or_else(|| {
-                let bytes: [u8; 16] = rand::random();
-                bytes.iter().map(|b| format!("{b:02x}")).collect()
-            });
+            let device = client
+                .device
+                .clone()
+                .unwrap_or_else(|| crate::random::hex(16));
             self.inner
                 .throttle
                 .trust(&issued.user.username, &device, Instant::now());
@@ -853,6 +853,20 @@ impl AuthService {
     }
 }
 
+impl AuthService {
+    /// Whether account `user_id` exists and passes `check`; `true` when the database
+    /// cannot say (a storage hiccup must not end a live account's sessions).
+    async fn account_matches(&self, user_id: i64, check: impl FnOnce(&User) -> bool) -> bool {
+        match self.inner.db.call(move |c| users::by_id(c, user_id)).await {
+            Ok(user) => user.as_ref().is_some_and(check),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check whether an account exists");
+                true
+            }
+        }
+    }
+}
+
 /// Who a request or session is across the mesh.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshIdentity {
@@ -885,23 +899,12 @@ impl UserAuthenticator for AuthService {
     }
 
     async fn account_exists(&self, user_id: i64, account_key: &str) -> bool {
-        match self.inner.db.call(move |c| users::by_id(c, user_id)).await {
-            Ok(user) => user.is_some_and(|u| u.account_key == account_key),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot check whether an account exists");
-                true
-            }
-        }
+        self.account_matches(user_id, |u| u.account_key == account_key)
+            .await
     }
 
     async fn user_id_exists(&self, user_id: i64) -> bool {
-        match self.inner.db.call(move |c| users::by_id(c, user_id)).await {
-            Ok(user) => user.is_some(),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot check whether an account exists");
-                true
-            }
-        }
+        self.account_matches(user_id, |_| true).await
     }
 
     async fn still_valid(&self, session: &UserSession) -> bool {

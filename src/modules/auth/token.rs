@@ -135,7 +135,6 @@ impl TokenKeys {
         (scope, lifetime): (&str, Duration),
         now: i64,
     ) -> (String, Claims) {
-        let jti: [u8; 16] = rand::random();
         let lifetime = lifetime.min(self.lifetime);
         let claims = Claims {
             generation,
@@ -146,7 +145,7 @@ impl TokenKeys {
             sub: user_id.to_string(),
             iat: now,
             exp: now + i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 2),
-            jti: jti.iter().map(|b| format!("{b:02x}")).collect(),
+            jti: crate::random::hex(16),
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 encoding of plain claims cannot fail");

@@ -13,7 +13,7 @@ use super::NotifierService;
 use super::render::escape;
 use super::telegram::{TelegramApi, TelegramError, Update};
 use crate::modules::rules::now_ms;
-use crate::storage::notify::{self, NewDelivery, OutboxKind};
+use crate::storage::notify;
 use crate::storage::{self, StorageError};
 
 /// Letters and digits that cannot be mistaken for each other.
@@ -164,16 +164,13 @@ fn apply(conn: &mut rusqlite::Connection, updates: &[Update]) -> Result<usize, S
                 (None, text)
             }
         };
-        replies.push(NewDelivery {
-            key: format!("update:{}", u.update_id),
-            kind: OutboxKind::Notice,
-            user_id: user,
-            chat_id: Some(chat),
-            payload: text,
-            batched: false,
-            not_before: now,
-            created_at: now,
-        });
+        replies.push(super::notice(
+            format!("update:{}", u.update_id),
+            user,
+            chat,
+            text,
+            now,
+        ));
     }
     let n = notify::insert_deliveries(&tx, &replies)?;
     storage::set_telegram_offset(&tx, next)?;

@@ -276,16 +276,13 @@ impl NotifierService {
                 for (admin, chat) in notify::admin_chats(c)? {
                     let tz = notify::recipient(c, admin)?
                         .map_or_else(|| "UTC".to_owned(), |r| r.timezone);
-                    deliveries.push(NewDelivery {
-                        key: format!("sla:{}:{:?}:{}:{admin}", event.name, event.state, event.at),
-                        kind: OutboxKind::Notice,
-                        user_id: Some(admin),
-                        chat_id: Some(chat),
-                        payload: render::sla_event(&event, &tz),
-                        batched: false,
-                        not_before: now,
-                        created_at: now,
-                    });
+                    deliveries.push(notice(
+                        format!("sla:{}:{:?}:{}:{admin}", event.name, event.state, event.at),
+                        Some(admin),
+                        chat,
+                        render::sla_event(&event, &tz),
+                        now,
+                    ));
                 }
                 notify::enqueue(c, &deliveries, &[])
             })
@@ -549,16 +546,13 @@ impl NotifierService {
             render::escape(username),
             confirmation.code
         );
-        let message = NewDelivery {
-            key: format!("confirm:{user_id}:{now}"),
-            kind: OutboxKind::Notice,
-            user_id: Some(user_id),
-            chat_id: Some(chat),
-            payload: text,
-            batched: false,
-            not_before: now,
-            created_at: now,
-        };
+        let message = notice(
+            format!("confirm:{user_id}:{now}"),
+            Some(user_id),
+            chat,
+            text,
+            now,
+        );
         self.inner
             .db
             .call(move |c| notify::put_chat_confirmation(c, user_id, &confirmation, &message))
@@ -619,17 +613,7 @@ impl NotifierService {
         chat_id: i64,
         text: String,
     ) -> Result<(), StorageError> {
-        let now = now_ms();
-        let delivery = NewDelivery {
-            key,
-            kind: OutboxKind::Notice,
-            user_id,
-            chat_id: Some(chat_id),
-            payload: text,
-            batched: false,
-            not_before: now,
-            created_at: now,
-        };
+        let delivery = notice(key, user_id, chat_id, text, now_ms());
         self.inner
             .db
             .call(move |c| notify::enqueue(c, &[delivery], &[]))
@@ -703,5 +687,19 @@ pub fn validate(prefs: &Prefs) -> Result<(), Vec<FieldError>> {
         Ok(())
     } else {
         Err(errors)
+    }
+}
+
+/// A finished message to `chat_id`, due at once (outside digests and quiet hours).
+fn notice(key: String, user_id: Option<i64>, chat_id: i64, text: String, now: i64) -> NewDelivery {
+    NewDelivery {
+        key,
+        kind: OutboxKind::Notice,
+        user_id,
+        chat_id: Some(chat_id),
+        payload: text,
+        batched: false,
+        not_before: now,
+        created_at: now,
     }
 }
