@@ -70,14 +70,16 @@ fn status_table(v: &Value) -> String {
     let _ = write!(
         out,
         "envelopes: {} received, {} sent, {} duplicates dropped, {} over ttl\n\
-         local deliveries: {}; queued messages: {}; users online: {}",
+         local deliveries: {}; queued messages: {}; users online: {}; \
+         usernames held by other nodes: {}",
         v["envelopes_received"],
         v["envelopes_sent"],
         v["duplicates_dropped"],
         v["ttl_exceeded"],
         v["local_deliveries"],
         v["queued_messages"],
-        v["users_online"]
+        v["users_online"],
+        v["names_held_elsewhere"]
     );
     out
 }

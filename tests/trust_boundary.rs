@@ -566,6 +566,7 @@ async fn deleting_an_account_clears_what_it_left_on_the_broker() {
 
 /// A login token as another node of the mesh signs it with the shared secret.
 fn foreign_token(secret: &str, user_id: i64, name: &str, home: &str) -> String {
+    meteomesh::modules::auth::install_jwt_provider();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -1168,4 +1169,126 @@ async fn clients_cannot_crowd_out_the_node_or_its_service_accounts() {
     disconnect(held.remove(0)).await;
     connect_eventually(user_opts(&t, "b1", "bob", &bob), ConnectReturnCode::Success).await;
     t.app.shutdown().await.unwrap();
+}
+
+/// Item 14: one name, one person across the mesh. The earliest account with a name holds
+/// it on every node: no node registers it again, an account that lost it (created on a
+/// node cut off from the mesh) is kept out of messaging and MQTT, and no node accepts a
+/// token for the name from any node but the holder's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_name_is_one_person_across_the_mesh() {
+    use common::mesh::{MeshNode, SHARED_SECRET, node_ids, wait_full_mesh, wait_status};
+    let dir = tempfile::tempdir().unwrap();
+    // A and C start apart, each its own mesh: both get a "bob", A's first.
+    let mut a = MeshNode::new(&dir.path().join("a"), &[], "");
+    let mut c = MeshNode::new(&dir.path().join("c"), &[], "");
+    a.start();
+    c.start();
+    let (alice, _) = register(a.http(), "alice", PW).await;
+    let (bob_a, _) = register(a.http(), "bob", PW).await;
+    // A later second, so C's bob is the later claim whatever the node ids.
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        == second
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (carol, _) = register(c.http(), "carol", PW).await;
+    let (bob_c, _) = register(c.http(), "bob", PW).await;
+
+    // B joins A and learns A's names: neither "alice" nor "Alice" can be had there.
+    let mut b = MeshNode::new(&dir.path().join("b"), &[a.mqtt()], "");
+    b.start();
+    let (root_b, _) = register(b.http(), "root-b", PW).await;
+    wait_status(b.http(), &root_b, "A's names known", |s| {
+        s["names_held_elsewhere"].as_i64() >= Some(2)
+    })
+    .await;
+    for name in ["alice", "Alice", "BOB"] {
+        let r = post_json(
+            b.http(),
+            "/api/v1/auth/register",
+            &json!({"username": name, "password": PW}).to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 409, "{name} on B: {}", r.body);
+    }
+
+    // C joins the mesh: its bob is the later claim and loses the name everywhere.
+    c.stop();
+    c.peers = vec![a.mqtt()];
+    c.start();
+    let nodes = [a, b, c];
+    wait_full_mesh(&nodes, &alice).await;
+    let [a, b, c] = &nodes;
+    wait_status(c.http(), &carol, "A's and B's names known", |s| {
+        s["names_held_elsewhere"].as_i64() >= Some(3)
+    })
+    .await;
+    let ids = node_ids(&nodes, &alice).await;
+    wait_status(a.http(), &alice, "C's names known", |s| {
+        s["names_held_elsewhere"].as_i64() >= Some(3)
+    })
+    .await;
+
+    // C's bob: no messaging, no MQTT, on C or anywhere; told why.
+    let r = api(c.http(), "GET", "/api/v1/users/online", Some(&bob_c), "").await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.body.contains(&ids[0]),
+        "names the holder's node: {}",
+        r.body
+    );
+    let r = api(
+        c.http(),
+        "POST",
+        "/api/v1/messages",
+        Some(&bob_c),
+        r#"{"req": "r1", "to": "alice", "body": "it's bob", "mode": "fire_send"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    for (node, who) in [(c, "password"), (c, "token"), (b, "token"), (a, "token")] {
+        let password = if who == "password" {
+            PW
+        } else {
+            bob_c.as_str()
+        };
+        let opts = mqtt_options(node.mqtt_addr(), "bob-c", Some(("bob", password)));
+        let code = try_connect(opts).await.unwrap();
+        assert_ne!(code, ConnectReturnCode::Success, "C's bob with a {who}");
+    }
+    // His weather account still works.
+    let r = api(c.http(), "GET", "/api/v1/me", Some(&bob_c), "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // A's bob is bob on every node, over HTTP and MQTT.
+    for node in [a, b, c] {
+        let r = api(node.http(), "GET", "/api/v1/users/online", Some(&bob_a), "").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let opts = mqtt_options(node.mqtt_addr(), "bob-a", Some(("bob", &bob_a)));
+        assert_eq!(try_connect(opts).await, Ok(ConnectReturnCode::Success));
+    }
+    // A token for a held name from any other node is refused (here one B's node would
+    // sign for an "alice" of its own), and names nobody else holds still travel.
+    let forged = foreign_token(SHARED_SECRET, 9, "alice", &ids[1]);
+    for node in [a, c] {
+        let r = api(
+            node.http(),
+            "GET",
+            "/api/v1/users/online",
+            Some(&forged),
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    let r = api(b.http(), "GET", "/api/v1/users/online", Some(&carol), "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
 }

@@ -275,6 +275,7 @@ async fn enforce_account_changes(
                         continue;
                     }
                     AccountChange::TokensRevoked => None,
+                    AccountChange::Created => continue,
                 };
                 let ids = broker.registry.sessions_of(event.user_id, jti);
                 broker.kick(ids).await;

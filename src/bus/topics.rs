@@ -108,6 +108,8 @@ pub enum AccountChange {
     TokensRevoked,
     /// One token was revoked (logout).
     TokenRevoked { jti: String },
+    /// The account was created (its name is now held, mesh-wide).
+    Created,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -398,6 +400,8 @@ pub const TAG_ADVERTS: &str = "adverts";
 pub const TAG_BOARD: &str = "board";
 /// Login tokens of a user were revoked on their home node ([`Revocation`]).
 pub const TAG_REVOKE: &str = "revoke";
+/// The usernames the origin node's accounts hold ([`NameClaims`]).
+pub const TAG_NAMES: &str = "names";
 /// Round-trip measurement ([`LinkPing`]), answered with `pong`.
 pub const TAG_PING: &str = "ping";
 pub const TAG_PONG: &str = "pong";
@@ -442,6 +446,20 @@ pub struct Revocation {
     #[serde(default)]
     pub issued_before: Option<i64>,
     pub expires_at: i64,
+}
+
+/// `data` of a [`TAG_NAMES`] envelope: every username the origin node's accounts hold,
+/// each since its account was created (Unix seconds). The whole list each time: it
+/// replaces what the origin claimed before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameClaims {
+    pub names: Vec<ClaimedName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimedName {
+    pub name: String,
+    pub since: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

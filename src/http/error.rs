@@ -132,7 +132,9 @@ impl From<AuthError> for ApiError {
         match e {
             AuthError::Invalid(fields) => ApiError::Validation(fields),
             AuthError::UsernameTaken => ApiError::Conflict(e.to_string()),
-            AuthError::LastAdmin => ApiError::Conflict(e.to_string()),
+            AuthError::LastAdmin | AuthError::NameHeldElsewhere { .. } => {
+                ApiError::Conflict(e.to_string())
+            }
             AuthError::BadCredentials | AuthError::Unauthenticated => {
                 ApiError::Unauthorized(e.to_string())
             }

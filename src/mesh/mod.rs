@@ -77,6 +77,10 @@ pub struct MeshStatus {
     pub ttl_exceeded: u64,
     pub local_deliveries: u64,
     pub queued_messages: i64,
+    /// Usernames held by accounts of other nodes, as far as this node knows (no account
+    /// here can take them).
+    #[serde(default)]
+    pub names_held_elsewhere: i64,
     pub users_online: usize,
 }
 

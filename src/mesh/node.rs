@@ -25,9 +25,10 @@ use super::links::{Link, LinkEvent, LinkSettings};
 use super::presence::PresenceTable;
 use super::{ApiCall, LinkStatus, MeshStatus, NodeStatusEntry};
 use crate::bus::topics::{
-    self, AccountChange, AccountEvent, AlertEvent, BusMessage, Envelope, InboxAck, InboxMessage,
-    LinkPing, LocalPresence, MeshAck, MeshMessage, NodeAdvert, OnlineUsers, PeerHello, Presence,
-    Revocation, SendMode, SendRefusal, SendRequest, SendResult, Target,
+    self, AccountChange, AccountEvent, AlertEvent, BusMessage, ClaimedName, Envelope, InboxAck,
+    InboxMessage, LinkPing, LocalPresence, MeshAck, MeshMessage, NameClaims, NodeAdvert,
+    OnlineUsers, PeerHello, Presence, Revocation, SendMode, SendRefusal, SendRequest, SendResult,
+    Target,
 };
 use crate::bus::{BusClient, Incoming};
 use crate::config::MeshConfig;
@@ -43,6 +44,8 @@ const PRESENCE_REFRESH: Duration = Duration::from_secs(30);
 const RETRY_FIRST: Duration = Duration::from_secs(3);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 /// Deliveries awaiting a local user's ack are forgotten after this long.
+/// At most this many usernames are taken from one node's list.
+const MAX_NAME_CLAIMS: usize = 100_000;
 const LOCAL_ACK_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 /// Where a send's answer goes.
@@ -104,6 +107,11 @@ pub struct Node {
     online_dirty: bool,
     last_online: Option<OnlineUsers>,
     links_usable: usize,
+    /// This node's usernames are due to be told to the mesh (an account came or went,
+    /// a link came up, or the periodic exchange).
+    names_due: bool,
+    /// This node's usernames an earlier account of another node holds (warned once).
+    names_lost: HashSet<String>,
 }
 
 impl Node {
@@ -152,6 +160,8 @@ impl Node {
             online_dirty: true,
             last_online: None,
             links_usable: 0,
+            names_due: true,
+            names_lost: HashSet::new(),
         }
     }
 
@@ -252,6 +262,7 @@ impl Node {
             | topics::TAG_PING
             | topics::TAG_PONG
             | topics::TAG_REVOKE
+            | topics::TAG_NAMES
             | topics::TAG_BOARD) => t,
             _ => "other",
         };
@@ -427,6 +438,12 @@ impl Node {
                         .await
                 {
                     tracing::debug!(error = %e, "cannot pass on a board event");
+                }
+                self.route(&env, Some(&via));
+            }
+            topics::TAG_NAMES => {
+                if let Ok(claims) = serde_json::from_value::<NameClaims>(env.data.clone()) {
+                    self.on_name_claims(&env.origin, claims).await;
                 }
                 self.route(&env, Some(&via));
             }
@@ -883,8 +900,16 @@ impl Node {
         }
         let now = unix_now();
         let (jti, issued_before) = match event.change {
+            AccountChange::Created => {
+                self.names_due = true;
+                return;
+            }
             AccountChange::TokenRevoked { jti } => (Some(jti), None),
-            AccountChange::TokensRevoked | AccountChange::Deleted => (None, Some(now)),
+            AccountChange::Deleted => {
+                self.names_due = true;
+                (None, Some(now))
+            }
+            AccountChange::TokensRevoked => (None, Some(now)),
         };
         let revocation = Revocation {
             user: event.username,
@@ -895,6 +920,75 @@ impl Node {
         let data = serde_json::to_value(revocation).unwrap_or_default();
         let env = self.new_envelope("", Target::All, topics::TAG_REVOKE, data);
         self.route(&env, None);
+    }
+
+    // ----- names: one name, one person across the mesh --------------------------
+
+    /// Tells every node which usernames this node's accounts hold (the whole list).
+    async fn announce_names(&mut self) {
+        let claims = match self.db.call(|c| store::local_name_claims(c)).await {
+            Ok(claims) => claims,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read this node's usernames");
+                return;
+            }
+        };
+        self.names_due = false;
+        let names = claims
+            .into_iter()
+            .map(|c| ClaimedName {
+                name: c.name,
+                since: c.since,
+            })
+            .collect();
+        let data = serde_json::to_value(NameClaims { names }).unwrap_or_default();
+        let env = self.new_envelope("", Target::All, topics::TAG_NAMES, data);
+        self.route(&env, None);
+    }
+
+    /// Stores what node `origin` claims, and warns about this node's accounts whose name
+    /// an earlier account there holds (they are kept out of the mesh).
+    async fn on_name_claims(&mut self, origin: &str, claims: NameClaims) {
+        if origin.is_empty() || origin == self.own_id {
+            return;
+        }
+        // A peer is trusted, but its list is still bounded and shaped like usernames.
+        let claims: Vec<store::NameClaim> = claims
+            .names
+            .into_iter()
+            .filter(|c| {
+                crate::modules::auth::normalize_username(&c.name).is_ok_and(|n| n == c.name)
+            })
+            .take(MAX_NAME_CLAIMS)
+            .map(|c| store::NameClaim {
+                name: c.name,
+                since: c.since,
+            })
+            .collect();
+        let (home, own) = (origin.to_owned(), self.own_id.clone());
+        let lost = match self
+            .db
+            .call(move |c| store::replace_name_claims(c, &home, &claims, &own))
+            .await
+        {
+            Ok(lost) => lost,
+            Err(e) => {
+                tracing::warn!(error = %e, node = origin, "cannot store a node's usernames");
+                return;
+            }
+        };
+        let now_lost: HashSet<String> = lost.iter().map(|(n, _)| n.clone()).collect();
+        for (name, holder) in lost {
+            if !self.names_lost.contains(&name) {
+                tracing::warn!(
+                    username = name,
+                    holder,
+                    "an earlier account of another mesh node holds this account's name: \
+                     it is kept out of messaging and MQTT until renamed or removed"
+                );
+            }
+        }
+        self.names_lost = now_lost;
     }
 
     // ----- links and the directory ------------------------------------------------
@@ -950,6 +1044,7 @@ impl Node {
                     link.hello(&hello);
                 }
                 self.presence_changed();
+                self.names_due = true;
             }
             LinkEvent::Down { addr } => {
                 if let Some(link) = self.links.get_mut(&addr) {
@@ -1080,6 +1175,7 @@ impl Node {
         for link in self.links.values().filter(|l| l.connected) {
             link.hello(&hello);
         }
+        self.names_due = true;
     }
 
     async fn expire(&mut self) {
@@ -1098,6 +1194,14 @@ impl Node {
                 "mesh node forgotten: not heard of within node_expiry"
             );
             self.presence.forget(&id);
+            let node = id.clone();
+            if let Err(e) = self
+                .db
+                .call(move |c| store::forget_name_claims(c, &node))
+                .await
+            {
+                tracing::warn!(error = %e, "cannot forget a node's usernames");
+            }
             let addrs: Vec<String> = self
                 .links
                 .iter()
@@ -1154,6 +1258,9 @@ impl Node {
     // ----- timers ------------------------------------------------------------------
 
     async fn on_fast_tick(&mut self) {
+        if self.names_due && self.cfg.enabled {
+            self.announce_names().await;
+        }
         let now = Instant::now();
         let expired: Vec<String> = self
             .waiters
@@ -1330,7 +1437,8 @@ impl Node {
             .collect();
         let counter = |outcome: &str| -> u64 {
             [
-                "msg", "ack", "alert", "presence", "adverts", "ping", "pong", "other",
+                "msg", "ack", "alert", "presence", "adverts", "ping", "pong", "revoke", "board",
+                "names", "other",
             ]
             .iter()
             .map(|tag| {
@@ -1347,6 +1455,11 @@ impl Node {
             .with_label_values(&["duplicate", topics::TAG_MESSAGE])
             .get();
         let queued = self.db.call(|c| store::waiting_count(c)).await.unwrap_or(0);
+        let remote_names = self
+            .db
+            .call(|c| store::remote_name_count(c))
+            .await
+            .unwrap_or(0);
         MeshStatus {
             node: self.own_id.clone(),
             enabled: self.cfg.enabled,
@@ -1359,6 +1472,7 @@ impl Node {
             ttl_exceeded: counter("ttl_exceeded"),
             local_deliveries: self.metrics.mesh_local_deliveries.get(),
             queued_messages: queued,
+            names_held_elsewhere: remote_names,
             users_online: self.last_online.as_ref().map_or(0, |o| o.users.len()),
         }
     }

@@ -1,12 +1,13 @@
 //! Owns the mesh tables: `mesh_nodes` (the node directory, so a restarted node finds
 //! its peers without its seeds), `mesh_outbox` (messages kept until their recipient
 //! acknowledges them, in send order per recipient, until they expire) and
-//! `mesh_revocations` (tokens of other nodes' users that their home node revoked).
+//! `mesh_revocations` (tokens of other nodes' users that their home node revoked) and
+//! `mesh_names` (which usernames the accounts of other nodes hold, and since when).
 //!
 //! `advertised_at` is the advertising node's clock in Unix milliseconds; `last_seen_at`
 //! and `expires_at` are this node's clock in Unix seconds.
 
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::StorageError;
 
@@ -209,6 +210,98 @@ pub fn prune_revocations(conn: &Connection, now: i64) -> Result<usize, StorageEr
     Ok(conn.execute("DELETE FROM mesh_revocations WHERE expires_at <= ?1", [now])?)
 }
 
+/// A username an account holds, and since when (its creation, Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameClaim {
+    pub name: String,
+    pub since: i64,
+}
+
+/// The usernames this node's accounts hold.
+pub fn local_name_claims(conn: &Connection) -> Result<Vec<NameClaim>, StorageError> {
+    let mut stmt = conn.prepare_cached("SELECT username, created_at FROM users ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(NameClaim {
+            name: r.get(0)?,
+            since: r.get(1)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Replaces what node `home` claims with `claims` (its whole list), and returns this
+/// node's usernames that another node now holds (`own_node` is this node's id).
+pub fn replace_name_claims(
+    conn: &mut Connection,
+    home: &str,
+    claims: &[NameClaim],
+    own_node: &str,
+) -> Result<Vec<(String, String)>, StorageError> {
+    let tx = conn.transaction()?;
+    tx.execute("DELETE FROM mesh_names WHERE home = ?1", [home])?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO mesh_names (name, home, claimed_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name, home) DO UPDATE SET claimed_at = min(claimed_at, excluded.claimed_at)",
+        )?;
+        for c in claims {
+            insert.execute(params![c.name, home, c.since])?;
+        }
+    }
+    let lost = lost_names(&tx, own_node)?;
+    tx.commit()?;
+    Ok(lost)
+}
+
+/// Forgets the claims of a node the mesh no longer knows.
+pub fn forget_name_claims(conn: &Connection, home: &str) -> Result<usize, StorageError> {
+    Ok(conn.execute("DELETE FROM mesh_names WHERE home = ?1", [home])?)
+}
+
+/// How many usernames other nodes' accounts hold (as far as this node knows).
+pub fn remote_name_count(conn: &Connection) -> Result<i64, StorageError> {
+    Ok(
+        conn.query_row("SELECT count(DISTINCT name) FROM mesh_names", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+/// The node whose account holds `name` mesh-wide: the earliest claim, ties to the
+/// lowest node id; this node's own account counts as a claim of `own_node`. `None`
+/// when no account known to this node has the name.
+pub fn name_holder(
+    conn: &Connection,
+    name: &str,
+    own_node: &str,
+) -> Result<Option<String>, StorageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT home FROM (
+            SELECT home, claimed_at FROM mesh_names WHERE name = ?1
+            UNION ALL
+            SELECT ?2, created_at FROM users WHERE username = ?1)
+         ORDER BY claimed_at, home LIMIT 1",
+    )?;
+    Ok(stmt
+        .query_row(params![name, own_node], |r| r.get(0))
+        .optional()?)
+}
+
+/// This node's usernames held by an earlier account of another node, with that node.
+fn lost_names(conn: &Connection, own_node: &str) -> Result<Vec<(String, String)>, StorageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT u.username, (SELECT m.home FROM mesh_names m WHERE m.name = u.username
+                                ORDER BY m.claimed_at, m.home LIMIT 1)
+         FROM users u
+         WHERE EXISTS (SELECT 1 FROM mesh_names m WHERE m.name = u.username
+                       AND (m.claimed_at < u.created_at
+                            OR (m.claimed_at = u.created_at AND m.home < ?1)))
+         ORDER BY u.username",
+    )?;
+    let rows = stmt.query_map([own_node], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +317,65 @@ mod tests {
             sent_at: "2026-11-22T00:00:00Z".into(),
             expires_at: 100,
         }
+    }
+
+    fn claim(name: &str, since: i64) -> NameClaim {
+        NameClaim {
+            name: name.into(),
+            since,
+        }
+    }
+
+    #[test]
+    fn the_earliest_claim_holds_a_name_and_blocks_new_accounts() {
+        use crate::storage::users::{self, NewUser, Role};
+        let mut c = db();
+        let add = |c: &Connection, name: &str, now: i64| {
+            users::insert(
+                c,
+                &NewUser {
+                    username: name,
+                    password_hash: "x",
+                    telegram_chat_id: None,
+                    telegram_chat_confirmed: false,
+                    role: Role::User,
+                    timezone: "UTC",
+                    now,
+                },
+            )
+            .unwrap()
+        };
+        assert!(add(&c, "bob", 200).is_some());
+        assert!(add(&c, "dave", 100).is_some());
+        // Node "b" claims bob earlier and dave later; node "a" ties with dave.
+        let lost = replace_name_claims(
+            &mut c,
+            "b",
+            &[claim("Bob", 150), claim("dave", 300), claim("erin", 5)],
+            "me",
+        )
+        .unwrap();
+        assert_eq!(lost, vec![("bob".to_owned(), "b".to_owned())]);
+        assert_eq!(name_holder(&c, "bob", "me").unwrap().as_deref(), Some("b"));
+        assert_eq!(
+            name_holder(&c, "DAVE", "me").unwrap().as_deref(),
+            Some("me")
+        );
+        assert_eq!(name_holder(&c, "erin", "me").unwrap().as_deref(), Some("b"));
+        assert_eq!(name_holder(&c, "frank", "me").unwrap(), None);
+        replace_name_claims(&mut c, "a", &[claim("dave", 100)], "me").unwrap();
+        assert_eq!(name_holder(&c, "dave", "me").unwrap().as_deref(), Some("a"));
+        assert_eq!(name_holder(&c, "dave", "0").unwrap().as_deref(), Some("0"));
+        // A name another node holds cannot be registered here, in any spelling.
+        assert!(add(&c, "erin", 400).is_none());
+        assert!(add(&c, "Erin", 400).is_none());
+        assert_eq!(remote_name_count(&c).unwrap(), 3);
+        // A node's new list replaces its old one; a forgotten node's claims go.
+        let lost = replace_name_claims(&mut c, "b", &[claim("erin", 5)], "me").unwrap();
+        assert!(lost.iter().all(|(n, _)| n != "bob"), "{lost:?}");
+        assert_eq!(name_holder(&c, "bob", "me").unwrap().as_deref(), Some("me"));
+        forget_name_claims(&c, "b").unwrap();
+        assert!(add(&c, "erin", 400).is_some());
     }
 
     #[test]

@@ -257,6 +257,18 @@ const MIGRATIONS: &[M<'static>] = &[
             sent_at     INTEGER NOT NULL
         ) STRICT;",
     ),
+    // 11: one name, one person across the mesh. Every node tells the others which
+    // usernames its accounts hold and since when; the earliest claim (then the lowest node
+    // id) holds a name everywhere. Claims of other nodes live here; this node's are its
+    // `users` rows.
+    M::up(
+        "CREATE TABLE mesh_names (
+            name        TEXT NOT NULL COLLATE NOCASE,
+            home        TEXT NOT NULL,
+            claimed_at  INTEGER NOT NULL,
+            PRIMARY KEY (name, home)
+        ) STRICT;",
+    ),
 ];
 
 /// The schema version this binary writes.

@@ -109,18 +109,20 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
-/// Inserts a user; `Ok(None)` when the username is taken. The id is one past the
-/// highest id ever given out (kept by a trigger), never a deleted account's.
+/// Inserts a user; `Ok(None)` when the username is taken, here or by an account of
+/// another mesh node. The id is one past the highest id ever given out (kept by a
+/// trigger), never a deleted account's.
 pub fn insert(conn: &Connection, u: &NewUser<'_>) -> Result<Option<User>, StorageError> {
     let key = crate::random::hex(16);
     let inserted = conn.execute(
         "INSERT INTO users (id, username, password_hash, telegram_chat_id, role, timezone,
                             created_at, updated_at, account_key, telegram_chat_confirmed)
-         VALUES (
+         SELECT
             1 + max(
                 coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'users.high_water'), 0),
                 coalesce((SELECT max(id) FROM users), 0)),
-            ?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)
+            ?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8
+         WHERE NOT EXISTS (SELECT 1 FROM mesh_names WHERE name = ?1)
          ON CONFLICT (username) DO NOTHING",
         params![
             u.username,

@@ -60,6 +60,13 @@ pub enum AuthError {
     NotFound,
     #[error("this would leave no administrator")]
     LastAdmin,
+    /// The account's name belongs to an earlier account of another mesh node, so this
+    /// account cannot take part in the mesh (its weather alerts still work).
+    #[error(
+        "the name {name} belongs to an account of mesh node {node}, created earlier; \
+         messaging and MQTT are off for this account until an administrator renames or removes it"
+    )]
+    NameHeldElsewhere { name: String, node: String },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("{0}")]
@@ -388,6 +395,8 @@ impl AuthService {
             "account created"
         );
         self.refresh_user_gauge().await?;
+        self.publish(user.id, &user.username, AccountChange::Created)
+            .await;
         Ok(self.issue(user))
     }
 
@@ -571,6 +580,7 @@ impl AuthService {
             });
         }
         let auth = self.authenticate(token).await?;
+        self.ensure_name_held(&auth.user.username).await?;
         Ok(MeshIdentity {
             user_id: Some(auth.user.id),
             username: auth.user.username,
@@ -593,22 +603,42 @@ impl AuthService {
             return Ok(None);
         }
         let (name, jti, iat) = (claims.name.clone(), claims.jti.clone(), claims.iat);
-        let (revoked, local) = self
+        let own = self.inner.node_id.clone();
+        let (revoked, holder) = self
             .inner
             .db
             .call(move |c| {
                 Ok((
                     storage::mesh::is_revoked(c, &name, &jti, iat)?,
-                    users::by_username(c, &name)?.is_some(),
+                    storage::mesh::name_holder(c, &name, &own)?,
                 ))
             })
             .await?;
-        // A name with an account here is that account's on this node: another node's
-        // user of the same name never speaks for it here.
-        if revoked || local {
+        // One name, one person: a name held by an account of this node or of a third
+        // node never speaks for the token's node here. A name no account known here
+        // holds is accepted (the claim may still be on its way).
+        if revoked || holder.is_some_and(|h| h != claims.home) {
             return Err(AuthError::Unauthenticated);
         }
         Ok(Some(claims))
+    }
+
+    /// Refuses an account of this node whose name an earlier account of another mesh
+    /// node holds: the name, and every message to it, is that account's.
+    async fn ensure_name_held(&self, username: &str) -> Result<(), AuthError> {
+        let (name, own) = (username.to_owned(), self.inner.node_id.clone());
+        let holder = self
+            .inner
+            .db
+            .call(move |c| storage::mesh::name_holder(c, &name, &own))
+            .await?;
+        match holder {
+            Some(node) if node != self.inner.node_id => Err(AuthError::NameHeldElsewhere {
+                name: username.to_owned(),
+                node,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Puts the token on the denylist until it would have expired anyway.
@@ -806,6 +836,7 @@ impl AuthService {
             if auth.user.username != username.trim().to_lowercase() {
                 return Err(AuthError::Unauthenticated);
             }
+            self.ensure_name_held(&auth.user.username).await?;
             return Ok(UserSession {
                 user_id: Some(auth.user.id),
                 account_key: Some(auth.user.account_key),
@@ -823,6 +854,7 @@ impl AuthService {
             device: None,
         };
         let user = self.check_password(username, password, &client).await?;
+        self.ensure_name_held(&user.username).await?;
         Ok(UserSession {
             user_id: Some(user.id),
             account_key: Some(user.account_key),
@@ -888,6 +920,10 @@ impl UserAuthenticator for AuthService {
         match self.mqtt_login(username, password, client).await {
             Ok(session) => Ok(session),
             Err(AuthError::Throttled { .. }) => Err(Refusal::NotAuthorized),
+            Err(e @ AuthError::NameHeldElsewhere { .. }) => {
+                tracing::info!(reason = %e, "MQTT login refused");
+                Err(Refusal::NotAuthorized)
+            }
             Err(AuthError::BadCredentials | AuthError::Unauthenticated | AuthError::Invalid(_)) => {
                 Err(Refusal::BadCredentials)
             }
@@ -929,6 +965,7 @@ impl UserAuthenticator for AuthService {
             };
         };
         let jti = session.jti.clone();
+        let (name, own) = (session.username.clone(), self.inner.node_id.clone());
         let lookup = self
             .inner
             .db
@@ -937,13 +974,16 @@ impl UserAuthenticator for AuthService {
                     Some(jti) => users::is_token_revoked(c, jti)?,
                     None => false,
                 };
-                Ok((users::by_id(c, user_id)?, revoked))
+                let holder = storage::mesh::name_holder(c, &name, &own)?;
+                Ok((users::by_id(c, user_id)?, revoked, holder))
             })
             .await;
         match lookup {
-            Ok((Some(user), false)) => {
+            Ok((Some(user), false, holder)) => {
                 user.token_generation == session.generation
                     && session.account_key.as_deref() == Some(user.account_key.as_str())
+                    // Another node's earlier account won the name since this login.
+                    && holder.is_none_or(|h| h == self.inner.node_id)
             }
             Ok(_) => false,
             // Keep the session on a storage hiccup; the next sweep asks again.
