@@ -680,6 +680,15 @@ pub struct BusConfig {
     pub max_retained_messages: usize,
     /// Embedded broker: their total payload bytes.
     pub max_retained_bytes: usize,
+    /// Embedded broker: a connection that has not sent its CONNECT within this long is
+    /// closed (Linux).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Embedded broker: connections still waiting for their CONNECT after a second, in
+    /// total; the oldest beyond it are closed (Linux).
+    pub max_pending_connections: usize,
+    /// Embedded broker: the same, per client address.
+    pub max_pending_per_address: usize,
     /// Embedded broker: service accounts allowed to connect (full topic access).
     pub users: Vec<BusUser>,
 }
@@ -705,6 +714,9 @@ impl Default for BusConfig {
             max_sessions_per_user: 10,
             max_retained_messages: 1000,
             max_retained_bytes: 4 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            max_pending_connections: 1024,
+            max_pending_per_address: 32,
             users: Vec::new(),
         }
     }
@@ -1152,6 +1164,22 @@ impl Config {
                         "bus.max_sessions_per_user",
                         "must be at least 1",
                     ));
+                }
+                if !(Duration::from_secs(1)..=Duration::from_secs(300))
+                    .contains(&bus.connect_timeout)
+                {
+                    return Err(ConfigError::invalid(
+                        "bus.connect_timeout",
+                        "must be between 1s and 5m (clients send CONNECT at once; 10s is plenty)",
+                    ));
+                }
+                for (key, value) in [
+                    ("bus.max_pending_connections", bus.max_pending_connections),
+                    ("bus.max_pending_per_address", bus.max_pending_per_address),
+                ] {
+                    if value == 0 {
+                        return Err(ConfigError::invalid(key, "must be at least 1"));
+                    }
                 }
                 // Port 0 means "any free port", so only fixed ports can clash.
                 let clash = |a: SocketAddr, b: SocketAddr| a.port() != 0 && a == b;

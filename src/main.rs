@@ -143,6 +143,33 @@ fn init_tracing(level: &str) {
     tracing_subscriber::registry().with(layer).init();
 }
 
+/// Raises the soft limit on open files to the hard one, as Go's runtime and most
+/// servers do: every MQTT client, HTTP client and mesh link is a descriptor, and the
+/// usual soft limit of 1,024 is reached by a few hundred clients plus a burst of silent
+/// sockets. The service units set the hard limit (`LimitNOFILE`, procd `limits`).
+fn raise_open_files_limit() {
+    // SAFETY: getrlimit and setrlimit read and write a struct we own.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let before = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::debug!(
+                from = before,
+                to = limit.rlim_max,
+                "raised the open-files limit"
+            );
+        }
+    }
+}
+
 fn serve(config: Config, file: Option<std::path::PathBuf>) -> ExitCode {
     init_tracing(&config.log.level);
     tracing::info!(
@@ -150,6 +177,7 @@ fn serve(config: Config, file: Option<std::path::PathBuf>) -> ExitCode {
         config = %file.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "defaults".into()),
         "meteomesh starting"
     );
+    raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -198,8 +198,8 @@ impl Metrics {
             IntCounterVec::new(
                 Opts::new(
                     "bus_connections_refused_total",
-                    "CONNECTs the embedded broker refused after the credentials, by reason \
-                     (will, client_id, sessions).",
+                    "Connections the embedded broker refused or closed before a session, by \
+                     reason (will, client_id, sessions; connect_timeout, too_many_pending).",
                 ),
                 &["reason"],
             )

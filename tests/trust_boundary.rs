@@ -1292,3 +1292,119 @@ async fn one_name_is_one_person_across_the_mesh() {
     let r = api(b.http(), "GET", "/api/v1/users/online", Some(&carol), "").await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+/// An MQTT 3.1.1 CONNECT with username and password, keepalive 0 ("never ping").
+fn connect_packet(client_id: &str, user: &str, password: &str) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0xC2, 0, 0];
+    for field in [client_id, user, password] {
+        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        body.extend_from_slice(field.as_bytes());
+    }
+    let mut packet = vec![0x10];
+    let mut len = body.len();
+    loop {
+        let byte = (len % 128) as u8;
+        len /= 128;
+        packet.push(if len > 0 { byte | 0x80 } else { byte });
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend(body);
+    packet
+}
+
+/// Whether the server closed `socket` (end of stream or reset) within `within`.
+async fn closed_by_server(mut socket: tokio::net::TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(within, socket.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// Item 4: connections that never complete a CONNECT are closed at the deadline, and
+/// shed early past the per-address cap, while logged-in clients (even ones that never
+/// ping) and everyone else are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_send_connect_are_closed() {
+    let t = TestApp::start_with(|c| {
+        c.bus.connect_timeout = Duration::from_secs(5);
+        c.bus.max_pending_per_address = 8;
+    })
+    .await;
+    let (token, _) = register(t.http, "alice", PW).await;
+    let mqtt = t.mqtt.unwrap();
+    let mut quiet = tokio::net::TcpStream::connect(mqtt).await.unwrap();
+    quiet
+        .write_all(&connect_packet("quiet", "alice", &token))
+        .await
+        .unwrap();
+    let mut connack = [0u8; 4];
+    quiet.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK accepted");
+
+    let started = std::time::Instant::now();
+    // 20 silent sockets from one address, 3 that trickle part of a CONNECT and stop.
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(idle_socket([127, 0, 0, 2], mqtt).await);
+    }
+    let mut trickling = Vec::new();
+    for _ in 0..3 {
+        let mut s = idle_socket([127, 0, 0, 3], mqtt).await;
+        s.write_all(&[0x10, 0x40, 0, 4]).await.unwrap();
+        trickling.push(s);
+    }
+    // Meanwhile everyone else gets in.
+    assert_eq!(
+        try_connect(user_opts(&t, "during-flood", "alice", &token)).await,
+        Ok(ConnectReturnCode::Success)
+    );
+    assert_eq!(get(t.http, "/healthz").await.status, 200);
+
+    // All 23 are closed by the server; 12 of the silent ones (past the cap of 8 from
+    // their address) well before the deadline.
+    let mut closing = tokio::task::JoinSet::new();
+    for s in silent.into_iter().chain(trickling) {
+        closing.spawn(async move {
+            let closed = closed_by_server(s, WAIT).await;
+            (closed, started.elapsed())
+        });
+    }
+    let mut early = 0;
+    while let Some(done) = closing.join_next().await {
+        let (closed, after) = done.unwrap();
+        assert!(closed, "a connection without CONNECT was left open");
+        if after < Duration::from_secs(4) {
+            early += 1;
+        }
+    }
+    assert!(early >= 12, "{early} shed before the deadline");
+    assert!(
+        metric(
+            &t,
+            r#"meteomesh_bus_connections_refused_total{reason="too_many_pending"}"#
+        )
+        .await
+            >= 12.0
+    );
+    assert!(
+        metric(
+            &t,
+            r#"meteomesh_bus_connections_refused_total{reason="connect_timeout"}"#
+        )
+        .await
+            >= 11.0
+    );
+
+    // The logged-in client that never pings outlived the deadline and still answers.
+    quiet.write_all(&[0xC0, 0]).await.unwrap();
+    let mut pong = [0u8; 2];
+    tokio::time::timeout(WAIT, quiet.read_exact(&mut pong))
+        .await
+        .expect("PINGRESP in time")
+        .unwrap();
+    assert_eq!(pong, [0xD0, 0]);
+    t.app.shutdown().await.unwrap();
+}

@@ -23,6 +23,7 @@ use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
 use rmqtt::types::{AuthResult, PublishAclResult, SubscribeAclResult};
 use subtle::ConstantTimeEq;
 
+use super::connect_guard::Handshaken;
 use super::sessions::{Caps, ClaimRefused, Owner, SessionRegistry, UserSession};
 use super::topics;
 use crate::config::{BusConfig, BusUser};
@@ -166,6 +167,8 @@ pub struct AuthHandler {
     pub metrics: Arc<Metrics>,
     pub policy: Policy,
     pub internal_listener: u16,
+    /// Connections that delivered a CONNECT, for the connection guard.
+    pub handshaken: Arc<Handshaken>,
     retained: Mutex<RetainedBudget>,
 }
 
@@ -188,6 +191,7 @@ impl AuthHandler {
         metrics: Arc<Metrics>,
         policy: Policy,
         internal_listener: u16,
+        handshaken: Arc<Handshaken>,
     ) -> AuthHandler {
         AuthHandler {
             accounts,
@@ -196,6 +200,7 @@ impl AuthHandler {
             metrics,
             policy,
             internal_listener,
+            handshaken,
             retained: Mutex::new(RetainedBudget::default()),
         }
     }
@@ -385,6 +390,9 @@ impl Handler for AuthHandler {
     async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
         match param {
             Parameter::ClientAuthenticate(info) => {
+                if let Some(addr) = info.id().remote_addr {
+                    self.handshaken.connected(addr);
+                }
                 let result = self.authenticate(info).await;
                 if !matches!(result, AuthResult::Allow(..)) {
                     tracing::info!(
@@ -396,6 +404,9 @@ impl Handler for AuthHandler {
                 (false, Some(HookResult::AuthResult(result)))
             }
             Parameter::ClientConnected(session) => {
+                if let Some(addr) = session.id.remote_addr {
+                    self.handshaken.connected(addr);
+                }
                 self.registry.connected(&session.id);
                 (true, acc)
             }

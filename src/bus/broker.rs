@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::BusError;
 use super::auth::{Accounts, AuthHandler, Policy, UserAuthenticator};
+use super::connect_guard::{self, GuardLimits, Handshaken};
 use super::sessions::{PresenceChange, SessionRegistry};
 use crate::config::{BusConfig, BusUser};
 use crate::metrics::Metrics;
@@ -116,6 +117,7 @@ fn listen(
 /// A running embedded broker.
 pub struct EmbeddedBroker {
     task: JoinHandle<()>,
+    guard: Option<JoinHandle<()>>,
     scx: ServerContext,
     pub registry: Arc<SessionRegistry>,
     pub users: Option<Arc<dyn UserAuthenticator>>,
@@ -169,6 +171,7 @@ impl EmbeddedBroker {
             .cloned()
             .collect();
         let register = scx.extends.hook_mgr().register();
+        let handshaken = Arc::new(Handshaken::default());
         let auth = Arc::new(AuthHandler::new(
             Accounts::new(&accounts, access.internal_password),
             users.clone(),
@@ -176,6 +179,7 @@ impl EmbeddedBroker {
             metrics.clone(),
             Policy::new(cfg, access.node_id),
             INTERNAL_LISTENER_ID,
+            handshaken.clone(),
         ));
         for typ in [
             Type::ClientAuthenticate,
@@ -207,6 +211,25 @@ impl EmbeddedBroker {
         }
         register.start().await;
 
+        let ports = [
+            listeners.tcp_addr(),
+            listeners.ws_addr(),
+            listeners.internal_addr().ok(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|a| a.port())
+        .collect();
+        let guard = connect_guard::start(
+            ports,
+            GuardLimits {
+                connect_timeout: cfg.connect_timeout,
+                max_pending: cfg.max_pending_connections,
+                max_pending_per_address: cfg.max_pending_per_address,
+            },
+            handshaken,
+            metrics.clone(),
+        );
         let mut server = MqttServer::new(scx.clone());
         if let Some(tcp) = listeners.tcp {
             server = server.listener_by_id(tcp, TCP_LISTENER_ID);
@@ -223,6 +246,7 @@ impl EmbeddedBroker {
         });
         Ok(EmbeddedBroker {
             task,
+            guard,
             scx,
             registry,
             users,
@@ -301,6 +325,9 @@ impl EmbeddedBroker {
 
     /// Stops accepting connections. Sessions still open end with the runtime.
     pub fn stop(self) {
+        if let Some(guard) = self.guard {
+            guard.abort();
+        }
         self.task.abort();
     }
 }

@@ -9,6 +9,7 @@
 mod auth;
 mod broker;
 mod client;
+mod connect_guard;
 mod sessions;
 pub mod topics;
 
