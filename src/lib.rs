@@ -7,6 +7,10 @@
 //! layered configuration; `cli` the command line; `ops` the non-serving subcommands;
 //! `mesh` links nodes and carries user-to-user messages.
 
+// System calls std lacks go through crates with safe interfaces (nix); the binary's
+// allocator setup is the only unsafe code, and it lives in main.rs.
+#![forbid(unsafe_code)]
+
 pub mod app;
 pub mod bus;
 pub mod cli;

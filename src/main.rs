@@ -148,25 +148,12 @@ fn init_tracing(level: &str) {
 /// usual soft limit of 1,024 is reached by a few hundred clients plus a burst of silent
 /// sockets. The service units set the hard limit (`LimitNOFILE`, procd `limits`).
 fn raise_open_files_limit() {
-    // SAFETY: getrlimit and setrlimit read and write a struct we own.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
-        {
-            return;
-        }
-        let before = limit.rlim_cur;
-        limit.rlim_cur = limit.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-            tracing::debug!(
-                from = before,
-                to = limit.rlim_max,
-                "raised the open-files limit"
-            );
-        }
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok()
+    {
+        tracing::debug!(from = soft, to = hard, "raised the open-files limit");
     }
 }
 

@@ -117,7 +117,8 @@ fn listen(
 /// A running embedded broker.
 pub struct EmbeddedBroker {
     task: JoinHandle<()>,
-    guard: Option<JoinHandle<()>>,
+    /// Stopped with the broker (dropping it stops it).
+    guard: std::sync::Mutex<Option<connect_guard::Guard>>,
     scx: ServerContext,
     pub registry: Arc<SessionRegistry>,
     pub users: Option<Arc<dyn UserAuthenticator>>,
@@ -211,17 +212,16 @@ impl EmbeddedBroker {
         }
         register.start().await;
 
-        let ports = [
+        let addrs = [
             listeners.tcp_addr(),
             listeners.ws_addr(),
             listeners.internal_addr().ok(),
         ]
         .into_iter()
         .flatten()
-        .map(|a| a.port())
         .collect();
         let guard = connect_guard::start(
-            ports,
+            addrs,
             GuardLimits {
                 connect_timeout: cfg.connect_timeout,
                 max_pending: cfg.max_pending_connections,
@@ -246,7 +246,7 @@ impl EmbeddedBroker {
         });
         Ok(EmbeddedBroker {
             task,
-            guard,
+            guard: std::sync::Mutex::new(guard),
             scx,
             registry,
             users,
@@ -324,10 +324,14 @@ impl EmbeddedBroker {
     }
 
     /// Stops accepting connections. Sessions still open end with the runtime.
+    /// Stops watching the listeners' connections; first in the stop path, so a port a
+    /// later broker in this process binds is never watched by this one.
+    pub fn stop_guard(&self) {
+        drop(self.guard.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
+
     pub fn stop(self) {
-        if let Some(guard) = self.guard {
-            guard.abort();
-        }
+        self.stop_guard();
         self.task.abort();
     }
 }

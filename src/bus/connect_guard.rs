@@ -6,11 +6,11 @@
 //!
 //! rmqtt reads a connection's first packet without a deadline and accepts without a
 //! limit, and meteomesh's hooks run only once a CONNECT has arrived; so this guard watches
-//! the broker's sockets from the outside. Each scan lists the process's connections on the
-//! broker's ports (Linux `/proc/self/net/tcp{,6}`), and shuts down the ones to close
-//! (found through `/proc/self/fd`, checked by inode on a duplicate of the descriptor, so a
-//! reused descriptor number is never touched); rmqtt then sees a closed peer and drops
-//! the connection. On other systems the guard does not run.
+//! the broker's sockets from the outside. Each scan walks the process's descriptors
+//! (Linux `/proc/self/fd`), tells the connections accepted on the broker's ports by their
+//! addresses (each socket once), and shuts down the ones to close, through a duplicate
+//! checked by inode so a reused descriptor number is never touched; rmqtt then sees a
+//! closed peer and drops the connection. It runs on a small thread of its own. On other systems it does not run.
 //!
 //! Consumes: the remote addresses of connections that delivered a CONNECT (from the
 //! authentication and connected hooks, [`Handshaken`]). Publishes:
@@ -20,8 +20,6 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
 
@@ -146,13 +144,20 @@ impl Watch {
     }
 }
 
-/// Starts the guard over the broker's listening `ports` (not run outside Linux).
+/// The running guard; it stops when this is dropped.
+pub struct Guard {
+    _stop: std::sync::mpsc::Sender<()>,
+}
+
+/// Starts the guard over the broker's listening `addrs` (not run outside Linux). It runs
+/// on a thread of its own: each scan is a few reads of `/proc`, and one thread keeps its
+/// buffers instead of spreading allocations over the runtime's blocking pool.
 pub fn start(
-    ports: Vec<u16>,
+    addrs: Vec<SocketAddr>,
     limits: GuardLimits,
     handshaken: Arc<Handshaken>,
     metrics: Arc<Metrics>,
-) -> Option<JoinHandle<()>> {
+) -> Option<Guard> {
     if !cfg!(target_os = "linux") {
         tracing::warn!(
             "bus.connect_timeout and the pending-connection caps are enforced on Linux only"
@@ -162,203 +167,225 @@ pub fn start(
     // A quarter of the deadline, at most a second: a silent socket lives at most
     // about 1.25 × the deadline.
     let every = (limits.connect_timeout / 4).clamp(Duration::from_millis(100), GRACE);
-    Some(tokio::spawn(async move {
-        let watch = Arc::new(Mutex::new(Watch {
-            limits,
-            first_seen: HashMap::new(),
-        }));
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let (ports, watch, handshaken) = (ports.clone(), watch.clone(), handshaken.clone());
-            let scanned = tokio::task::spawn_blocking(move || {
-                let conns = sys::connections(&ports)?;
-                let verdicts = {
-                    let mut watch = watch.lock().unwrap_or_else(|e| e.into_inner());
-                    let mut handshaken = handshaken.lock();
-                    watch.decide(&conns, &mut handshaken, Instant::now())
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("connect-guard".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let mut watch = Watch {
+                limits,
+                first_seen: HashMap::new(),
+            };
+            let mut scanner = sys::Scanner::new(&addrs);
+            // Ends when the guard is dropped (the sender goes away).
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
+            {
+                let verdicts = match scanner.connections() {
+                    Ok(conns) => watch.decide(conns, &mut handshaken.lock(), Instant::now()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot list the broker's connections");
+                        continue;
+                    }
                 };
                 if verdicts.is_empty() {
-                    return Ok(Vec::new());
+                    continue;
                 }
                 let inodes: Vec<u64> = verdicts.iter().map(|(i, _)| *i).collect();
-                let closed = sys::shut_down(&inodes)?;
-                Ok::<_, std::io::Error>(
-                    verdicts
-                        .into_iter()
-                        .filter(|(i, _)| closed.contains(i))
-                        .map(|(_, v)| v)
-                        .collect(),
-                )
-            })
-            .await;
-            match scanned {
-                Ok(Ok(closed)) => {
-                    for verdict in &closed {
-                        metrics
-                            .bus_connections_refused
-                            .with_label_values(&[verdict.reason()])
-                            .inc();
+                let closed = match scanner.shut_down(&inodes) {
+                    Ok(closed) => closed,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot close late broker connections");
+                        continue;
                     }
-                    if !closed.is_empty() {
-                        tracing::info!(
-                            closed = closed.len(),
-                            "closed broker connections that sent no CONNECT in time or \
-                             exceeded the pending-connection caps"
-                        );
-                    }
+                };
+                for (_, verdict) in verdicts.iter().filter(|(i, _)| closed.contains(i)) {
+                    metrics
+                        .bus_connections_refused
+                        .with_label_values(&[verdict.reason()])
+                        .inc();
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot list the broker's connections"),
-                Err(e) => tracing::warn!(error = %e, "connection guard scan failed"),
+                tracing::info!(
+                    closed = closed.len(),
+                    "closed broker connections that sent no CONNECT in time or exceeded \
+                     the pending-connection caps"
+                );
             }
+        });
+    match spawned {
+        Ok(_) => Some(Guard { _stop: stop }),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the connection guard");
+            None
         }
-    }))
+    }
 }
 
 #[cfg(target_os = "linux")]
 mod sys {
-    //! The Linux side: listing connections and shutting them down by inode.
+    //! The Linux side: this process's connections on the broker's ports, and shutting
+    //! them down by inode. Only the process's own descriptors are walked (not the
+    //! system's connection tables, whose size is every socket of the host), and each
+    //! socket is looked at once: later scans only read its descriptor link.
 
-    use std::collections::HashSet;
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    use std::collections::{HashMap, HashSet};
+    use std::net::{IpAddr, SocketAddr};
     use std::os::fd::RawFd;
+
+    use nix::fcntl::{FcntlArg, fcntl};
+    use nix::sys::socket::{Shutdown, SockaddrStorage, getpeername, getsockname, shutdown};
+    use nix::sys::stat::{SFlag, fstat};
 
     use super::{Conn, canonical};
 
-    /// TCP states worth watching: established, and closed by the peer but not yet by us.
-    const ESTABLISHED: &str = "01";
-    const CLOSE_WAIT: &str = "08";
-
-    /// This process's connections whose local port is one of `ports`.
-    pub fn connections(ports: &[u16]) -> std::io::Result<Vec<Conn>> {
-        let mut conns = Vec::new();
-        for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
-            match std::fs::read_to_string(table) {
-                Ok(text) => conns.extend(text.lines().skip(1).filter_map(|l| parse_line(l, ports))),
-                // No IPv6 in this kernel.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(conns)
+    /// What a socket of this process is to the guard.
+    #[derive(Clone, Copy)]
+    enum Kind {
+        /// A connection accepted on a broker port, from this address.
+        Client(SocketAddr),
+        /// Anything else (listeners, outgoing connections, HTTP, the database).
+        Other,
     }
 
-    /// One line of `/proc/net/tcp{,6}`: `sl local rem st tx:rx tr:when retr uid timeout
-    /// inode …`, addresses in hex as the kernel stores them.
-    pub(super) fn parse_line(line: &str, ports: &[u16]) -> Option<Conn> {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (local, remote, state, inode) = (
-            fields.get(1)?,
-            fields.get(2)?,
-            fields.get(3)?,
-            fields.get(9)?,
-        );
-        if *state != ESTABLISHED && *state != CLOSE_WAIT {
-            return None;
+    pub struct Scanner {
+        ports: Vec<u16>,
+        kinds: HashMap<u64, Kind>,
+        /// This scan's broker connections and their descriptors.
+        conns: Vec<Conn>,
+        fds: HashMap<u64, RawFd>,
+    }
+
+    impl Scanner {
+        pub fn new(addrs: &[SocketAddr]) -> Scanner {
+            Scanner {
+                ports: addrs.iter().map(SocketAddr::port).collect(),
+                kinds: HashMap::new(),
+                conns: Vec::new(),
+                fds: HashMap::new(),
+            }
         }
-        let (_, local_port) = local.split_once(':')?;
-        let local_port = u16::from_str_radix(local_port, 16).ok()?;
-        if !ports.contains(&local_port) {
-            return None;
+
+        /// This process's connections on a broker port.
+        pub fn connections(&mut self) -> std::io::Result<&[Conn]> {
+            self.conns.clear();
+            self.fds.clear();
+            let mut present = HashSet::with_capacity(self.kinds.len());
+            for entry in std::fs::read_dir("/proc/self/fd")? {
+                let Ok(entry) = entry else { continue };
+                let Some(fd) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<RawFd>().ok())
+                else {
+                    continue;
+                };
+                let Some(inode) = std::fs::read_link(entry.path()).ok().and_then(|t| {
+                    t.to_str()?
+                        .strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .parse::<u64>()
+                        .ok()
+                }) else {
+                    continue;
+                };
+                present.insert(inode);
+                let kind = match self.kinds.get(&inode) {
+                    Some(kind) => *kind,
+                    None => {
+                        let Some(kind) = classify(fd, inode, &self.ports) else {
+                            continue;
+                        };
+                        self.kinds.insert(inode, kind);
+                        kind
+                    }
+                };
+                if let Kind::Client(remote) = kind {
+                    self.conns.push(Conn { inode, remote });
+                    self.fds.insert(inode, fd);
+                }
+            }
+            self.kinds.retain(|inode, _| present.contains(inode));
+            Ok(&self.conns)
         }
-        let inode: u64 = inode.parse().ok()?;
-        if inode == 0 {
-            return None;
+
+        /// Shuts down (both directions) the connections with these inodes found by the
+        /// last scan; returns the inodes it shut down.
+        pub fn shut_down(&self, inodes: &[u64]) -> std::io::Result<HashSet<u64>> {
+            Ok(inodes
+                .iter()
+                .filter(|inode| {
+                    self.fds.get(inode).is_some_and(|fd| {
+                        with_socket(*fd, **inode, |s| shutdown(s, Shutdown::Both).is_ok())
+                            == Some(true)
+                    })
+                })
+                .copied()
+                .collect())
         }
-        Some(Conn {
-            inode,
-            remote: canonical(parse_addr(remote)?),
+    }
+
+    /// What socket `inode` (at `fd`) is; `None` when `fd` no longer is that socket.
+    fn classify(fd: RawFd, inode: u64, ports: &[u16]) -> Option<Kind> {
+        with_socket(fd, inode, |s| {
+            let local = getsockname::<SockaddrStorage>(s)
+                .ok()
+                .and_then(|a| socket_addr(&a));
+            let remote = getpeername::<SockaddrStorage>(s)
+                .ok()
+                .and_then(|a| socket_addr(&a));
+            match (local, remote) {
+                (Some(local), Some(remote)) if ports.contains(&local.port()) => {
+                    Kind::Client(canonical(remote))
+                }
+                _ => Kind::Other,
+            }
         })
     }
 
-    fn parse_addr(field: &str) -> Option<SocketAddr> {
-        let (ip, port) = field.split_once(':')?;
-        let port = u16::from_str_radix(port, 16).ok()?;
-        // Each 32-bit word is printed as the kernel holds it: in host byte order.
-        let word = |hex: &str| u32::from_str_radix(hex, 16).ok().map(u32::to_ne_bytes);
-        let ip = match ip.len() {
-            8 => IpAddr::V4(Ipv4Addr::from(word(ip)?)),
-            32 => {
-                let mut bytes = [0u8; 16];
-                for (i, chunk) in bytes.chunks_mut(4).enumerate() {
-                    chunk.copy_from_slice(&word(ip.get(i * 8..i * 8 + 8)?)?);
-                }
-                IpAddr::V6(Ipv6Addr::from(bytes))
-            }
-            _ => return None,
-        };
-        Some(SocketAddr::new(ip, port))
+    fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+        if let Some(v4) = a.as_sockaddr_in() {
+            return Some(SocketAddr::new(IpAddr::V4(v4.ip()), v4.port()));
+        }
+        let v6 = a.as_sockaddr_in6()?;
+        Some(SocketAddr::new(IpAddr::V6(v6.ip()), v6.port()))
     }
 
-    /// Shuts down (both directions) this process's sockets with these inodes; returns
-    /// the inodes it shut down.
-    pub fn shut_down(inodes: &[u64]) -> std::io::Result<HashSet<u64>> {
-        let wanted: HashSet<u64> = inodes.iter().copied().collect();
-        let mut done = HashSet::new();
-        for entry in std::fs::read_dir("/proc/self/fd")? {
-            let Ok(entry) = entry else { continue };
-            let Some(fd) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<RawFd>().ok())
-            else {
-                continue;
-            };
-            let Ok(target) = std::fs::read_link(entry.path()) else {
-                continue;
-            };
-            let Some(inode) = target
-                .to_str()
-                .and_then(|t| t.strip_prefix("socket:["))
-                .and_then(|t| t.strip_suffix(']'))
-                .and_then(|t| t.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            if wanted.contains(&inode) && !done.contains(&inode) && shut_down_fd(fd, inode) {
-                done.insert(inode);
-            }
-        }
-        Ok(done)
-    }
-
-    /// Shuts down the socket behind `fd` if it still is socket `inode`: the check and
-    /// the shutdown go through a duplicate, so a descriptor number closed and reused in
-    /// between is left alone.
-    fn shut_down_fd(fd: RawFd, inode: u64) -> bool {
-        // SAFETY: dup, fstat, shutdown and close take plain integers and a stat buffer
-        // we own; the duplicate is ours alone and closed before returning. Shutting
-        // down a socket another part of the process owns is the point: its owner then
-        // sees the peer gone and closes its descriptor itself.
-        unsafe {
-            let dup = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0);
-            if dup < 0 {
-                return false;
-            }
-            let mut st: libc::stat = std::mem::zeroed();
-            let same = libc::fstat(dup, &mut st) == 0
-                && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
-                && st.st_ino as u64 == inode;
-            let done = same && libc::shutdown(dup, libc::SHUT_RDWR) == 0;
-            libc::close(dup);
-            done
-        }
+    /// Runs `f` on a duplicate of `fd` if it still is socket `inode`: a descriptor number
+    /// closed and reused since the scan is left alone. Shutting down (not closing) a
+    /// socket rmqtt owns is the point: rmqtt then sees its peer gone and closes its
+    /// descriptor itself.
+    fn with_socket<T>(fd: RawFd, inode: u64, f: impl FnOnce(RawFd) -> T) -> Option<T> {
+        let dup = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(0)).ok()?;
+        let same = fstat(dup).is_ok_and(|st| {
+            SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFSOCK
+                && st.st_ino == inode
+        });
+        let result = same.then(|| f(dup));
+        let _ = nix::unistd::close(dup);
+        result
     }
 }
 
 #[cfg(not(target_os = "linux"))]
 mod sys {
     use std::collections::HashSet;
+    use std::net::SocketAddr;
 
     use super::Conn;
 
-    pub fn connections(_ports: &[u16]) -> std::io::Result<Vec<Conn>> {
-        Ok(Vec::new())
-    }
+    pub struct Scanner;
 
-    pub fn shut_down(_inodes: &[u64]) -> std::io::Result<HashSet<u64>> {
-        Ok(HashSet::new())
+    impl Scanner {
+        pub fn new(_addrs: &[SocketAddr]) -> Scanner {
+            Scanner
+        }
+
+        pub fn connections(&mut self) -> std::io::Result<&[Conn]> {
+            Ok(&[])
+        }
+
+        pub fn shut_down(&self, _inodes: &[u64]) -> std::io::Result<HashSet<u64>> {
+            Ok(HashSet::new())
+        }
     }
 }
 
@@ -441,18 +468,20 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn parses_the_kernels_connection_tables() {
-        let v4 = "   3: 0100007F:075B 0200007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 4242 1 0000000000000000 20 4 30 10 -1";
-        let c = sys::parse_line(v4, &[1883]).unwrap();
-        assert_eq!(c.inode, 4242);
-        assert_eq!(c.remote, "127.0.0.2:54321".parse().unwrap());
-        assert!(sys::parse_line(v4, &[8083]).is_none());
-        let listening = v4.replace(" 01 ", " 0A ");
-        assert!(sys::parse_line(&listening, &[1883]).is_none());
-        let mapped = "   0: 0000000000000000FFFF00000100007F:075B 0000000000000000FFFF00000200007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 77 1";
-        assert_eq!(
-            sys::parse_line(mapped, &[1883]).unwrap().remote,
-            "127.0.0.2:54321".parse().unwrap()
-        );
+    fn finds_and_shuts_down_this_process_connections_on_the_broker_ports() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        let (_accepted, from) = listener.accept().unwrap();
+        let mut scanner = sys::Scanner::new(&[addr]);
+        let conns: Vec<Conn> = scanner.connections().unwrap().to_vec();
+        // The accepted side only: the client's own socket has another local port.
+        assert_eq!(conns.len(), 1, "{conns:?}");
+        assert_eq!(conns[0].remote, from);
+        let closed = scanner.shut_down(&[conns[0].inode, 12345]).unwrap();
+        assert_eq!(closed, HashSet::from([conns[0].inode]));
+        let mut buf = [0u8; 8];
+        assert_eq!(client.read(&mut buf).unwrap(), 0, "the peer sees the end");
     }
 }

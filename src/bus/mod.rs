@@ -206,6 +206,9 @@ impl Bus {
 
     /// Stops the embedded broker, if any. Call after the module clients disconnected.
     pub async fn stop(self) {
+        if let Some(broker) = &self.broker {
+            broker.stop_guard();
+        }
         for (client, task) in self.presence.into_iter().chain(self.enforcer) {
             client.disconnect().await;
             // It holds nothing that needs finishing; end it so the broker can stop.

@@ -43,9 +43,9 @@ const PRESENCE_REFRESH: Duration = Duration::from_secs(30);
 /// First and longest wait before a queued message is sent again without an ack.
 const RETRY_FIRST: Duration = Duration::from_secs(3);
 const RETRY_MAX: Duration = Duration::from_secs(60);
-/// Deliveries awaiting a local user's ack are forgotten after this long.
 /// At most this many usernames are taken from one node's list.
 const MAX_NAME_CLAIMS: usize = 100_000;
+/// Deliveries awaiting a local user's ack are forgotten after this long.
 const LOCAL_ACK_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 /// Where a send's answer goes.
@@ -934,13 +934,30 @@ impl Node {
             }
         };
         self.names_due = false;
-        let names = claims
+        // The list travels in one envelope, so it must fit one MQTT packet: about 8,000
+        // names at the default `bus.max_packet_size`. The oldest accounts go first.
+        let mut room = self.link_settings.max_packet_size.saturating_sub(4096);
+        let total = claims.len();
+        let names: Vec<ClaimedName> = claims
             .into_iter()
+            .take_while(|c| {
+                let size = c.name.len() + 32;
+                room = room.saturating_sub(size);
+                room > 0
+            })
             .map(|c| ClaimedName {
                 name: c.name,
                 since: c.since,
             })
             .collect();
+        if names.len() < total {
+            tracing::warn!(
+                told = names.len(),
+                accounts = total,
+                "not every username fits one mesh packet (raise bus.max_packet_size): \
+                 the newest accounts' names are not protected mesh-wide"
+            );
+        }
         let data = serde_json::to_value(NameClaims { names }).unwrap_or_default();
         let env = self.new_envelope("", Target::All, topics::TAG_NAMES, data);
         self.route(&env, None);
