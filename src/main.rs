@@ -151,9 +151,8 @@ fn raise_open_files_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
         && soft < hard
-        && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok()
     {
-        tracing::debug!(from = soft, to = hard, "raised the open-files limit");
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
 

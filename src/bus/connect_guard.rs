@@ -180,44 +180,42 @@ pub fn start(
             // Ends when the guard is dropped (the sender goes away).
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
             {
-                let verdicts = match scanner.connections() {
-                    Ok(conns) => watch.decide(conns, &mut handshaken.lock(), Instant::now()),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot list the broker's connections");
-                        continue;
+                match scan_once(&mut scanner, &mut watch, &handshaken) {
+                    Ok(closed) => {
+                        for verdict in closed {
+                            metrics
+                                .bus_connections_refused
+                                .with_label_values(&[verdict.reason()])
+                                .inc();
+                        }
                     }
-                };
-                if verdicts.is_empty() {
-                    continue;
+                    Err(e) => tracing::warn!(error = %e, "connection guard: cannot scan"),
                 }
-                let inodes: Vec<u64> = verdicts.iter().map(|(i, _)| *i).collect();
-                let closed = match scanner.shut_down(&inodes) {
-                    Ok(closed) => closed,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot close late broker connections");
-                        continue;
-                    }
-                };
-                for (_, verdict) in verdicts.iter().filter(|(i, _)| closed.contains(i)) {
-                    metrics
-                        .bus_connections_refused
-                        .with_label_values(&[verdict.reason()])
-                        .inc();
-                }
-                tracing::info!(
-                    closed = closed.len(),
-                    "closed broker connections that sent no CONNECT in time or exceeded \
-                     the pending-connection caps"
-                );
             }
         });
-    match spawned {
-        Ok(_) => Some(Guard { _stop: stop }),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the connection guard");
-            None
-        }
+    spawned.ok().map(|_| Guard { _stop: stop })
+}
+
+/// One scan: the connections to close, closed; returns why each was.
+fn scan_once(
+    scanner: &mut sys::Scanner,
+    watch: &mut Watch,
+    handshaken: &Handshaken,
+) -> std::io::Result<Vec<Verdict>> {
+    let verdicts = {
+        let conns = scanner.connections()?;
+        watch.decide(conns, &mut handshaken.lock(), Instant::now())
+    };
+    if verdicts.is_empty() {
+        return Ok(Vec::new());
     }
+    let inodes: Vec<u64> = verdicts.iter().map(|(i, _)| *i).collect();
+    let closed = scanner.shut_down(&inodes)?;
+    Ok(verdicts
+        .into_iter()
+        .filter(|(i, _)| closed.contains(i))
+        .map(|(_, v)| v)
+        .collect())
 }
 
 #[cfg(target_os = "linux")]
@@ -228,11 +226,11 @@ mod sys {
     //! socket is looked at once: later scans only read its descriptor link.
 
     use std::collections::{HashMap, HashSet};
-    use std::net::{IpAddr, SocketAddr};
+    use std::net::SocketAddr;
     use std::os::fd::RawFd;
 
     use nix::fcntl::{FcntlArg, fcntl};
-    use nix::sys::socket::{Shutdown, SockaddrStorage, getpeername, getsockname, shutdown};
+    use nix::sys::socket::{Shutdown, SockaddrIn, SockaddrIn6, getpeername, getsockname, shutdown};
     use nix::sys::stat::{SFlag, fstat};
 
     use super::{Conn, canonical};
@@ -326,12 +324,8 @@ mod sys {
     /// What socket `inode` (at `fd`) is; `None` when `fd` no longer is that socket.
     fn classify(fd: RawFd, inode: u64, ports: &[u16]) -> Option<Kind> {
         with_socket(fd, inode, |s| {
-            let local = getsockname::<SockaddrStorage>(s)
-                .ok()
-                .and_then(|a| socket_addr(&a));
-            let remote = getpeername::<SockaddrStorage>(s)
-                .ok()
-                .and_then(|a| socket_addr(&a));
+            let local = ip_address(getsockname::<SockaddrIn>(s), || getsockname(s));
+            let remote = ip_address(getpeername::<SockaddrIn>(s), || getpeername(s));
             match (local, remote) {
                 (Some(local), Some(remote)) if ports.contains(&local.port()) => {
                     Kind::Client(canonical(remote))
@@ -341,12 +335,16 @@ mod sys {
         })
     }
 
-    fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
-        if let Some(v4) = a.as_sockaddr_in() {
-            return Some(SocketAddr::new(IpAddr::V4(v4.ip()), v4.port()));
+    /// An IPv4 address, else an IPv6 one (only these two forms, so the binary does not
+    /// carry every address family nix knows).
+    fn ip_address(
+        v4: nix::Result<SockaddrIn>,
+        v6: impl FnOnce() -> nix::Result<SockaddrIn6>,
+    ) -> Option<SocketAddr> {
+        match v4 {
+            Ok(a) => Some(SocketAddr::V4(a.into())),
+            Err(_) => v6().ok().map(|a| SocketAddr::V6(a.into())),
         }
-        let v6 = a.as_sockaddr_in6()?;
-        Some(SocketAddr::new(IpAddr::V6(v6.ip()), v6.port()))
     }
 
     /// Runs `f` on a duplicate of `fd` if it still is socket `inode`: a descriptor number

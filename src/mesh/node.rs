@@ -462,7 +462,7 @@ impl Node {
                         })
                         .await;
                     if let Err(e) = stored {
-                        tracing::warn!(error = %e, "cannot store a token revocation");
+                        storage_failed("cannot store a token revocation", &e);
                     }
                 }
                 self.route(&env, Some(&via));
@@ -694,7 +694,7 @@ impl Node {
                         &format!("{to} already has {max} messages waiting; try again later"),
                     ),
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot queue a message");
+                        storage_failed("cannot queue a message", &e);
                         refused(
                             &req.req,
                             SendRefusal::Unavailable,
@@ -787,7 +787,7 @@ impl Node {
         let waiting = match self.db.call(move |c| store::waiting_for(c, &u)).await {
             Ok(w) => w,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read queued messages");
+                storage_failed("cannot read queued messages", &e);
                 return;
             }
         };
@@ -929,7 +929,7 @@ impl Node {
         let claims = match self.db.call(|c| store::local_name_claims(c)).await {
             Ok(claims) => claims,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read this node's usernames");
+                storage_failed("cannot read this node's usernames", &e);
                 return;
             }
         };
@@ -990,7 +990,7 @@ impl Node {
         {
             Ok(lost) => lost,
             Err(e) => {
-                tracing::warn!(error = %e, node = origin, "cannot store a node's usernames");
+                storage_failed("cannot store another node's usernames", &e);
                 return;
             }
         };
@@ -1217,7 +1217,7 @@ impl Node {
                 .call(move |c| store::forget_name_claims(c, &node))
                 .await
             {
-                tracing::warn!(error = %e, "cannot forget a node's usernames");
+                storage_failed("cannot forget a node's usernames", &e);
             }
             let addrs: Vec<String> = self
                 .links
@@ -1239,14 +1239,14 @@ impl Node {
                 self.metrics.mesh_queued.sub(n as i64);
                 tracing::info!(expired = n, "queued mesh messages expired unread");
             }
-            Err(e) => tracing::warn!(error = %e, "cannot expire queued messages"),
+            Err(e) => storage_failed("cannot expire queued messages", &e),
         }
         if let Err(e) = self
             .db
             .call(move |c| store::prune_revocations(c, now_s))
             .await
         {
-            tracing::warn!(error = %e, "cannot prune token revocations");
+            storage_failed("cannot prune token revocations", &e);
         }
         let cutoff = Instant::now() - LOCAL_ACK_WINDOW.min(Duration::from_secs(600));
         self.local_deliveries.retain(|_, (_, at)| *at > cutoff);
@@ -1255,7 +1255,7 @@ impl Node {
     async fn save_directory(&mut self) {
         let nodes = self.dir.to_stored();
         if let Err(e) = self.db.call(move |c| store::save_nodes(c, &nodes)).await {
-            tracing::warn!(error = %e, "cannot store the node list");
+            storage_failed("cannot store the node list", &e);
         } else {
             self.dir_dirty = false;
         }
@@ -1268,7 +1268,7 @@ impl Node {
         let ids = std::mem::take(&mut self.acked_queued);
         match self.db.call(move |c| store::remove(c, &ids)).await {
             Ok(n) => self.metrics.mesh_queued.sub(n as i64),
-            Err(e) => tracing::warn!(error = %e, "cannot remove acknowledged messages"),
+            Err(e) => storage_failed("cannot remove acknowledged messages", &e),
         }
     }
 
@@ -1570,6 +1570,12 @@ pub fn filters() -> [(&'static str, topics::Qos); 8] {
         (AccountEvent::FILTER, AccountEvent::DELIVERY.qos),
         (topics::BOARDS_LOCAL, topics::Qos::AtLeastOnce),
     ]
+}
+
+/// The one warning for a storage call that failed here (each is also counted in
+/// `meteomesh_db_*` metrics); one call site keeps the binary small.
+fn storage_failed(what: &str, e: &crate::storage::StorageError) {
+    tracing::warn!(error = %e, "{what}");
 }
 
 #[cfg(test)]

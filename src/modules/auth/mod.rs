@@ -63,8 +63,8 @@ pub enum AuthError {
     /// The account's name belongs to an earlier account of another mesh node, so this
     /// account cannot take part in the mesh (its weather alerts still work).
     #[error(
-        "the name {name} belongs to an account of mesh node {node}, created earlier; \
-         messaging and MQTT are off for this account until an administrator renames or removes it"
+        "the name {name} belongs to an earlier account of mesh node {node}; messaging and \
+         MQTT are off for this account"
     )]
     NameHeldElsewhere { name: String, node: String },
     #[error(transparent)]
@@ -920,10 +920,8 @@ impl UserAuthenticator for AuthService {
         match self.mqtt_login(username, password, client).await {
             Ok(session) => Ok(session),
             Err(AuthError::Throttled { .. }) => Err(Refusal::NotAuthorized),
-            Err(e @ AuthError::NameHeldElsewhere { .. }) => {
-                tracing::info!(reason = %e, "MQTT login refused");
-                Err(Refusal::NotAuthorized)
-            }
+            // The mesh module warns about such accounts when it finds them.
+            Err(AuthError::NameHeldElsewhere { .. }) => Err(Refusal::NotAuthorized),
             Err(AuthError::BadCredentials | AuthError::Unauthenticated | AuthError::Invalid(_)) => {
                 Err(Refusal::BadCredentials)
             }
