@@ -167,7 +167,7 @@ pub struct AuthHandler {
     pub metrics: Arc<Metrics>,
     pub policy: Policy,
     pub internal_listener: u16,
-    /// Connections that delivered a CONNECT, for the connection guard.
+    /// Connections whose CONNECT was accepted, for the connection guard.
     pub handshaken: Arc<Handshaken>,
     retained: Mutex<RetainedBudget>,
 }
@@ -390,9 +390,6 @@ impl Handler for AuthHandler {
     async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
         match param {
             Parameter::ClientAuthenticate(info) => {
-                if let Some(addr) = info.id().remote_addr {
-                    self.handshaken.connected(addr);
-                }
                 let result = self.authenticate(info).await;
                 if !matches!(result, AuthResult::Allow(..)) {
                     tracing::info!(
@@ -411,6 +408,9 @@ impl Handler for AuthHandler {
                 (true, acc)
             }
             Parameter::ClientDisconnected(session, _) => {
+                if let Some(addr) = session.id.remote_addr {
+                    self.handshaken.disconnected(addr);
+                }
                 self.registry.disconnected(&session.id);
                 (true, acc)
             }

@@ -323,13 +323,13 @@ impl EmbeddedBroker {
         }
     }
 
-    /// Stops accepting connections. Sessions still open end with the runtime.
     /// Stops watching the listeners' connections; first in the stop path, so a port a
     /// later broker in this process binds is never watched by this one.
     pub fn stop_guard(&self) {
         drop(self.guard.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
 
+    /// Stops accepting connections. Sessions still open end with the runtime.
     pub fn stop(self) {
         self.stop_guard();
         self.task.abort();

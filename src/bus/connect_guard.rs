@@ -10,10 +10,11 @@
 //! (Linux `/proc/self/fd`), tells the connections accepted on the broker's ports by their
 //! addresses (each socket once), and shuts down the ones to close, through a duplicate
 //! checked by inode so a reused descriptor number is never touched; rmqtt then sees a
-//! closed peer and drops the connection. It runs on a small thread of its own. On other systems it does not run.
+//! closed peer and drops the connection. It runs on a small thread of its own; on other
+//! systems it does not run.
 //!
-//! Consumes: the remote addresses of connections that delivered a CONNECT (from the
-//! authentication and connected hooks, [`Handshaken`]). Publishes:
+//! Consumes: the remote addresses of connections whose CONNECT was accepted (from the
+//! connected and disconnected hooks, [`Handshaken`]). Publishes:
 //! `meteomesh_bus_connections_refused_total{reason="connect_timeout"|"too_many_pending"}`.
 
 use std::collections::{HashMap, HashSet};
@@ -36,17 +37,28 @@ pub struct GuardLimits {
     pub max_pending_per_address: usize,
 }
 
-/// Remote addresses of the broker's connections that delivered a CONNECT. Entries of
-/// connections that are gone are dropped at each scan.
+/// A connection's CONNECT that was accepted is remembered at least this long even when
+/// no scan has seen its socket yet (it may have come between a scan's listing and its
+/// decision).
+const HANDSHAKE_MEMORY: Duration = Duration::from_secs(5);
+
+/// Remote addresses of the broker's connections whose CONNECT was accepted, and when.
+/// Only accepted ones count: a refused CONNECT must not vouch for a later silent socket
+/// from the same address and port. Entries leave on disconnect, or when no connection
+/// with the address is left.
 #[derive(Debug, Default)]
-pub struct Handshaken(Mutex<HashSet<SocketAddr>>);
+pub struct Handshaken(Mutex<HashMap<SocketAddr, Instant>>);
 
 impl Handshaken {
     pub fn connected(&self, addr: SocketAddr) {
-        self.lock().insert(canonical(addr));
+        self.lock().insert(canonical(addr), Instant::now());
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<SocketAddr>> {
+    pub fn disconnected(&self, addr: SocketAddr) {
+        self.lock().remove(&canonical(addr));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Instant>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -91,14 +103,16 @@ impl Watch {
     fn decide(
         &mut self,
         conns: &[Conn],
-        handshaken: &mut HashSet<SocketAddr>,
+        handshaken: &mut HashMap<SocketAddr, Instant>,
         now: Instant,
     ) -> Vec<(u64, Verdict)> {
         let present: HashSet<SocketAddr> = conns.iter().map(|c| c.remote).collect();
-        handshaken.retain(|a| present.contains(a));
+        handshaken.retain(|a, at| {
+            present.contains(a) || now.saturating_duration_since(*at) < HANDSHAKE_MEMORY
+        });
         let waiting: Vec<&Conn> = conns
             .iter()
-            .filter(|c| !handshaken.contains(&c.remote))
+            .filter(|c| !handshaken.contains_key(&c.remote))
             .collect();
         let inodes: HashSet<u64> = waiting.iter().map(|c| c.inode).collect();
         self.first_seen.retain(|inode, _| inodes.contains(inode));
@@ -414,15 +428,18 @@ mod tests {
         let mut w = watch(10, 100, 100);
         let t0 = Instant::now();
         let conns = [conn(1, "10.0.0.1:5000"), conn(2, "10.0.0.2:5000")];
-        let mut handshaken: HashSet<SocketAddr> = ["10.0.0.2:5000".parse().unwrap()].into();
-        // A stale entry of a connection that is gone is dropped.
-        handshaken.insert("10.0.0.9:1".parse().unwrap());
+        let mut handshaken: HashMap<SocketAddr, Instant> =
+            [("10.0.0.2:5000".parse().unwrap(), t0)].into();
+        // An entry without a connection stays a while (its socket may not have been
+        // listed yet), then goes.
+        handshaken.insert("10.0.0.9:1".parse().unwrap(), t0);
         assert!(w.decide(&conns, &mut handshaken, t0).is_empty());
-        assert_eq!(handshaken.len(), 1);
+        assert_eq!(handshaken.len(), 2);
         assert!(
             w.decide(&conns, &mut handshaken, t0 + Duration::from_secs(9))
                 .is_empty()
         );
+        assert_eq!(handshaken.len(), 1, "the stale entry is gone");
         assert_eq!(
             w.decide(&conns, &mut handshaken, t0 + Duration::from_secs(10)),
             vec![(1, Verdict::ConnectTimeout)]
@@ -430,7 +447,7 @@ mod tests {
         // A connection that sends its CONNECT in time is forgotten by the guard.
         let late = [conn(3, "10.0.0.3:5000")];
         w.decide(&late, &mut handshaken, t0 + Duration::from_secs(11));
-        handshaken.insert("10.0.0.3:5000".parse().unwrap());
+        handshaken.insert("10.0.0.3:5000".parse().unwrap(), t0);
         assert!(
             w.decide(&late, &mut handshaken, t0 + Duration::from_secs(30))
                 .is_empty()
@@ -441,7 +458,7 @@ mod tests {
     fn caps_shed_the_oldest_waiting_connections_past_the_grace() {
         let mut w = watch(60, 4, 2);
         let t0 = Instant::now();
-        let mut handshaken = HashSet::new();
+        let mut handshaken = HashMap::new();
         let mut conns: Vec<Conn> = (0..5)
             .map(|i| conn(i, &format!("10.0.0.1:{}", 1000 + i)))
             .collect();
