@@ -509,8 +509,8 @@ pub struct AuthConfig {
     /// Password hashes computed at once (argon2id needs 19 MiB each).
     pub hash_concurrency: usize,
     /// Failed logins per account and per client address before each further attempt
-    /// must wait (`login_first_delay`, doubling per failure, at most `login_failure_window`); failures
-    /// are forgotten a window after the last delay ended. Devices that logged in to the
+    /// must wait (`login_first_delay`, doubling per failure, at most
+    /// `login_failure_window`); failures are forgotten a window after the last delay ended. Devices that logged in to the
     /// account before count only their own failures.
     pub login_max_failures: u32,
     #[serde(with = "humantime_serde")]

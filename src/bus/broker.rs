@@ -290,18 +290,11 @@ impl EmbeddedBroker {
 
     /// The account ids that have retained messages under their private subtree.
     pub async fn user_ids_with_retained(&self) -> Vec<i64> {
-        let filter = rmqtt::types::TopicFilter::from(format!("{}/users/+/#", super::topics::ROOT));
-        let prefix = format!("{}/users/", super::topics::ROOT);
+        let filter = rmqtt::types::TopicFilter::from(super::topics::ALL_USER_TOPICS);
         let mut ids: Vec<i64> = match self.scx.extends.retain().await.get(&filter).await {
             Ok(retained) => retained
                 .iter()
-                .filter_map(|(t, _)| {
-                    t.strip_prefix(prefix.as_str())?
-                        .split('/')
-                        .next()?
-                        .parse()
-                        .ok()
-                })
+                .filter_map(|(t, _)| super::topics::user_id_of(t))
                 .collect(),
             Err(_) => Vec::new(),
         };

@@ -68,10 +68,11 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
-/// One established connection on a broker port.
+/// One established connection on a broker port, at descriptor `fd` when scanned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Conn {
     inode: u64,
+    fd: i32,
     remote: SocketAddr,
 }
 
@@ -216,18 +217,16 @@ fn scan_once(
     watch: &mut Watch,
     handshaken: &Handshaken,
 ) -> std::io::Result<Vec<Verdict>> {
-    let verdicts = {
-        let conns = scanner.connections()?;
-        watch.decide(conns, &mut handshaken.lock(), Instant::now())
-    };
-    if verdicts.is_empty() {
-        return Ok(Vec::new());
-    }
-    let inodes: Vec<u64> = verdicts.iter().map(|(i, _)| *i).collect();
-    let closed = scanner.shut_down(&inodes)?;
+    let conns = scanner.connections()?;
+    let verdicts = watch.decide(conns, &mut handshaken.lock(), Instant::now());
     Ok(verdicts
         .into_iter()
-        .filter(|(i, _)| closed.contains(i))
+        .filter(|(inode, _)| {
+            conns
+                .iter()
+                .find(|c| c.inode == *inode)
+                .is_some_and(sys::shut_down)
+        })
         .map(|(_, v)| v)
         .collect())
 }
@@ -261,9 +260,8 @@ mod sys {
     pub struct Scanner {
         ports: Vec<u16>,
         kinds: HashMap<u64, Kind>,
-        /// This scan's broker connections and their descriptors.
+        /// This scan's broker connections.
         conns: Vec<Conn>,
-        fds: HashMap<u64, RawFd>,
     }
 
     impl Scanner {
@@ -272,14 +270,12 @@ mod sys {
                 ports: addrs.iter().map(SocketAddr::port).collect(),
                 kinds: HashMap::new(),
                 conns: Vec::new(),
-                fds: HashMap::new(),
             }
         }
 
         /// This process's connections on a broker port.
         pub fn connections(&mut self) -> std::io::Result<&[Conn]> {
             self.conns.clear();
-            self.fds.clear();
             let mut present = HashSet::with_capacity(self.kinds.len());
             for entry in std::fs::read_dir("/proc/self/fd")? {
                 let Ok(entry) = entry else { continue };
@@ -311,28 +307,18 @@ mod sys {
                     }
                 };
                 if let Kind::Client(remote) = kind {
-                    self.conns.push(Conn { inode, remote });
-                    self.fds.insert(inode, fd);
+                    self.conns.push(Conn { inode, fd, remote });
                 }
             }
             self.kinds.retain(|inode, _| present.contains(inode));
             Ok(&self.conns)
         }
+    }
 
-        /// Shuts down (both directions) the connections with these inodes found by the
-        /// last scan; returns the inodes it shut down.
-        pub fn shut_down(&self, inodes: &[u64]) -> std::io::Result<HashSet<u64>> {
-            Ok(inodes
-                .iter()
-                .filter(|inode| {
-                    self.fds.get(inode).is_some_and(|fd| {
-                        with_socket(*fd, **inode, |s| shutdown(s, Shutdown::Both).is_ok())
-                            == Some(true)
-                    })
-                })
-                .copied()
-                .collect())
-        }
+    /// Shuts down (both directions) a connection found by the last scan; `false` when its
+    /// descriptor no longer is that socket.
+    pub fn shut_down(c: &Conn) -> bool {
+        with_socket(c.fd, c.inode, |s| shutdown(s, Shutdown::Both).is_ok()) == Some(true)
     }
 
     /// What socket `inode` (at `fd`) is; `None` when `fd` no longer is that socket.
@@ -379,7 +365,6 @@ mod sys {
 
 #[cfg(not(target_os = "linux"))]
 mod sys {
-    use std::collections::HashSet;
     use std::net::SocketAddr;
 
     use super::Conn;
@@ -394,10 +379,10 @@ mod sys {
         pub fn connections(&mut self) -> std::io::Result<&[Conn]> {
             Ok(&[])
         }
+    }
 
-        pub fn shut_down(&self, _inodes: &[u64]) -> std::io::Result<HashSet<u64>> {
-            Ok(HashSet::new())
-        }
+    pub fn shut_down(_c: &Conn) -> bool {
+        false
     }
 }
 
@@ -408,6 +393,7 @@ mod tests {
     fn conn(inode: u64, remote: &str) -> Conn {
         Conn {
             inode,
+            fd: -1,
             remote: remote.parse().unwrap(),
         }
     }
@@ -494,8 +480,15 @@ mod tests {
         // The accepted side only: the client's own socket has another local port.
         assert_eq!(conns.len(), 1, "{conns:?}");
         assert_eq!(conns[0].remote, from);
-        let closed = scanner.shut_down(&[conns[0].inode, 12345]).unwrap();
-        assert_eq!(closed, HashSet::from([conns[0].inode]));
+        let gone = Conn {
+            inode: 12345,
+            ..conns[0].clone()
+        };
+        assert!(
+            !sys::shut_down(&gone),
+            "another socket's inode is left alone"
+        );
+        assert!(sys::shut_down(&conns[0]));
         let mut buf = [0u8; 8];
         assert_eq!(client.read(&mut buf).unwrap(), 0, "the peer sees the end");
     }

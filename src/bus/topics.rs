@@ -865,6 +865,19 @@ pub fn user_root(user_id: i64) -> String {
     format!("{ROOT}/users/{user_id}")
 }
 
+/// Every user's private topics.
+pub const ALL_USER_TOPICS: &str = "meteomesh/v1/users/+/#";
+
+/// The account id whose private subtree (`user_root`) `topic` is in.
+pub fn user_id_of(topic: &str) -> Option<i64> {
+    topic
+        .strip_prefix("meteomesh/v1/users/")?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Topic filters anyone on the broker may subscribe to, besides their own subtrees.
 const PUBLIC_SUBSCRIBE: &[&str] = &[NodeStatus::FILTER, PONG, MESH_HEARTBEAT, MESH_DIRECTORY];
 /// Topics anyone on the broker may publish to.
@@ -960,6 +973,14 @@ pub fn filter_matches(filter: &str, topic: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_ids_are_read_back_from_private_topics() {
+        assert_eq!(user_id_of(&format!("{}/alerts", user_root(42))), Some(42));
+        assert_eq!(user_id_of(&user_root(7)), Some(7));
+        assert_eq!(user_id_of("meteomesh/v1/mesh/users/bob/inbox"), None);
+        assert_eq!(user_id_of("meteomesh/v1/users/bob/alerts"), None);
+    }
 
     #[test]
     fn filters() {

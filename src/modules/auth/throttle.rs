@@ -2,8 +2,9 @@
 //! - Every key (an account, a trusted device of an account, a client address, a name
 //!   that is no account) counts failures. From the `max`-th failure on, the next attempt
 //!   must wait a delay that doubles with each further failure (`first_delay`, by default
-//!   1 s, then 2 s, 4 s … at most `window`); failures are forgotten once `window` has passed since that delay ended,
-//!   so waiting out the longest delay buys one attempt, not a fresh allowance.
+//!   1 s, then 2 s, 4 s … at most `window`); failures are forgotten once `window` has
+//!   passed since that delay ended, so waiting out the longest delay buys one attempt,
+//!   not a fresh allowance.
 //! - A device that logged in to an account before (see [`Throttle::trust`]) is throttled
 //!   by its own failures only, so guesses from elsewhere never lock the household out.
 //! - Attempts still being checked count too, so a burst of concurrent guesses cannot slip
