@@ -30,6 +30,5 @@ pub mod random;
 pub mod remote;
 pub mod sla_cli;
 pub mod storage;
-pub mod supervisor;
 pub mod users_cli;
 pub mod weather;

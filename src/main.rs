@@ -180,8 +180,10 @@ fn serve(config: Config, file: Option<std::path::PathBuf>) -> ExitCode {
         let listeners = Listeners::bind(&config).await?;
         app::run(config, listeners, shutdown).await
     });
-    // Sessions the broker still holds are dropped with the runtime; do not wait on them.
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    // Sessions the broker still holds are dropped with the runtime, and provider or
+    // Telegram calls abandoned at stop sit on blocking threads until their own timeout:
+    // wait on none of them (the stop's work is committed by now).
+    runtime.shutdown_timeout(Duration::from_millis(300));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

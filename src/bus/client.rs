@@ -305,8 +305,10 @@ impl BusClient {
     /// Sends DISCONNECT (so no last will fires) and stops the event loops.
     pub async fn disconnect(&self) {
         for session in self.shared.sessions() {
+            // Never wait for room in the request queue: its loop may be the one stuck
+            // (a full queue ends the session without a DISCONNECT, as a crash would).
             if *session.connected.borrow() {
-                let _ = session.client.disconnect().await;
+                let _ = session.client.try_disconnect();
             }
         }
         self.stop.cancel();
@@ -395,7 +397,12 @@ async fn drive(
                     .collect();
                 for tx in targets {
                     // Waiting here is deliberate back-pressure: the broker queues for us.
-                    let _ = tx.send(incoming.clone()).await;
+                    // But a module that stopped reading at shutdown still holds its
+                    // receiver, so the wait must end when the client stops.
+                    tokio::select! {
+                        _ = tx.send(incoming.clone()) => {}
+                        _ = stop.cancelled() => break,
+                    }
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(_))) if role == Role::Consumer => {

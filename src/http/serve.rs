@@ -103,6 +103,9 @@ fn client_address(peer: SocketAddr, headers: &hyper::HeaderMap, trusted: &[IpAdd
 }
 
 /// The answer to a client over its per-address cap.
+/// How long a stop lets requests in flight finish (the whole stop has 5 s).
+pub const DRAIN: Duration = Duration::from_secs(1);
+
 const BUSY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
         retry-after: 1\r\nconnection: close\r\ncontent-length: 89\r\n\r\n\
         {\"error\":{\"code\":\"too_many_requests\",\"message\":\"too many connections from this address\"}}";
@@ -114,7 +117,7 @@ async fn refuse_busy_client(mut stream: tokio::net::TcpStream) {
 }
 
 /// Serves `router` until `shutdown`, then stops accepting, lets every connection finish
-/// its request in flight and returns.
+/// its request in flight (for up to [`DRAIN`]) and returns.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -122,6 +125,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    // Cuts off the requests a graceful stop could not finish within [`DRAIN`].
+    let force = CancellationToken::new();
     let per_client = PerClient::default();
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
@@ -173,7 +178,7 @@ pub async fn serve(
             });
         let connection =
             http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let stop = shutdown.clone();
+        let (stop, force) = (shutdown.clone(), force.clone());
         tokio::spawn(async move {
             let _slots = (slot, client_slot);
             let mut connection = std::pin::pin!(connection);
@@ -181,16 +186,23 @@ pub async fn serve(
                 r = connection.as_mut() => log_end(r),
                 () = stop.cancelled() => {
                     connection.as_mut().graceful_shutdown();
-                    log_end(connection.await);
+                    tokio::select! {
+                        r = connection.as_mut() => log_end(r),
+                        () = force.cancelled() => {}
+                    }
                 }
             }
         });
     }
     // Every connection holds a slot until it ends: owning them all means all have ended.
-    let _all = slots
-        .acquire_many(limits.max_connections as u32)
-        .await
-        .expect("the semaphore is never closed");
+    let all = slots.acquire_many(limits.max_connections as u32);
+    if tokio::time::timeout(DRAIN, all).await.is_err() {
+        tracing::warn!(
+            open = limits.max_connections - slots.available_permits(),
+            "HTTP requests still running after {DRAIN:?}; cutting them off"
+        );
+        force.cancel();
+    }
     Ok(())
 }
 

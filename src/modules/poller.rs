@@ -196,6 +196,9 @@ impl Poller {
             ..CycleReport::default()
         };
         for batch in cells.chunks(self.provider.max_batch().max(1)) {
+            if shutdown.is_cancelled() {
+                break;
+            }
             let coords: Vec<Coord> = batch.iter().copied().map(coord).collect();
             match self
                 .fetch_with_retries(&coords, &mut report, shutdown)
@@ -242,9 +245,13 @@ impl Poller {
             let batch = coords.to_vec();
             let started = Instant::now();
             report.provider_calls += 1;
-            let result = tokio::task::spawn_blocking(move || provider.fetch(&batch))
-                .await
-                .unwrap_or_else(|e| Err(ProviderError::Unavailable(e.to_string())));
+            let call = tokio::task::spawn_blocking(move || provider.fetch(&batch));
+            // At shutdown the call is left to its blocking thread (which the runtime
+            // abandons): a provider that hangs must not hold the stop for its timeout.
+            let result = tokio::select! {
+                r = call => r.unwrap_or_else(|e| Err(ProviderError::Unavailable(e.to_string()))),
+                _ = shutdown.cancelled() => return None,
+            };
             self.metrics
                 .provider_duration
                 .with_label_values(&[name])

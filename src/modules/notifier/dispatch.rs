@@ -9,8 +9,10 @@
 //! chat's and the global budget before committing to a row, and governor's limiters
 //! only offer check-and-consume.
 //!
-//! On shutdown it stops picking rows and waits for the requests in flight (bounded by
-//! `request_timeout`), so a clean stop commits every outcome and resends nothing.
+//! On shutdown it stops picking rows and waits up to [`STOP_GRACE`] for the requests in
+//! flight, so a clean stop commits every outcome it can; a request Telegram leaves
+//! hanging is abandoned with its rows still due, and goes out again after the restart
+//! (at least once, as after a crash).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -32,6 +34,8 @@ use crate::storage::{Db, StorageError};
 const BATCH: usize = 256;
 /// Longest sleep when nothing is scheduled (new rows wake the loop earlier).
 const IDLE: Duration = Duration::from_secs(30);
+/// How long a stop waits for requests in flight (the whole stop has 5 s).
+pub const STOP_GRACE: Duration = Duration::from_millis(1500);
 
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -90,6 +94,7 @@ impl Dispatcher {
         };
         let mut refill = true;
         let mut stopping = false;
+        let mut give_up = Instant::now() + IDLE;
         loop {
             let mut wake_at = Instant::now() + IDLE;
             if !stopping {
@@ -122,7 +127,14 @@ impl Dispatcher {
                 }
                 _ = self.wake.notified(), if !stopping => refill = true,
                 _ = tokio::time::sleep_until(wake_at.into()), if !stopping => refill = true,
-                _ = shutdown.cancelled(), if !stopping => stopping = true,
+                _ = shutdown.cancelled(), if !stopping => {
+                    stopping = true;
+                    give_up = Instant::now() + STOP_GRACE;
+                }
+                _ = tokio::time::sleep_until(give_up.into()), if stopping => {
+                    tracing::warn!(requests = tasks.len(), "Telegram did not answer in time; the messages stay queued");
+                    break;
+                }
             }
         }
     }

@@ -36,7 +36,13 @@ pub struct LinkPoller {
 impl LinkPoller {
     pub async fn run(self, shutdown: CancellationToken) {
         let api = self.api.clone();
-        match tokio::task::spawn_blocking(move || api.get_me()).await {
+        // Every Telegram call races the stop: a hanging API must not hold it (a long poll
+        // cut short loses nothing, the offset is stored only with the updates applied).
+        let me = tokio::select! {
+            r = tokio::task::spawn_blocking(move || api.get_me()) => r,
+            _ = shutdown.cancelled() => return,
+        };
+        match me {
             Ok(Ok(name)) => {
                 tracing::info!(bot = name, "Telegram linking on");
                 if let Ok(mut slot) = self.service.inner.bot_username.write() {
@@ -50,7 +56,11 @@ impl LinkPoller {
         }
         let mut failures = 0u32;
         loop {
-            let wait = match self.poll_once().await {
+            let polled = tokio::select! {
+                r = self.poll_once() => r,
+                _ = shutdown.cancelled() => return,
+            };
+            let wait = match polled {
                 Ok(()) => {
                     failures = 0;
                     Duration::ZERO

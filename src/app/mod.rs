@@ -22,8 +22,19 @@ use crate::modules::system::{self, SystemService};
 use crate::modules::{host_metrics, notifier, sla};
 use crate::modules::{poller, rules};
 use crate::storage::{self, Db, StorageError};
-use crate::supervisor;
 use crate::weather::{OpenMeteo, OpenWeatherMap, Provider};
+
+pub mod supervisor;
+mod tasks;
+
+pub use tasks::Tasks;
+
+/// How long the modules get to commit their work and end once HTTP has drained (which
+/// takes at most `http::DRAIN`). With the broker's and the runtime's share the whole
+/// stop stays under 5 s, well inside systemd's `TimeoutStopSec`.
+const MODULES_STOP: Duration = Duration::from_secs(2);
+/// How long the broker and the bus's own clients get to stop.
+const BUS_STOP: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -84,7 +95,7 @@ pub struct RunningApp {
     shutdown: CancellationToken,
     system: SystemService,
     http_task: JoinHandle<std::io::Result<()>>,
-    module_tasks: Vec<JoinHandle<()>>,
+    tasks: Tasks,
     bus: Bus,
     db: Db,
 }
@@ -267,27 +278,26 @@ impl RunningApp {
             db = %config.storage.path.display(),
             "meteomesh started"
         );
-        let mut module_tasks = vec![
-            system_task,
-            pruner,
-            auth_task,
-            rules_task,
-            poller_task,
-            subs_task,
-            host_task,
-            sla_task,
-            clock_task,
-        ];
-        module_tasks.extend(notifier_tasks);
-        module_tasks.extend(mesh_tasks);
-        module_tasks.push(board_task);
+        let mut tasks = Tasks::default();
+        tasks.add("system", system_task);
+        tasks.add("auth-pruner", pruner);
+        tasks.add("auth", auth_task);
+        tasks.add("rules", rules_task);
+        tasks.add("poller", poller_task);
+        tasks.add("subscriptions", subs_task);
+        tasks.add("host-metrics", host_task);
+        tasks.add("sla", sla_task);
+        tasks.add("clock", clock_task);
+        tasks.extend("notifier", notifier_tasks);
+        tasks.extend("mesh", mesh_tasks);
+        tasks.add("board", board_task);
         Ok(RunningApp {
             addresses,
             node_id,
             shutdown,
             system,
             http_task,
-            module_tasks,
+            tasks,
             bus,
             db,
         })
@@ -328,13 +338,25 @@ impl RunningApp {
         self.shutdown.cancelled().await;
         tracing::info!("shutting down");
         supervisor::stopping();
+        let started = tokio::time::Instant::now();
         let http = self.http_task.await;
-        for task in self.module_tasks {
-            let _ = task.await;
+        let late = self
+            .tasks
+            .join_until(tokio::time::Instant::now() + MODULES_STOP)
+            .await;
+        if tokio::time::timeout(BUS_STOP, self.bus.stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the bus did not stop in time; its sessions end with the process");
         }
-        self.bus.stop().await;
         self.db.checkpoint().await?;
-        tracing::info!("stopped cleanly");
+        let took_ms = started.elapsed().as_millis() as u64;
+        if late.is_empty() {
+            tracing::info!(took_ms, "stopped cleanly");
+        } else {
+            tracing::warn!(took_ms, aborted = ?late, "stopped, after cutting off tasks");
+        }
         match http {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(AppError::Http(e)),
