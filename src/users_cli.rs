@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use crate::cli::UserAction;
 use crate::config::Config;
+use crate::domain::user::Role;
 use crate::metrics::Metrics;
 use crate::modules::auth::{AuthError, AuthService};
-use crate::storage::users::Role;
 use crate::storage::{Db, StorageError};
 
 #[derive(Debug, thiserror::Error)]

@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 use common::fake_weather::FakeWeather;
 use common::*;
 use meteomesh::bus::topics::{WEATHER_OBSERVED, WeatherObserved};
+use meteomesh::domain::subscription::Subscription;
+use meteomesh::domain::user::Role;
+use meteomesh::domain::weather::Conditions;
 use meteomesh::storage::Db;
-use meteomesh::storage::subscriptions::{self as store, Subscription};
-use meteomesh::storage::users::{self, NewUser, Role};
-use meteomesh::weather::Conditions;
+use meteomesh::storage::subscriptions as store;
+use meteomesh::storage::users::{self, NewUser};
 use rumqttc::QoS;
 use serde_json::Value;
 

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use common::fake_telegram::{self, FakeTelegram};
 use common::*;
+use meteomesh::domain::user::Role;
 use meteomesh::storage::Db;
 use meteomesh::storage::notify::{self, NewDelivery, OutboxKind};
-use meteomesh::storage::users::{self, NewUser, Role};
+use meteomesh::storage::users::{self, NewUser};
 use rumqttc::QoS;
 use serde_json::json;
 

@@ -202,7 +202,8 @@ fn sigint_takes_the_same_path() {
 
 #[tokio::test]
 async fn revoked_token_list_is_pruned_after_expiry() {
-    use meteomesh::storage::users::{self, NewUser, Role};
+    use meteomesh::domain::user::Role;
+    use meteomesh::storage::users::{self, NewUser};
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&dir.path().join("p.db"), Duration::from_secs(1))
         .await

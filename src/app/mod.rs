@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -121,11 +121,8 @@ impl RunningApp {
                 }))
         };
         let node_id = db.call(storage::node_id).await?;
-        crate::clock::raise_floor(db.call(|c| storage::last_seen(c)).await?);
-        let started_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        crate::domain::time::raise_floor(db.call(|c| storage::last_seen(c)).await?);
+        let started_at = u64::try_from(crate::domain::time::system_now()).unwrap_or_default();
 
         let auth = AuthService::new(
             db.clone(),
@@ -420,8 +417,8 @@ async fn record_seen(db: Db, shutdown: CancellationToken) {
             _ = tick.tick() => false,
             _ = shutdown.cancelled() => true,
         };
-        if crate::clock::is_set() {
-            let now = crate::clock::system_now();
+        if crate::domain::time::is_set() {
+            let now = crate::domain::time::system_now();
             if let Err(e) = db.call(move |c| storage::record_seen(c, now)).await {
                 tracing::warn!(error = %e, "recording the time failed");
             }

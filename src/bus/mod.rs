@@ -91,7 +91,7 @@ impl Bus {
         match (cfg.mode, listeners) {
             (BusMode::Embedded, Some(listeners)) => {
                 let internal = listeners.internal_addr()?;
-                let password = crate::random::hex(32);
+                let password = crate::domain::ids::hex(32);
                 let (presence_tx, presence_rx) = mpsc::unbounded_channel();
                 let broker = Arc::new(
                     EmbeddedBroker::start(
@@ -285,10 +285,7 @@ async fn enforce_account_changes(
                 broker.kick(ids).await;
             }
             _ = sweep.tick() => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or_default();
+                let now = crate::domain::time::system_now();
                 let mut ended = Vec::new();
                 for (id, session) in broker.registry.live() {
                     let expired = session.expires_at.is_some_and(|exp| exp <= now);

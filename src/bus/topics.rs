@@ -170,7 +170,7 @@ pub struct WeatherObserved {
     pub provider: String,
     /// Unix seconds when meteomesh received it.
     pub received_at: i64,
-    pub conditions: crate::weather::Conditions,
+    pub conditions: crate::domain::weather::Conditions,
 }
 
 impl BusMessage for WeatherObserved {
@@ -203,7 +203,7 @@ pub struct AlertEvent {
     pub subscription_id: i64,
     pub label: String,
     pub place: String,
-    pub constraint: crate::storage::subscriptions::Kind,
+    pub constraint: crate::domain::subscription::Kind,
     pub state: AlertState,
     /// The observed value that decided it (°C for temperatures, mm/cm for rain/snow).
     pub value: Option<f64>,
@@ -251,9 +251,9 @@ pub struct SubscriptionStateMsg {
     pub label: String,
     pub place: String,
     /// Constraints violated now.
-    pub violated: Vec<crate::storage::subscriptions::Kind>,
+    pub violated: Vec<crate::domain::subscription::Kind>,
     /// The last conditions seen (absent before the first observation).
-    pub conditions: Option<crate::weather::Conditions>,
+    pub conditions: Option<crate::domain::weather::Conditions>,
     /// RFC 3339 time of the last evaluation.
     pub updated_at: String,
 }

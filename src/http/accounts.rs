@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiAdmin, ApiJson, ApiPath, ApiUser};
+use crate::domain::user::{Role, Units};
 use crate::modules::auth::{AccountUpdate, IssuedToken, LoginClient};
-use crate::storage::users::{Role, Units, User};
+use crate::storage::users::User;
 
 /// A user as the API shows it (never the password hash).
 #[derive(Serialize)]

@@ -12,12 +12,12 @@ use axum::response::IntoResponse;
 use super::AppState;
 use super::html::{Field, Nav, alert, escape, page};
 use super::pages::{Page, SignedInForm, csrf, csrf_input, current_user, field};
+use crate::domain::subscription::Kind;
+use crate::domain::user::Units;
 use crate::modules::auth::Authenticated;
 use crate::modules::subscriptions::{
     PlaceInput, SubscriptionError, SubscriptionInput, SubscriptionStatus, from_celsius,
 };
-use crate::storage::subscriptions::Kind;
-use crate::storage::users::Units;
 use crate::weather::PlaceCandidate;
 
 fn unit(u: Units) -> &'static str {

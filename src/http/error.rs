@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::bus::BusError;
-pub use crate::error::FieldError;
+pub use crate::domain::validation::FieldError;
 use crate::mesh::MeshError;
 use crate::modules::auth::AuthError;
 use crate::storage::StorageError;

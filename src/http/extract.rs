@@ -10,8 +10,8 @@ use serde::{Deserialize, Deserializer};
 
 use super::AppState;
 use super::error::ApiError;
+use crate::domain::user::Role;
 use crate::modules::auth::{AuthError, Authenticated, MeshIdentity};
-use crate::storage::users::Role;
 
 pub struct ApiJson<T>(pub T);
 

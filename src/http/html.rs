@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-pub use crate::markup::escape;
+pub use crate::domain::text::escape;
 
 /// Who the navigation is for.
 pub struct Nav<'a> {
@@ -24,7 +24,7 @@ impl<'a> Nav<'a> {
     pub fn signed_in(user: &'a crate::storage::users::User, csrf: &'a str) -> Nav<'a> {
         Nav {
             username: Some(&user.username),
-            admin: user.role == crate::storage::users::Role::Admin,
+            admin: user.role == crate::domain::user::Role::Admin,
             csrf,
         }
     }

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, ApiUser};
+use crate::domain::time::rfc3339_ms;
 use crate::modules::notifier::schedule::{format_clock, parse_clock};
 use crate::modules::notifier::{LinkCode, NotifierError, Settings, TelegramStatus};
-use crate::modules::rules::rfc3339_ms;
 use crate::storage::notify::{NotifyMode, Prefs, QuietHours};
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -120,7 +120,7 @@ pub fn apply_request(mut prefs: Prefs, req: SettingsRequest) -> Result<Prefs, Ap
     if let Some(mode) = req.mode {
         match NotifyMode::parse(&mode) {
             Some(m) => prefs.mode = m,
-            None => errors.push(crate::error::FieldError::new(
+            None => errors.push(crate::domain::validation::FieldError::new(
                 "mode",
                 "use \"immediate\" or \"digest\"",
             )),
@@ -135,7 +135,7 @@ pub fn apply_request(mut prefs: Prefs, req: SettingsRequest) -> Result<Prefs, Ap
             Some(q) => match (parse_clock(&q.start), parse_clock(&q.end)) {
                 (Some(start), Some(end)) => Some(QuietHours { start, end }),
                 _ => {
-                    errors.push(crate::error::FieldError::new(
+                    errors.push(crate::domain::validation::FieldError::new(
                         "quiet_hours",
                         "give start and end as \"HH:MM\", e.g. {\"start\": \"22:00\", \"end\": \"07:00\"}",
                     ));

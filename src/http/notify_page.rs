@@ -13,9 +13,9 @@ use axum::response::IntoResponse;
 use super::AppState;
 use super::html::{Field, alert, escape};
 use super::pages::{SignedInForm, account_view, csrf_input, field};
+use crate::domain::time::rfc3339_ms;
 use crate::modules::notifier::schedule::{format_clock, parse_clock};
 use crate::modules::notifier::{NotifierError, Settings, TelegramStatus};
-use crate::modules::rules::rfc3339_ms;
 use crate::storage::notify::{NotifyMode, Prefs, QuietHours};
 
 /// What the last post on the card produced, shown at its top.

@@ -16,8 +16,8 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::html::{Field, Nav, alert, escape, page};
 use super::notify_page::{self, Flash};
+use crate::domain::user::{Role, Units};
 use crate::modules::auth::{AccountUpdate, AuthError, Authenticated, IssuedToken, LoginClient};
-use crate::storage::users::{Role, Units};
 
 const SESSION_COOKIE: &str = "meteomesh_session";
 const CSRF_COOKIE: &str = "meteomesh_csrf";
@@ -189,9 +189,9 @@ fn clear_session_cookie(state: &AppState) -> String {
 /// The CSRF token of this browser, and the cookie to set when it is new.
 pub(super) fn csrf(state: &AppState, headers: &HeaderMap) -> (String, Option<String>) {
     match cookie(headers, CSRF_COOKIE) {
-        Some(t) if crate::random::is_hex16(t) => (t.to_owned(), None),
+        Some(t) if crate::domain::ids::is_hex16(t) => (t.to_owned(), None),
         _ => {
-            let token = crate::random::hex(16);
+            let token = crate::domain::ids::hex(16);
             let set = format!("{CSRF_COOKIE}={token}{}", cookie_attrs(state, None));
             (token, Some(set))
         }

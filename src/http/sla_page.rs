@@ -12,10 +12,10 @@ use axum::response::IntoResponse;
 use super::AppState;
 use super::html::{Field, Nav, alert, escape, page};
 use super::pages::{Page, SignedInForm, csrf, csrf_input, current_user, field};
+use crate::domain::user::Role;
 use crate::modules::auth::Authenticated;
 use crate::modules::sla::arima::Order;
 use crate::modules::sla::{SlaError, SlaInput, SlaStatus};
-use crate::storage::users::Role;
 
 const W: f64 = 600.0;
 const H: f64 = 160.0;

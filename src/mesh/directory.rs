@@ -47,7 +47,7 @@ impl Directory {
             own_id.clone(),
             Known {
                 advert: own,
-                last_seen_at: crate::modules::auth::unix_now(),
+                last_seen_at: crate::domain::time::system_now(),
             },
         );
         Directory { own_id, nodes }
@@ -65,7 +65,7 @@ impl Directory {
             .expect("own node is always present");
         own.advert.users = users;
         own.advert.at = own.advert.at.max(at_ms.saturating_sub(1)) + 1;
-        own.last_seen_at = crate::modules::auth::unix_now();
+        own.last_seen_at = crate::domain::time::system_now();
         own.advert.clone()
     }
 

@@ -19,7 +19,7 @@ mod presence;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -203,10 +203,7 @@ pub async fn start(
         api: api_rx,
     };
 
-    let started_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let started_at = u64::try_from(crate::domain::time::system_now()).unwrap_or_default();
     let host = cfg.advertise_host.as_str();
     let own = NodeAdvert {
         id: node_id.to_owned(),
@@ -221,7 +218,7 @@ pub async fn start(
             .unwrap_or_default(),
         users: 0,
         started_at,
-        at: u64::try_from(crate::modules::rules::now_ms()).unwrap_or_default(),
+        at: u64::try_from(crate::domain::time::now_ms()).unwrap_or_default(),
     };
     let stored = db.call(|c| crate::storage::mesh::load_nodes(c)).await?;
     let queued = db.call(|c| crate::storage::mesh::waiting_count(c)).await?;

@@ -32,9 +32,9 @@ use crate::bus::topics::{
 };
 use crate::bus::{BusClient, Incoming};
 use crate::config::MeshConfig;
+use crate::domain::time::system_now;
+use crate::domain::time::{now_ms, rfc3339_ms};
 use crate::metrics::Metrics;
-use crate::modules::auth::unix_now;
-use crate::modules::rules::{now_ms, rfc3339_ms};
 use crate::storage::mesh::{self as store, QueueRefusal, QueuedMessage};
 use crate::storage::{Db, users};
 
@@ -374,7 +374,7 @@ impl Node {
                     return;
                 };
                 // Relay only what was news: this is what ends advert loops.
-                let changed = self.dir.merge(adverts, unix_now());
+                let changed = self.dir.merge(adverts, system_now());
                 if !changed.is_empty() {
                     self.dir_changed();
                     self.ensure_links();
@@ -678,7 +678,7 @@ impl Node {
                     seq,
                     body: req.body.to_string(),
                     sent_at,
-                    expires_at: unix_now()
+                    expires_at: system_now()
                         + i64::try_from(self.cfg.offline_expiry.as_secs()).unwrap_or(i64::MAX / 4),
                 };
                 let max = self.cfg.offline_max_per_user;
@@ -898,7 +898,7 @@ impl Node {
         if event.username.is_empty() {
             return;
         }
-        let now = unix_now();
+        let now = system_now();
         let (jti, issued_before) = match event.change {
             AccountChange::Created => {
                 self.names_due = true;
@@ -973,9 +973,7 @@ impl Node {
         let claims: Vec<store::NameClaim> = claims
             .names
             .into_iter()
-            .filter(|c| {
-                crate::modules::auth::normalize_username(&c.name).is_ok_and(|n| n == c.name)
-            })
+            .filter(|c| crate::domain::user::normalize_username(&c.name).is_ok_and(|n| n == c.name))
             .take(MAX_NAME_CLAIMS)
             .map(|c| store::NameClaim {
                 name: c.name,
@@ -1083,7 +1081,8 @@ impl Node {
                         learned = true;
                     }
                 }
-                self.dir.touch(&heartbeat.node, heartbeat.users, unix_now());
+                self.dir
+                    .touch(&heartbeat.node, heartbeat.users, system_now());
                 if learned {
                     self.drop_duplicate_link(&addr, &heartbeat.node);
                 }
@@ -1094,7 +1093,7 @@ impl Node {
                 }
                 self.drop_duplicate_link(&addr, &directory.node);
                 let adverts = directory.nodes.into_iter().map(|e| e.advert).collect();
-                let changed = self.dir.merge(adverts, unix_now());
+                let changed = self.dir.merge(adverts, system_now());
                 if !changed.is_empty() {
                     self.dir_changed();
                     let data = serde_json::to_value(changed).unwrap_or_default();
@@ -1167,7 +1166,7 @@ impl Node {
         if self.presence.merge(hello.presence, Instant::now()) {
             self.presence_changed();
         }
-        let changed = self.dir.merge(hello.adverts, unix_now());
+        let changed = self.dir.merge(hello.adverts, system_now());
         if !changed.is_empty() {
             self.dir_changed();
             let data = serde_json::to_value(changed).unwrap_or_default();
@@ -1196,7 +1195,7 @@ impl Node {
     }
 
     async fn expire(&mut self) {
-        let cutoff = unix_now() - i64::try_from(self.cfg.node_expiry.as_secs()).unwrap_or(0);
+        let cutoff = system_now() - i64::try_from(self.cfg.node_expiry.as_secs()).unwrap_or(0);
         let patience = self.patience();
         let now = Instant::now();
         let links = &self.links;
@@ -1232,7 +1231,7 @@ impl Node {
             }
             self.dir_changed();
         }
-        let now_s = unix_now();
+        let now_s = system_now();
         match self.db.call(move |c| store::expire(c, now_s)).await {
             Ok(0) => {}
             Ok(n) => {
@@ -1540,7 +1539,7 @@ pub fn check_request(req: &SendRequest, max_bytes: usize) -> Result<(), String> 
             return Err("`to` (a username) is required for send and fire_send".into());
         }
         (SendMode::Send | SendMode::FireSend, Some(to))
-            if crate::modules::auth::normalize_username(to).ok().as_deref() != Some(to) =>
+            if crate::domain::user::normalize_username(to).ok().as_deref() != Some(to) =>
         {
             return Err(format!("`{to}` is not a username (3–32 of a-z 0-9 _ . -)"));
         }

@@ -18,11 +18,12 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::topics::{BusMessage, SubscriptionsChanged, WEATHER_OBSERVED, WeatherObserved};
 use crate::bus::{Bus, BusClient, BusError, Incoming};
 use crate::config::WeatherConfig;
+use crate::domain::time::system_now;
+use crate::domain::weather::Coord;
 use crate::metrics::Metrics;
-use crate::modules::auth::unix_now;
 use crate::storage::Db;
 use crate::storage::subscriptions as store;
-use crate::weather::{Coord, Provider, ProviderError};
+use crate::weather::{Provider, ProviderError};
 
 /// Attempts per batch within one cycle (the first plus retries).
 const ATTEMPTS: u32 = 4;
@@ -205,7 +206,7 @@ impl Poller {
                 .await
             {
                 Some(conditions) => {
-                    let received_at = unix_now();
+                    let received_at = system_now();
                     for (cell, conditions) in batch.iter().zip(conditions) {
                         self.observed.insert(*cell);
                         let msg = WeatherObserved {
@@ -238,7 +239,7 @@ impl Poller {
         coords: &[Coord],
         report: &mut CycleReport,
         shutdown: &CancellationToken,
-    ) -> Option<Vec<crate::weather::Conditions>> {
+    ) -> Option<Vec<crate::domain::weather::Conditions>> {
         let name = self.provider.name();
         for attempt in 0..ATTEMPTS {
             let provider = self.provider.clone();
@@ -268,7 +269,7 @@ impl Poller {
                 Ok(conditions) => {
                     let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
                     h.ok = true;
-                    h.last_success = Some(unix_now());
+                    h.last_success = Some(system_now());
                     h.consecutive_failures = 0;
                     return Some(conditions);
                 }

@@ -25,11 +25,13 @@ use crate::bus::topics::{
     SubscriptionsChanged, WeatherObserved,
 };
 use crate::bus::{Bus, BusClient, BusError, Incoming};
+use crate::domain::subscription::{ConstraintState, Kind, Subscription, cell};
+use crate::domain::time::{now_ms, rfc3339_ms};
+use crate::domain::weather::Conditions;
 use crate::metrics::Metrics;
 use crate::storage::notify::JournalEntry;
-use crate::storage::subscriptions::{self as subs, ConstraintState, Kind, Subscription};
+use crate::storage::subscriptions as subs;
 use crate::storage::{Db, StorageError};
-use crate::weather::Conditions;
 
 /// WMO codes that mean rain: drizzle, freezing drizzle, rain, freezing rain, rain
 /// showers, thunderstorm (with or without hail).
@@ -161,18 +163,6 @@ pub struct Outcome {
     pub events: Vec<AlertEvent>,
     pub state: SubscriptionStateMsg,
     pub changes: Vec<(i64, Kind, ConstraintState)>,
-}
-
-/// RFC 3339 for Unix milliseconds.
-pub fn rfc3339_ms(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
-}
-
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
 }
 
 /// Evaluates one subscription against one observation at `now` (Unix milliseconds).
@@ -407,7 +397,7 @@ impl Rules {
         let Some(sub) = self.db.call(move |c| subs::by_id(c, id)).await? else {
             return Ok(());
         };
-        let cell = (subs::cell(sub.lat), subs::cell(sub.lon));
+        let cell = (cell(sub.lat), cell(sub.lon));
         let latest = self
             .db
             .call(move |c| subs::latest_observation(c, cell))

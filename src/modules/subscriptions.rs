@@ -11,11 +11,14 @@ use serde::{Deserialize, Serialize};
 use crate::bus::BusClient;
 use crate::bus::topics::{Change, SUBSCRIPTIONS_CHANGED, SubscriptionsChanged};
 use crate::config::WeatherConfig;
-use crate::error::FieldError;
+use crate::domain::subscription::{Kind, Subscription, cell};
+use crate::domain::time::system_now;
+use crate::domain::user::Units;
+use crate::domain::user::check_timezone;
+use crate::domain::validation::FieldError;
 use crate::metrics::Metrics;
-use crate::modules::auth::{check_timezone, unix_now};
-use crate::storage::subscriptions::{self as store, Subscription};
-use crate::storage::users::{Units, User};
+use crate::storage::subscriptions as store;
+use crate::storage::users::User;
 use crate::storage::{Db, StorageError};
 use crate::weather::{Geocoder, PlaceCandidate, ProviderError};
 
@@ -227,7 +230,7 @@ pub fn validate(input: &SubscriptionInput, user: &User) -> Result<Subscription, 
     if !errors.is_empty() {
         return Err(errors);
     }
-    let now = unix_now();
+    let now = system_now();
     Ok(Subscription {
         id: 0,
         user_id: user.id,
@@ -252,8 +255,8 @@ pub fn validate(input: &SubscriptionInput, user: &User) -> Result<Subscription, 
 #[derive(Debug, Clone)]
 pub struct SubscriptionStatus {
     pub subscription: Subscription,
-    pub violated: Vec<store::Kind>,
-    pub conditions: Option<crate::weather::Conditions>,
+    pub violated: Vec<Kind>,
+    pub conditions: Option<crate::domain::weather::Conditions>,
     /// Unix seconds of the latest observation of its place.
     pub observed_at: Option<i64>,
 }
@@ -350,8 +353,7 @@ impl SubscriptionService {
                 let mut out = Vec::new();
                 for s in store::of_user(c, id)? {
                     let violated = store::violated_kinds(c, s.id)?;
-                    let latest =
-                        store::latest_observation(c, (store::cell(s.lat), store::cell(s.lon)))?;
+                    let latest = store::latest_observation(c, (cell(s.lat), cell(s.lon)))?;
                     let (conditions, observed_at) = match latest {
                         Some((json, at)) => (serde_json::from_str(&json).ok(), Some(at)),
                         None => (None, None),
@@ -426,7 +428,7 @@ impl SubscriptionService {
                 "must be between 1 and 20",
             )]));
         }
-        let (now, ttl) = (unix_now(), self.inner.cache_ttl);
+        let (now, ttl) = (system_now(), self.inner.cache_ttl);
         let key = q.clone();
         let cached = self
             .inner

@@ -328,7 +328,8 @@ mod tests {
 
     #[test]
     fn the_earliest_claim_holds_a_name_and_blocks_new_accounts() {
-        use crate::storage::users::{self, NewUser, Role};
+        use crate::domain::user::Role;
+        use crate::storage::users::{self, NewUser};
         let mut c = db();
         let add = |c: &Connection, name: &str, now: i64| {
             users::insert(

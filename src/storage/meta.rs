@@ -32,13 +32,13 @@ fn get_or_init(
 
 /// This node's stable identity: generated at first start, then read back.
 pub fn node_id(conn: &mut Connection) -> Result<String, StorageError> {
-    get_or_init(conn, "node_id", || crate::random::hex(6))
+    get_or_init(conn, "node_id", || crate::domain::ids::hex(6))
 }
 
 /// The login-token key used when none is configured: 32 random bytes, hex, generated
 /// once so tokens stay valid across restarts.
 pub fn jwt_secret(conn: &mut Connection) -> Result<String, StorageError> {
-    get_or_init(conn, "jwt_secret", || crate::random::hex(32))
+    get_or_init(conn, "jwt_secret", || crate::domain::ids::hex(32))
 }
 
 /// The next Telegram update id to ask for (`getUpdates` offset); 0 before the first.

@@ -7,7 +7,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::StorageError;
-use super::users::Units;
+use crate::domain::user::Units;
 
 /// One alert event as the rules recorded it.
 #[derive(Debug, Clone)]

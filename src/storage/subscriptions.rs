@@ -3,71 +3,9 @@
 //! each cell once however many subscriptions share it.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde::{Deserialize, Serialize};
 
 use super::StorageError;
-
-/// The grid cell of a coordinate: 0.01° steps.
-pub fn cell(v: f64) -> i64 {
-    (v * 100.0).round() as i64
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Subscription {
-    pub id: i64,
-    pub user_id: i64,
-    pub label: String,
-    pub place_name: String,
-    pub lat: f64,
-    pub lon: f64,
-    pub timezone: String,
-    pub min_temp_c: Option<f64>,
-    pub max_temp_c: Option<f64>,
-    pub rain: bool,
-    pub snow: bool,
-    pub notify_on_clear: bool,
-    pub for_observations: u32,
-    pub enabled: bool,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-/// The constraint kinds a subscription may have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    TooCold,
-    TooHot,
-    Rain,
-    Snow,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::TooCold, Kind::TooHot, Kind::Rain, Kind::Snow];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::TooCold => "too_cold",
-            Kind::TooHot => "too_hot",
-            Kind::Rain => "rain",
-            Kind::Snow => "snow",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-/// Edge-detection state of one constraint of one subscription.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ConstraintState {
-    pub violated: bool,
-    /// When the current violation started (Unix milliseconds).
-    pub since: Option<i64>,
-    /// Consecutive observations that disagree with `violated` (towards a change).
-    pub streak: u32,
-}
+use crate::domain::subscription::{ConstraintState, Kind, Subscription, cell};
 
 const COLUMNS: &str = "id, user_id, label, place_name, latitude, longitude, timezone, min_temp_c, \
      max_temp_c, rain, snow, notify_on_clear, for_observations, enabled, created_at, updated_at";

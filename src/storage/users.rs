@@ -2,55 +2,9 @@
 //! Usernames are stored lowercase and compared case-insensitively.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde::{Deserialize, Serialize};
 
 use super::StorageError;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    User,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::User => "user",
-            Role::Admin => "admin",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "user" => Some(Role::User),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Units {
-    Metric,
-    Imperial,
-}
-
-impl Units {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Units::Metric => "metric",
-            Units::Imperial => "imperial",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Units> {
-        match s {
-            "metric" => Some(Units::Metric),
-            "imperial" => Some(Units::Imperial),
-            _ => None,
-        }
-    }
-}
+use crate::domain::user::{Role, Units};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -113,7 +67,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<User> {
 /// another mesh node. The id is one past the highest id ever given out (kept by a
 /// trigger), never a deleted account's.
 pub fn insert(conn: &Connection, u: &NewUser<'_>) -> Result<Option<User>, StorageError> {
-    let key = crate::random::hex(16);
+    let key = crate::domain::ids::hex(16);
     let inserted = conn.execute(
         "INSERT INTO users (id, username, password_hash, telegram_chat_id, role, timezone,
                             created_at, updated_at, account_key, telegram_chat_confirmed)

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Conditions, Coord, Provider, ProviderError, agent, base, coord, get};
+use super::{Provider, ProviderError, agent, base, coord, get};
+use crate::domain::weather::{Conditions, Coord};
 
 const CURRENT: &str = "temperature_2m,precipitation,rain,showers,snowfall,weather_code";
 /// The API accepts up to 1000 places per call.

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Conditions, Coord, Provider, ProviderError, agent, base, coord, get};
+use super::{Provider, ProviderError, agent, base, coord, get};
+use crate::domain::weather::{Conditions, Coord};
 
 pub struct OpenWeatherMap {
     url: String,

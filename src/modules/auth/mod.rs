@@ -11,7 +11,7 @@ mod token;
 
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
@@ -22,9 +22,13 @@ pub use token::{Claims, install_provider as install_jwt_provider, looks_like_jwt
 use crate::bus::topics::{ACCOUNT_EVENTS, AccountChange, AccountEvent};
 use crate::bus::{BusClient, Refusal, UserAuthenticator, UserSession};
 use crate::config::{AuthConfig, Secret};
-use crate::error::FieldError;
+use crate::domain::time::system_now;
+use crate::domain::user::{
+    MAX_PASSWORD_LEN, Role, Units, check_password, check_timezone, normalize_username,
+};
+use crate::domain::validation::FieldError;
 use crate::metrics::Metrics;
-use crate::storage::users::{self, NewUser, Role, Units, User};
+use crate::storage::users::{self, NewUser, User};
 use crate::storage::{self, Db, StorageError};
 use password::Hasher;
 pub use throttle::DEVICE_TRUST;
@@ -34,9 +38,6 @@ use token::{BOARD_SCOPE, TokenKeys};
 /// How long a whiteboard page's broker credential is valid.
 pub const BOARD_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(60 * 60);
 
-pub const MIN_PASSWORD_LEN: usize = 8;
-/// Bounds the work one login can cause (argon2 reads the whole password).
-pub const MAX_PASSWORD_LEN: usize = 1024;
 /// How often expired denylist entries are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60 * 60);
 
@@ -132,7 +133,7 @@ impl LoginClient {
             ip: Some(ip),
             // Only a well-formed cookie names a device; anything else is no device.
             device: device
-                .filter(|d| crate::random::is_hex16(d))
+                .filter(|d| crate::domain::ids::is_hex16(d))
                 .map(str::to_owned),
         }
     }
@@ -172,57 +173,6 @@ struct Inner {
     throttle: Throttle,
     metrics: Arc<Metrics>,
     events: OnceLock<BusClient>,
-}
-
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
-}
-
-/// Lowercases and checks a username: 3–32 characters of `[a-z0-9_.-]`.
-pub fn normalize_username(raw: &str) -> Result<String, FieldError> {
-    let name = raw.trim().to_lowercase();
-    if !(3..=32).contains(&name.len()) {
-        return Err(FieldError::new("username", "must be 3 to 32 characters"));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
-    {
-        return Err(FieldError::new(
-            "username",
-            "may contain only letters a-z, digits and _ . -",
-        ));
-    }
-    Ok(name)
-}
-
-pub fn check_password(field: &str, password: &str) -> Result<(), FieldError> {
-    let len = password.chars().count();
-    if len < MIN_PASSWORD_LEN {
-        return Err(FieldError::new(
-            field,
-            format!("must be at least {MIN_PASSWORD_LEN} characters"),
-        ));
-    }
-    if password.len() > MAX_PASSWORD_LEN {
-        return Err(FieldError::new(
-            field,
-            format!("must be at most {MAX_PASSWORD_LEN} bytes"),
-        ));
-    }
-    Ok(())
-}
-
-pub fn check_timezone(tz: &str) -> Result<(), FieldError> {
-    jiff::tz::TimeZone::get(tz).map(|_| ()).map_err(|_| {
-        FieldError::new(
-            "timezone",
-            format!("`{tz}` is not an IANA time zone, e.g. Europe/Rome"),
-        )
-    })
 }
 
 impl AuthService {
@@ -334,7 +284,7 @@ impl AuthService {
             user.token_generation,
             (&user.username, &self.inner.node_id, &user.account_key),
             scope,
-            crate::clock::now(),
+            crate::domain::time::now(),
         );
         IssuedToken {
             token,
@@ -382,7 +332,7 @@ impl AuthService {
                     telegram_chat_confirmed: by_admin,
                     role,
                     timezone: &timezone,
-                    now: unix_now(),
+                    now: system_now(),
                 };
                 users::insert_first_admin(c, &new)
             })
@@ -414,7 +364,7 @@ impl AuthService {
             let device = client
                 .device
                 .clone()
-                .unwrap_or_else(|| crate::random::hex(16));
+                .unwrap_or_else(|| crate::domain::ids::hex(16));
             self.inner
                 .throttle
                 .trust(&issued.user.username, &device, Instant::now());
@@ -501,7 +451,7 @@ impl AuthService {
         }
         if verdict == Verified::YesRehash {
             user.password_hash = self.inner.hasher.hash(password).await?;
-            user.updated_at = unix_now();
+            user.updated_at = system_now();
             self.store(&user).await?;
             tracing::info!(
                 user_id = user.id,
@@ -706,7 +656,7 @@ impl AuthService {
         if !errors.is_empty() {
             return Err(AuthError::Invalid(errors));
         }
-        let now = unix_now();
+        let now = system_now();
         user.updated_at = now;
         if password_changed {
             user.token_generation += 1;
@@ -768,7 +718,7 @@ impl AuthService {
         let mut user = self.user(user_id).await?;
         user.password_hash = self.inner.hasher.hash(new).await?;
         user.token_generation += 1;
-        user.updated_at = unix_now();
+        user.updated_at = system_now();
         self.store(&user).await?;
         self.publish(user.id, &user.username, AccountChange::TokensRevoked)
             .await;
@@ -797,7 +747,7 @@ impl AuthService {
                     return Ok(Err(AuthError::LastAdmin));
                 }
                 user.role = role;
-                user.updated_at = unix_now();
+                user.updated_at = system_now();
                 users::update(&tx, &user)?;
                 tx.commit()?;
                 Ok(Ok(user))
@@ -873,7 +823,7 @@ impl AuthService {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    match self.inner.db.call(|c| users::prune_revoked_tokens(c, unix_now())).await {
+                    match self.inner.db.call(|c| users::prune_revoked_tokens(c, system_now())).await {
                         Ok(0) => {}
                         Ok(n) => tracing::debug!(pruned = n, "expired revoked tokens pruned"),
                         Err(e) => tracing::warn!(error = %e, "cannot prune revoked tokens"),

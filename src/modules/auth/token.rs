@@ -145,7 +145,7 @@ impl TokenKeys {
             sub: user_id.to_string(),
             iat: now,
             exp: now + i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 2),
-            jti: crate::random::hex(16),
+            jti: crate::domain::ids::hex(16),
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 encoding of plain claims cannot fail");

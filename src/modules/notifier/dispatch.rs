@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use super::render;
 use super::telegram::{TelegramApi, TelegramError};
 use crate::bus::topics::AlertEvent;
+use crate::domain::time::now_ms;
 use crate::metrics::Metrics;
-use crate::modules::rules::now_ms;
 use crate::storage::notify::{self, Due, OutboxKind};
 use crate::storage::{Db, StorageError};
 

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::NotifierService;
 use super::render::escape;
 use super::telegram::{TelegramApi, TelegramError, Update};
-use crate::modules::rules::now_ms;
+use crate::domain::time::now_ms;
 use crate::storage::notify;
 use crate::storage::{self, StorageError};
 

@@ -4,9 +4,9 @@
 //! user's settings, so a duplicate after a crash is byte-identical and easy to spot.
 
 use crate::bus::topics::{AlertEvent, AlertState, SlaEvent, SlaState};
-pub use crate::markup::escape;
-use crate::storage::subscriptions::Kind;
-use crate::storage::users::Units;
+use crate::domain::subscription::Kind;
+pub use crate::domain::text::escape;
+use crate::domain::user::Units;
 
 /// Telegram's limit for one message.
 pub const MAX_CHARS: usize = 4096;

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::topics::{SLA_EVENTS, SlaEvent, SlaState};
 use crate::bus::{Bus, BusClient};
 use crate::config::SlaConfig;
-use crate::error::FieldError;
+use crate::domain::validation::FieldError;
 use crate::metrics::Metrics;
 use crate::storage::sla::{self as store, Evaluation, SlaRow};
 use crate::storage::{Db, StorageError};
@@ -318,7 +318,7 @@ impl SlaService {
             }
             let started = Instant::now();
             // A board without RTC before NTP would file history under 1970.
-            if !crate::clock::is_set() {
+            if !crate::domain::time::is_set() {
                 if !clock_warned {
                     tracing::warn!(
                         "the system clock is behind the last time seen; SLA sampling waits for NTP"

@@ -1,4 +1,8 @@
-//! Owns wall-clock sanity for boards without a real-time clock (a Raspberry Pi boots at
+//! The one clock: Unix seconds ([`system_now`], or [`now`] with the floor below) and
+//! Unix milliseconds ([`now_ms`]) for every time stamp meteomesh writes, and RFC 3339
+//! for showing them.
+//!
+//! It also owns wall-clock sanity for boards without a real-time clock (a Raspberry Pi boots at
 //! 1970, or at the last shutdown with fake-hwclock, until NTP answers). Time stamps that
 //! must survive the jump to the real time — login tokens' `iat`/`exp` — use [`now`],
 //! which never goes below the last time this installation saw (kept in the database)
@@ -41,6 +45,18 @@ pub fn is_set() -> bool {
 /// Raises the floor to a time this installation is known to have seen.
 pub fn raise_floor(seen: i64) {
     FLOOR.fetch_max(seen, Ordering::Relaxed);
+}
+
+/// RFC 3339 for Unix milliseconds.
+pub fn rfc3339_ms(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
 }
 
 #[cfg(test)]
