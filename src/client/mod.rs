@@ -142,7 +142,7 @@ impl MeshClient {
         };
         let task = tokio::spawn(driver.run(cmd_rx));
         // Microseconds: increasing across restarts of the client, like the node's.
-        let start = jiff::Timestamp::now().as_microsecond().max(0) as u64;
+        let start = crate::domain::time::now_micros();
         (
             MeshClient {
                 commands: cmd_tx,

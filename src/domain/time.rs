@@ -59,6 +59,11 @@ pub fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
+/// Unix microseconds now (the client library's message latencies).
+pub fn now_micros() -> u64 {
+    jiff::Timestamp::now().as_microsecond().max(0) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -179,7 +179,7 @@ pub async fn violations(
     ApiQuery(q): ApiQuery<SinceQuery>,
 ) -> Result<Json<ViolationsView>, ApiError> {
     let since = match q.since.as_deref() {
-        None => jiff::Timestamp::now().as_second() - 6 * 3600,
+        None => crate::domain::time::system_now() - 6 * 3600,
         Some(s) => parse_time(s)
             .ok_or_else(|| ApiError::field("since", "use an RFC 3339 time or Unix seconds"))?,
     };

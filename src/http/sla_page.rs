@@ -99,7 +99,7 @@ async fn sla_card(state: &AppState, s: &SlaStatus, token: &str) -> String {
     } else {
         r#"<span class="badge ok">ok</span>"#
     };
-    let since = jiff::Timestamp::now().as_second() - 3600;
+    let since = crate::domain::time::system_now() - 3600;
     let history = state.sla.history(&s.row, since).await.unwrap_or_default();
     let forecast = match state.sla.forecast(&s.row.name, None).await {
         Ok(f) => format!(

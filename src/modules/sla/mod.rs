@@ -138,7 +138,7 @@ impl std::fmt::Debug for SlaService {
 }
 
 fn now_s() -> i64 {
-    jiff::Timestamp::now().as_second()
+    crate::domain::time::system_now()
 }
 
 /// Validates an input into a stored row.
