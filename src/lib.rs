@@ -16,6 +16,7 @@ pub mod bus;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod contract;
 pub mod domain;
 pub mod http;
 pub mod mesh;

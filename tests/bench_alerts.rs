@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::fake_weather::FakeWeather;
 use common::*;
-use meteomesh::bus::topics::{WEATHER_OBSERVED, WeatherObserved};
+use meteomesh::contract::{WEATHER_OBSERVED, WeatherObserved};
 use meteomesh::domain::subscription::Subscription;
 use meteomesh::domain::user::Role;
 use meteomesh::domain::weather::Conditions;

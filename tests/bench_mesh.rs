@@ -17,8 +17,8 @@ use common::mesh::{
     until_node_lost, wait_full_mesh, wait_status,
 };
 use common::{WAIT, register};
-use meteomesh::bus::topics::{self, SendMode, SendRequest};
 use meteomesh::client::{ClientEvent, ClientOptions, MeshClient};
+use meteomesh::contract::{self, SendMode, SendRequest};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::json;
 
@@ -73,7 +73,7 @@ async fn run_load(
         };
         client
             .publish(
-                topics::mesh_send(from),
+                contract::mesh_send(from),
                 QoS::AtLeastOnce,
                 false,
                 serde_json::to_vec(&req).unwrap(),

@@ -7,7 +7,7 @@ mod common;
 
 use common::mesh::{MeshNode, links_up, wait_status};
 use common::{MqttClient, WAIT, mqtt_options, register};
-use meteomesh::bus::topics::{self, BoardEvent, BoardEventKind, BoardSnapshot};
+use meteomesh::contract::{self, BoardEvent, BoardEventKind, BoardSnapshot};
 use rumqttc::QoS;
 use serde_json::json;
 
@@ -20,16 +20,16 @@ async fn user(node: std::net::SocketAddr, name: &str, token: &str) -> MqttClient
         Some((name, token)),
     ))
     .await;
-    c.subscribe(&topics::board_events("b1"), QoS::AtMostOnce)
+    c.subscribe(&contract::board_events("b1"), QoS::AtMostOnce)
         .await;
-    c.subscribe(&topics::board_snapshot(name, "b1"), QoS::AtLeastOnce)
+    c.subscribe(&contract::board_snapshot(name, "b1"), QoS::AtLeastOnce)
         .await;
     c
 }
 
 async fn draw(c: &mut MqttClient, name: &str, input: serde_json::Value) {
     c.publish(
-        &topics::board_draw("b1", name),
+        &contract::board_draw("b1", name),
         QoS::AtMostOnce,
         false,
         input.to_string().as_bytes(),
@@ -43,14 +43,14 @@ fn point(kind: &str, seq: u64, epoch: u64) -> serde_json::Value {
 }
 
 async fn next_event(c: &mut MqttClient) -> BoardEvent {
-    let p = c.next_publish(|t| t == topics::board_events("b1")).await;
+    let p = c.next_publish(|t| t == contract::board_events("b1")).await;
     serde_json::from_slice(&p.payload).unwrap()
 }
 
 async fn snapshot(c: &mut MqttClient, name: &str) -> BoardSnapshot {
     draw(c, name, json!({"type": "snapshot"})).await;
     let p = c
-        .next_publish(|t| t == topics::board_snapshot(name, "b1"))
+        .next_publish(|t| t == contract::board_snapshot(name, "b1"))
         .await;
     serde_json::from_slice(&p.payload).unwrap()
 }

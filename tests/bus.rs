@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use meteomesh::bus::topics::{self, NodeState, NodeStatus, Ping, Pong};
 use meteomesh::bus::{BusClient, ConnectOptions};
+use meteomesh::contract::{self, NodeState, NodeStatus, Ping, Pong};
 use rumqttc::{ConnectReturnCode, QoS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,23 +61,23 @@ async fn module_and_external_client_exchange_messages() {
     ext.subscribe("meteomesh/v1/nodes/+/status", QoS::AtLeastOnce)
         .await;
     let status = ext.next_publish(|_| true).await;
-    assert_eq!(status.topic, topics::node_status(&t.app.node_id));
+    assert_eq!(status.topic, contract::node_status(&t.app.node_id));
     assert!(status.retain, "status is retained");
     let status: NodeStatus = serde_json::from_slice(&status.payload).unwrap();
     assert_eq!(status.state, NodeState::Online);
     assert_eq!(status.node, t.app.node_id);
 
     // External -> module -> external: a ping is answered by the module.
-    ext.subscribe(topics::PONG, QoS::AtMostOnce).await;
+    ext.subscribe(contract::PONG, QoS::AtMostOnce).await;
     let ping = serde_json::to_vec(&Ping {
         id: "from-outside".into(),
     })
     .unwrap();
     ext.client
-        .publish(topics::PING, QoS::AtMostOnce, false, ping)
+        .publish(contract::PING, QoS::AtMostOnce, false, ping)
         .await
         .unwrap();
-    let pong = ext.next_publish(|t| t == topics::PONG).await;
+    let pong = ext.next_publish(|t| t == contract::PONG).await;
     let pong: Pong = serde_json::from_slice(&pong.payload).unwrap();
     assert_eq!(
         pong,
@@ -89,15 +89,20 @@ async fn module_and_external_client_exchange_messages() {
 
     // A malformed ping is ignored, and the module keeps answering afterwards.
     ext.client
-        .publish(topics::PING, QoS::AtMostOnce, false, b"{not json".to_vec())
+        .publish(
+            contract::PING,
+            QoS::AtMostOnce,
+            false,
+            b"{not json".to_vec(),
+        )
         .await
         .unwrap();
     let ping = serde_json::to_vec(&Ping { id: "again".into() }).unwrap();
     ext.client
-        .publish(topics::PING, QoS::AtMostOnce, false, ping)
+        .publish(contract::PING, QoS::AtMostOnce, false, ping)
         .await
         .unwrap();
-    let pong = ext.next_publish(|t| t == topics::PONG).await;
+    let pong = ext.next_publish(|t| t == contract::PONG).await;
     let pong: Pong = serde_json::from_slice(&pong.payload).unwrap();
     assert_eq!(pong.id, "again");
     t.app.shutdown().await.unwrap();
@@ -109,7 +114,7 @@ async fn typed_bus_client_publishes_to_external_subscriber() {
     let t = TestApp::start().await;
     let addr = t.mqtt.unwrap();
     let mut ext = t.service_client("ext-sub").await;
-    ext.subscribe(topics::PING, QoS::AtLeastOnce).await;
+    ext.subscribe(contract::PING, QoS::AtLeastOnce).await;
 
     let (bus, session) = BusClient::start(ConnectOptions {
         host: addr.ip().to_string(),
@@ -123,10 +128,10 @@ async fn typed_bus_client_publishes_to_external_subscriber() {
         sessions: meteomesh::bus::Sessions::Both,
     });
     bus.wait_connected(WAIT).await.unwrap();
-    bus.publish(topics::PING, &Ping { id: "typed".into() })
+    bus.publish(contract::PING, &Ping { id: "typed".into() })
         .await
         .unwrap();
-    let got = ext.next_publish(|t| t == topics::PING).await;
+    let got = ext.next_publish(|t| t == contract::PING).await;
     let ping: Ping = serde_json::from_slice(&got.payload).unwrap();
     assert_eq!(ping.id, "typed");
     bus.disconnect().await;
@@ -160,7 +165,7 @@ async fn keepalive_zero_client_is_accepted() {
 async fn offline_status_is_published_on_shutdown() {
     let t = TestApp::start().await;
     let mut ext = t.service_client("watcher").await;
-    let topic = topics::node_status(&t.app.node_id);
+    let topic = contract::node_status(&t.app.node_id);
     ext.subscribe(&topic, QoS::AtLeastOnce).await;
     let first: NodeStatus =
         serde_json::from_slice(&ext.next_publish(|_| true).await.payload).unwrap();

@@ -10,8 +10,8 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::*;
-use meteomesh::bus::topics::{self, BusMessage, NodeState, NodeStatus, Ping, Pong};
 use meteomesh::config::{BusMode, Secret};
+use meteomesh::contract::{self, BusMessage, NodeState, NodeStatus, Ping, Pong};
 use rumqttc::{ConnectReturnCode, QoS};
 
 const USER: &str = "meteomesh-node";
@@ -93,17 +93,17 @@ async fn modules_use_an_external_mosquitto() {
     assert_eq!(status.state, NodeState::Online);
 
     // ... and its ping is answered by the module through Mosquitto.
-    ext.subscribe(topics::PONG, QoS::AtMostOnce).await;
+    ext.subscribe(contract::PONG, QoS::AtMostOnce).await;
     let ping = serde_json::to_vec(&Ping {
         id: "via-mosquitto".into(),
     })
     .unwrap();
     ext.client
-        .publish(topics::PING, QoS::AtMostOnce, false, ping)
+        .publish(contract::PING, QoS::AtMostOnce, false, ping)
         .await
         .unwrap();
     let pong: Pong =
-        serde_json::from_slice(&ext.next_publish(|t| t == topics::PONG).await.payload).unwrap();
+        serde_json::from_slice(&ext.next_publish(|t| t == contract::PONG).await.payload).unwrap();
     assert_eq!(pong.id, "via-mosquitto");
     assert_eq!(pong.node, t.app.node_id);
 

@@ -15,8 +15,8 @@ use common::mesh::{
     wait_full_mesh, wait_status,
 };
 use common::{WAIT, register};
-use meteomesh::bus::topics;
 use meteomesh::client::{ClientEvent, ClientOptions, MeshClient, NodeChoice};
+use meteomesh::contract;
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -45,7 +45,7 @@ async fn library_fails_over_and_loses_no_queued_message() {
     let mut sent = Vec::new();
     let mut got = Vec::new();
     let mut seen = HashSet::new();
-    let mut take = |m: topics::InboxMessage, got: &mut Vec<serde_json::Value>| {
+    let mut take = |m: contract::InboxMessage, got: &mut Vec<serde_json::Value>| {
         assert!(seen.insert(m.id.clone()), "duplicate {m:?}");
         assert_eq!(m.from, "alice");
         got.push(m.body);
@@ -171,11 +171,13 @@ async fn least_users_picks_the_emptier_node() {
     ))
     .await;
     watcher
-        .subscribe(topics::MESH_DIRECTORY, rumqttc::QoS::AtLeastOnce)
+        .subscribe(contract::MESH_DIRECTORY, rumqttc::QoS::AtLeastOnce)
         .await;
     loop {
-        let p = watcher.next_publish(|t| t == topics::MESH_DIRECTORY).await;
-        let dir: topics::Directory = serde_json::from_slice(&p.payload).unwrap();
+        let p = watcher
+            .next_publish(|t| t == contract::MESH_DIRECTORY)
+            .await;
+        let dir: contract::Directory = serde_json::from_slice(&p.payload).unwrap();
         if dir.nodes.iter().any(|n| n.advert.users >= 3) {
             break;
         }
@@ -275,7 +277,7 @@ async fn library_sends_over_mqtt_and_gets_alerts_from_the_home_node() {
         "started_at": "2026-11-22T13:05:00Z", "at": "2026-11-22T13:05:00Z", "notify": true
     });
     svc.publish(
-        &topics::user_alerts(bob_id),
+        &contract::user_alerts(bob_id),
         rumqttc::QoS::AtLeastOnce,
         false,
         alert.to_string().as_bytes(),

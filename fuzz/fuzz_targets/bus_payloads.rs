@@ -1,10 +1,10 @@
-//! Every payload type of the bus contract (src/bus/topics.rs), including the mesh
+//! Every payload type of the bus contract (src/contract/), including the mesh
 //! envelope that crosses between nodes: decoding any bytes gives a value or an error,
 //! and a decoded value encodes and decodes to the same encoding.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meteomesh::bus::topics::*;
+use meteomesh::contract::*;
 
 macro_rules! check {
     ($data:expr, $($ty:ty),+ $(,)?) => {$(

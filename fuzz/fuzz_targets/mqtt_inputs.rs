@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meteomesh::bus::topics::{PING, board_draw, mesh_ack, mesh_send};
+use meteomesh::contract::{PING, board_draw, mesh_ack, mesh_send};
 use meteomesh_fuzz::harness;
 
 fuzz_target!(|data: &[u8]| {

@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meteomesh::bus::topics::{
+use meteomesh::contract::{
     Principal, filter_matches, filter_within, may_publish, may_subscribe,
 };
 

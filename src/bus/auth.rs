@@ -1,7 +1,7 @@
 //! Owns who may connect to the embedded broker and what they may touch:
 //! - service accounts (`[[bus.users]]`) and meteomesh's own modules: full access;
 //! - user accounts, checked by a [`UserAuthenticator`] (password or login token):
-//!   only the topics `topics::user_may_subscribe` / `user_may_publish` allow.
+//!   only the topics `contract::user_may_subscribe` / `user_may_publish` allow.
 //!
 //! Refusals answer with the proper CONNACK code; a refused subscription gets SUBACK
 //! 0x80, a refused publish is dropped and counted.
@@ -25,8 +25,8 @@ use subtle::ConstantTimeEq;
 
 use super::connect_guard::Handshaken;
 use super::sessions::{Caps, ClaimRefused, Owner, SessionRegistry, UserSession};
-use super::topics;
 use crate::config::{BusConfig, BusUser};
+use crate::contract;
 use crate::metrics::Metrics;
 
 /// Username of the modules' own sessions; `$` cannot be configured for a service account.
@@ -266,19 +266,19 @@ impl AuthHandler {
                 admitted
             }
             Identity::User(session) if session.board_only => {
-                !retain && topics::board_credential_may_publish(&session.username, topic)
+                !retain && contract::board_credential_may_publish(&session.username, topic)
             }
             Identity::User(session) => {
                 !retain
-                    && topics::may_publish(
-                        Some(topics::Principal {
+                    && contract::may_publish(
+                        Some(contract::Principal {
                             user_id: session.user_id,
                             username: &session.username,
                         }),
                         topic,
                     )
             }
-            Identity::Anonymous => !retain && topics::may_publish(None, topic),
+            Identity::Anonymous => !retain && contract::may_publish(None, topic),
         }
     }
 
@@ -425,16 +425,16 @@ impl Handler for AuthHandler {
                     && match self.identity_of(session) {
                         Identity::Internal | Identity::Service(_) => true,
                         Identity::User(user) if user.board_only => {
-                            topics::board_credential_may_subscribe(&user.username, filter)
+                            contract::board_credential_may_subscribe(&user.username, filter)
                         }
-                        Identity::User(user) => topics::may_subscribe(
-                            Some(topics::Principal {
+                        Identity::User(user) => contract::may_subscribe(
+                            Some(contract::Principal {
                                 user_id: user.user_id,
                                 username: &user.username,
                             }),
                             filter,
                         ),
-                        Identity::Anonymous => topics::may_subscribe(None, filter),
+                        Identity::Anonymous => contract::may_subscribe(None, filter),
                     };
                 let result = if allowed {
                     SubscribeAclResult::new_success(subscribe.opts.qos(), None)

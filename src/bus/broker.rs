@@ -278,7 +278,7 @@ impl EmbeddedBroker {
         sessions.dedup();
         self.kick(sessions).await;
         let filter =
-            rmqtt::types::TopicFilter::from(format!("{}/#", super::topics::user_root(user_id)));
+            rmqtt::types::TopicFilter::from(format!("{}/#", crate::contract::user_root(user_id)));
         match self.scx.extends.retain().await.get(&filter).await {
             Ok(retained) => retained.into_iter().map(|(t, _)| t.to_string()).collect(),
             Err(e) => {
@@ -290,11 +290,11 @@ impl EmbeddedBroker {
 
     /// The account ids that have retained messages under their private subtree.
     pub async fn user_ids_with_retained(&self) -> Vec<i64> {
-        let filter = rmqtt::types::TopicFilter::from(super::topics::ALL_USER_TOPICS);
+        let filter = rmqtt::types::TopicFilter::from(crate::contract::ALL_USER_TOPICS);
         let mut ids: Vec<i64> = match self.scx.extends.retain().await.get(&filter).await {
             Ok(retained) => retained
                 .iter()
-                .filter_map(|(t, _)| super::topics::user_id_of(t))
+                .filter_map(|(t, _)| crate::contract::user_id_of(t))
                 .collect(),
             Err(_) => Vec::new(),
         };

@@ -1,6 +1,6 @@
 //! Owns the typed bus client every module uses: rumqttc sessions to the broker (the
 //! embedded one over loopback, or an external one), JSON encoding of the payloads in
-//! `topics.rs`, local fan-out of incoming messages to the module subscriptions, and
+//! `crate::contract`, local fan-out of incoming messages to the module subscriptions, and
 //! re-subscription after every reconnect.
 //!
 //! Each client has two sessions: one publishes, one consumes. A module that is slow to
@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::BusError;
-use super::topics::{BusMessage, Qos, filter_matches};
+use crate::contract::{BusMessage, Qos, filter_matches};
 
 /// Messages a slow subscriber may have waiting before the client stops reading from
 /// the broker (back-pressure instead of loss).

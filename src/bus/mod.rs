@@ -1,6 +1,6 @@
 //! Owns the message bus every module talks over: the embedded rmqtt broker (or, in
 //! external mode, the address of an existing broker) and the factory for typed
-//! [`BusClient`] sessions. Topic names and payloads live in [`topics`] only.
+//! [`BusClient`] sessions. Topic names and payloads live in [`crate::contract`] only.
 //!
 //! With the embedded broker it also ends the sessions of revoked accounts and publishes
 //! presence: each user's session count on this broker as the retained
@@ -11,7 +11,6 @@ mod broker;
 mod client;
 mod connect_guard;
 mod sessions;
-pub mod topics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,9 +25,9 @@ pub use client::{BusClient, ConnectOptions, Incoming, Sessions};
 pub use sessions::UserSession;
 
 use crate::config::{BrokerUrl, BusConfig, BusMode, BusUser};
+use crate::contract::{self, AccountChange, AccountEvent, BusMessage};
 use crate::metrics::Metrics;
 use broker::EmbeddedBroker;
-use topics::{AccountChange, AccountEvent, BusMessage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -170,7 +169,7 @@ impl Bus {
     pub fn client(
         &self,
         name: &str,
-        last_will: Option<(String, Vec<u8>, topics::Qos, bool)>,
+        last_will: Option<(String, Vec<u8>, contract::Qos, bool)>,
     ) -> (BusClient, JoinHandle<()>) {
         self.client_with(name, last_will, Sessions::Both)
     }
@@ -188,7 +187,7 @@ impl Bus {
     fn client_with(
         &self,
         name: &str,
-        last_will: Option<(String, Vec<u8>, topics::Qos, bool)>,
+        last_will: Option<(String, Vec<u8>, contract::Qos, bool)>,
         sessions: Sessions,
     ) -> (BusClient, JoinHandle<()>) {
         BusClient::start(ConnectOptions {
@@ -230,11 +229,11 @@ async fn publish_presence(
     session: JoinHandle<()>,
 ) {
     while let Some(change) = changes.recv().await {
-        let topic = topics::presence(&change.username);
+        let topic = contract::presence(&change.username);
         let payload = if change.sessions == 0 {
             Vec::new()
         } else {
-            match serde_json::to_vec(&topics::LocalPresence {
+            match serde_json::to_vec(&contract::LocalPresence {
                 user: change.username,
                 sessions: change.sessions,
             }) {
@@ -242,7 +241,7 @@ async fn publish_presence(
                 Err(_) => continue,
             }
         };
-        let delivery = topics::LocalPresence::DELIVERY;
+        let delivery = contract::LocalPresence::DELIVERY;
         if client
             .publish_raw(&topic, payload, delivery.qos, delivery.retain)
             .await
@@ -324,7 +323,7 @@ async fn enforce_account_changes(
 async fn forget_account(broker: &EmbeddedBroker, client: &BusClient, user_id: i64) {
     for topic in broker.forget_account(user_id).await {
         if let Err(e) = client
-            .publish_raw(&topic, Vec::new(), topics::Qos::AtLeastOnce, true)
+            .publish_raw(&topic, Vec::new(), contract::Qos::AtLeastOnce, true)
             .await
         {
             tracing::warn!(error = %e, "cannot clear a deleted account's retained message");

@@ -21,11 +21,11 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::bus::topics::{
+pub use crate::config::NodeChoice;
+use crate::contract::{
     self, Directory, Heartbeat, InboxAck, InboxMessage, OnlineUser, OnlineUsers, SendMode,
     SendRequest, SendResult,
 };
-pub use crate::config::NodeChoice;
 use nodes::NodeList;
 
 /// Users fewer before "fewest users" switches.
@@ -460,11 +460,11 @@ impl Driver {
     ) -> End {
         let me = self.opts.username.clone();
         for filter in [
-            topics::mesh_inbox(&me),
-            topics::mesh_result(&me),
-            topics::MESH_HEARTBEAT.to_owned(),
-            topics::MESH_DIRECTORY.to_owned(),
-            topics::MESH_ONLINE.to_owned(),
+            contract::mesh_inbox(&me),
+            contract::mesh_result(&me),
+            contract::MESH_HEARTBEAT.to_owned(),
+            contract::MESH_DIRECTORY.to_owned(),
+            contract::MESH_ONLINE.to_owned(),
         ] {
             let _ = client.try_subscribe(filter, QoS::AtLeastOnce);
         }
@@ -474,7 +474,7 @@ impl Driver {
             *sent = Instant::now();
             if let Ok(payload) = serde_json::to_vec(req) {
                 let _ =
-                    client.try_publish(topics::mesh_send(&me), QoS::AtLeastOnce, false, payload);
+                    client.try_publish(contract::mesh_send(&me), QoS::AtLeastOnce, false, payload);
             }
         }
         self.current.send_replace(Current {
@@ -499,7 +499,7 @@ impl Driver {
             tokio::select! {
                 event = eventloop.poll() => match event {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if p.topic == topics::MESH_HEARTBEAT {
+                        if p.topic == contract::MESH_HEARTBEAT {
                             if let Ok(hb) = serde_json::from_slice::<Heartbeat>(&p.payload) {
                                 last_beat = Instant::now();
                                 if node.is_none() {
@@ -511,7 +511,7 @@ impl Driver {
                                 }
                                 self.nodes.set_users(addr, hb.users);
                             }
-                        } else if p.topic == topics::MESH_DIRECTORY {
+                        } else if p.topic == contract::MESH_DIRECTORY {
                             if let Ok(dir) = serde_json::from_slice::<Directory>(&p.payload) {
                                 self.nodes.merge(&dir, self.opts.discover);
                                 if first_directory {
@@ -522,17 +522,17 @@ impl Driver {
                                     }
                                 }
                             }
-                        } else if p.topic == topics::MESH_ONLINE {
+                        } else if p.topic == contract::MESH_ONLINE {
                             if let Ok(online) = serde_json::from_slice::<OnlineUsers>(&p.payload) {
                                 self.online.send_replace(online.users);
                             }
-                        } else if p.topic == topics::mesh_result(&me) {
+                        } else if p.topic == contract::mesh_result(&me) {
                             if let Ok(result) = serde_json::from_slice::<SendResult>(&p.payload)
                                 && let Some((_, reply, _)) = self.pending.remove(&result.req)
                             {
                                 let _ = reply.send(result);
                             }
-                        } else if p.topic == topics::mesh_inbox(&me)
+                        } else if p.topic == contract::mesh_inbox(&me)
                             && let Ok(msg) = serde_json::from_slice::<InboxMessage>(&p.payload)
                         {
                             self.receive(&client, msg).await;
@@ -544,7 +544,7 @@ impl Driver {
                 cmd = commands.recv() => match cmd {
                     Some(Command::Request { req, reply }) => {
                         if let Ok(payload) = serde_json::to_vec(&req) {
-                            let _ = client.try_publish(topics::mesh_send(&me), QoS::AtLeastOnce, false, payload);
+                            let _ = client.try_publish(contract::mesh_send(&me), QoS::AtLeastOnce, false, payload);
                         }
                         self.pending.insert(req.req.clone(), (req, reply, Instant::now()));
                     }
@@ -563,7 +563,7 @@ impl Driver {
                         if sent.elapsed() > timeout {
                             *sent = Instant::now();
                             if let Ok(payload) = serde_json::to_vec(req) {
-                                let _ = client.try_publish(topics::mesh_send(&me), QoS::AtLeastOnce, false, payload);
+                                let _ = client.try_publish(contract::mesh_send(&me), QoS::AtLeastOnce, false, payload);
                             }
                         }
                     }
@@ -612,7 +612,7 @@ impl Driver {
             && let Ok(payload) = serde_json::to_vec(&InboxAck { id: msg.id.clone() })
         {
             let _ = client.try_publish(
-                topics::mesh_ack(&self.opts.username),
+                contract::mesh_ack(&self.opts.username),
                 QoS::AtLeastOnce,
                 false,
                 payload,

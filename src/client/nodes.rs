@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bus::topics::Directory;
+use crate::contract::Directory;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct KnownNode {
@@ -138,7 +138,7 @@ impl NodeList {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::topics::{DirectoryEntry, NodeAdvert};
+    use crate::contract::{DirectoryEntry, NodeAdvert};
 
     #[test]
     fn merge_discover_and_persist() {

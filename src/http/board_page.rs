@@ -12,7 +12,7 @@ use axum::response::IntoResponse;
 use super::AppState;
 use super::html::{Nav, alert, escape, page};
 use super::pages::{Page, csrf, current_user};
-use crate::bus::topics::valid_board;
+use crate::contract::valid_board;
 
 pub async fn script() -> impl IntoResponse {
     (

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, MeshUser};
-use crate::bus::topics::{OnlineUser, SendMode, SendRefusal, SendRequest, SendResult};
+use crate::contract::{OnlineUser, SendMode, SendRefusal, SendRequest, SendResult};
 use crate::mesh::MeshStatus;
 
 #[derive(Debug, Deserialize)]

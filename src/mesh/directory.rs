@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::bus::topics::NodeAdvert;
+use crate::contract::NodeAdvert;
 use crate::storage::mesh::StoredNode;
 
 pub struct Directory {

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::bus::topics::{self, BusMessage, Directory, Envelope, Heartbeat, PeerHello, Qos};
 use crate::bus::{BusClient, ConnectOptions, Sessions};
 use crate::config::BrokerUrl;
+use crate::contract::{self, BusMessage, Directory, Envelope, Heartbeat, PeerHello, Qos};
 
 /// What a link reports.
 #[derive(Debug)]
@@ -88,7 +88,12 @@ impl Link {
             return false;
         };
         self.client
-            .try_publish_raw(&topics::mesh_link(own_id), payload, Qos::AtLeastOnce, false)
+            .try_publish_raw(
+                &contract::mesh_link(own_id),
+                payload,
+                Qos::AtLeastOnce,
+                false,
+            )
             .is_ok()
     }
 
@@ -99,7 +104,7 @@ impl Link {
         };
         self.client
             .try_publish_raw(
-                &topics::mesh_peer_hello(&hello.node),
+                &contract::mesh_peer_hello(&hello.node),
                 payload,
                 PeerHello::DELIVERY.qos,
                 PeerHello::DELIVERY.retain,
@@ -120,13 +125,13 @@ impl Link {
 async fn watch(client: BusClient, addr: String, events: mpsc::Sender<LinkEvent>) {
     let mut connected = client.watch_connected();
     let Ok(mut directory) = client
-        .subscribe(topics::MESH_DIRECTORY, Directory::DELIVERY.qos)
+        .subscribe(contract::MESH_DIRECTORY, Directory::DELIVERY.qos)
         .await
     else {
         return;
     };
     let Ok(mut heartbeat) = client
-        .subscribe(topics::MESH_HEARTBEAT, Heartbeat::DELIVERY.qos)
+        .subscribe(contract::MESH_HEARTBEAT, Heartbeat::DELIVERY.qos)
         .await
     else {
         return;

@@ -27,9 +27,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Addresses;
-use crate::bus::topics::{self, Heartbeat, NodeAdvert, OnlineUser, SendRequest, SendResult};
 use crate::bus::{Bus, BusError};
 use crate::config::Config;
+use crate::contract::{self, Heartbeat, NodeAdvert, OnlineUser, SendRequest, SendResult};
 use crate::metrics::Metrics;
 use crate::storage::{Db, StorageError};
 
@@ -291,7 +291,7 @@ async fn heartbeat(
             seq,
             users: users.load(Ordering::Relaxed),
         };
-        if let Err(e) = client.publish(topics::MESH_HEARTBEAT, &beat).await {
+        if let Err(e) = client.publish(contract::MESH_HEARTBEAT, &beat).await {
             tracing::debug!(error = %e, "heartbeat not sent");
         }
     }

@@ -24,14 +24,14 @@ use super::directory::Directory;
 use super::links::{Link, LinkEvent, LinkSettings};
 use super::presence::PresenceTable;
 use super::{ApiCall, LinkStatus, MeshStatus, NodeStatusEntry};
-use crate::bus::topics::{
+use crate::bus::{BusClient, Incoming};
+use crate::config::MeshConfig;
+use crate::contract::{
     self, AccountChange, AccountEvent, AlertEvent, BusMessage, ClaimedName, Envelope, InboxAck,
     InboxMessage, LinkPing, LocalPresence, MeshAck, MeshMessage, NameClaims, NodeAdvert,
     OnlineUsers, PeerHello, Presence, Revocation, SendMode, SendRefusal, SendRequest, SendResult,
     Target,
 };
-use crate::bus::{BusClient, Incoming};
-use crate::config::MeshConfig;
 use crate::domain::time::system_now;
 use crate::domain::time::{now_ms, rfc3339_ms};
 use crate::metrics::Metrics;
@@ -254,16 +254,16 @@ impl Node {
     fn count(&self, outcome: &str, env: &Envelope) {
         // Tags from peers are free text: keep the label set bounded.
         let tag = match env.tag.as_str() {
-            t @ (topics::TAG_MESSAGE
-            | topics::TAG_ACK
-            | topics::TAG_ALERT
-            | topics::TAG_PRESENCE
-            | topics::TAG_ADVERTS
-            | topics::TAG_PING
-            | topics::TAG_PONG
-            | topics::TAG_REVOKE
-            | topics::TAG_NAMES
-            | topics::TAG_BOARD) => t,
+            t @ (contract::TAG_MESSAGE
+            | contract::TAG_ACK
+            | contract::TAG_ALERT
+            | contract::TAG_PRESENCE
+            | contract::TAG_ADVERTS
+            | contract::TAG_PING
+            | contract::TAG_PONG
+            | contract::TAG_REVOKE
+            | contract::TAG_NAMES
+            | contract::TAG_BOARD) => t,
             _ => "other",
         };
         self.metrics
@@ -353,7 +353,7 @@ impl Node {
     }
 
     async fn on_link_message(&mut self, m: Incoming) {
-        let Some(via) = topics::mesh_link_sender(&m.topic).map(str::to_owned) else {
+        let Some(via) = contract::mesh_link_sender(&m.topic).map(str::to_owned) else {
             return;
         };
         let Ok(mut env) = m.decode::<Envelope>() else {
@@ -368,7 +368,7 @@ impl Node {
         env.hops = env.hops.saturating_add(1);
         let for_me = matches!(&env.to, Target::Node(n) if n == &self.own_id);
         match env.tag.as_str() {
-            topics::TAG_ADVERTS => {
+            contract::TAG_ADVERTS => {
                 let Ok(adverts) = serde_json::from_value::<Vec<NodeAdvert>>(env.data.clone())
                 else {
                     return;
@@ -382,7 +382,7 @@ impl Node {
                     self.route(&env, Some(&via));
                 }
             }
-            topics::TAG_PRESENCE => {
+            contract::TAG_PRESENCE => {
                 if let Ok(p) = serde_json::from_value::<Presence>(env.data.clone())
                     && self.presence.merge(p, Instant::now())
                 {
@@ -390,14 +390,14 @@ impl Node {
                 }
                 self.route(&env, Some(&via));
             }
-            topics::TAG_PING if for_me => {
+            contract::TAG_PING if for_me => {
                 let pong = Envelope {
                     to: Target::Node(env.origin.clone()),
-                    ..self.new_envelope("", Target::All, topics::TAG_PONG, env.data)
+                    ..self.new_envelope("", Target::All, contract::TAG_PONG, env.data)
                 };
                 self.route(&pong, None);
             }
-            topics::TAG_PONG if for_me => {
+            contract::TAG_PONG if for_me => {
                 if let Ok(ping) = serde_json::from_value::<LinkPing>(env.data) {
                     let rtt = Duration::from_millis(
                         u64::try_from(now_ms())
@@ -419,20 +419,20 @@ impl Node {
                     }
                 }
             }
-            topics::TAG_ACK if for_me => {
+            contract::TAG_ACK if for_me => {
                 if let Ok(ack) = serde_json::from_value::<MeshAck>(env.data) {
                     self.on_ack(&ack.msg, &ack.user);
                 }
             }
-            topics::TAG_BOARD => {
+            contract::TAG_BOARD => {
                 // Hand it to this node's board module, and on to the others.
                 if let Ok(payload) = serde_json::to_vec(&env.data)
                     && let Err(e) = self
                         .bus
                         .publish_raw(
-                            topics::BOARDS_REMOTE,
+                            contract::BOARDS_REMOTE,
                             payload,
-                            topics::Qos::AtLeastOnce,
+                            contract::Qos::AtLeastOnce,
                             false,
                         )
                         .await
@@ -441,13 +441,13 @@ impl Node {
                 }
                 self.route(&env, Some(&via));
             }
-            topics::TAG_NAMES => {
+            contract::TAG_NAMES => {
                 if let Ok(claims) = serde_json::from_value::<NameClaims>(env.data.clone()) {
                     self.on_name_claims(&env.origin, claims).await;
                 }
                 self.route(&env, Some(&via));
             }
-            topics::TAG_REVOKE => {
+            contract::TAG_REVOKE => {
                 if let Ok(r) = serde_json::from_value::<Revocation>(env.data.clone()) {
                     let stored = self
                         .db
@@ -467,7 +467,7 @@ impl Node {
                 }
                 self.route(&env, Some(&via));
             }
-            topics::TAG_MESSAGE | topics::TAG_ALERT => match env.to.clone() {
+            contract::TAG_MESSAGE | contract::TAG_ALERT => match env.to.clone() {
                 Target::User(user) => {
                     if self.presence.is_local(&user) {
                         self.deliver_local(&user, &env).await;
@@ -491,7 +491,7 @@ impl Node {
 
     /// Hands a message or alert to a user connected here.
     async fn deliver_local(&mut self, user: &str, env: &Envelope) {
-        let inbox = if env.tag == topics::TAG_ALERT {
+        let inbox = if env.tag == contract::TAG_ALERT {
             let Ok(alert) = serde_json::from_value::<AlertEvent>(env.data.clone()) else {
                 return;
             };
@@ -528,7 +528,7 @@ impl Node {
             }
         };
         self.metrics.mesh_local_deliveries.inc();
-        if let Err(e) = self.bus.publish(&topics::mesh_inbox(user), &inbox).await {
+        if let Err(e) = self.bus.publish(&contract::mesh_inbox(user), &inbox).await {
             tracing::warn!(error = %e, "cannot hand a message to a local user");
         }
     }
@@ -536,7 +536,7 @@ impl Node {
     // ----- acknowledgements ------------------------------------------------------
 
     fn on_user_ack(&mut self, m: Incoming) {
-        let Some(user) = topics::mesh_user_of(&m.topic, "ack").map(str::to_owned) else {
+        let Some(user) = contract::mesh_user_of(&m.topic, "ack").map(str::to_owned) else {
             return;
         };
         let Ok(ack) = m.decode::<InboxAck>() else {
@@ -552,7 +552,7 @@ impl Node {
             self.on_ack(&ack.id, &user);
         } else {
             let data = serde_json::to_value(MeshAck { msg: ack.id, user }).unwrap_or_default();
-            let env = self.new_envelope("", Target::Node(origin), topics::TAG_ACK, data);
+            let env = self.new_envelope("", Target::Node(origin), contract::TAG_ACK, data);
             self.route(&env, None);
         }
     }
@@ -610,7 +610,7 @@ impl Node {
     }
 
     async fn on_user_send(&mut self, m: Incoming) {
-        let Some(user) = topics::mesh_user_of(&m.topic, "send").map(str::to_owned) else {
+        let Some(user) = contract::mesh_user_of(&m.topic, "send").map(str::to_owned) else {
             return;
         };
         match m.decode::<SendRequest>() {
@@ -726,7 +726,7 @@ impl Node {
                 let mut env = self.new_envelope(
                     from,
                     Target::All,
-                    topics::TAG_MESSAGE,
+                    contract::TAG_MESSAGE,
                     serde_json::to_value(&message).unwrap_or_default(),
                 );
                 env.id = msg_id.clone();
@@ -771,7 +771,7 @@ impl Node {
         let env = self.new_envelope(
             from,
             Target::User(to.to_owned()),
-            topics::TAG_MESSAGE,
+            contract::TAG_MESSAGE,
             serde_json::to_value(message).unwrap_or_default(),
         );
         if self.presence.is_local(to) {
@@ -844,7 +844,7 @@ impl Node {
 
     fn announce_presence(&mut self) {
         let data = serde_json::to_value(self.presence.own()).unwrap_or_default();
-        let env = self.new_envelope("", Target::All, topics::TAG_PRESENCE, data);
+        let env = self.new_envelope("", Target::All, contract::TAG_PRESENCE, data);
         self.route(&env, None);
     }
 
@@ -867,7 +867,7 @@ impl Node {
             return;
         }
         let data = serde_json::to_value(&alert).unwrap_or_default();
-        let env = self.new_envelope("", Target::User(name.clone()), topics::TAG_ALERT, data);
+        let env = self.new_envelope("", Target::User(name.clone()), contract::TAG_ALERT, data);
         if self.presence.is_local(&name) {
             self.deliver_local(&name, &env).await;
         }
@@ -882,7 +882,7 @@ impl Node {
         let Ok(data) = serde_json::from_slice::<Value>(&m.payload) else {
             return;
         };
-        let env = self.new_envelope("", Target::All, topics::TAG_BOARD, data);
+        let env = self.new_envelope("", Target::All, contract::TAG_BOARD, data);
         self.route(&env, None);
     }
 
@@ -918,7 +918,7 @@ impl Node {
             expires_at: now + i64::try_from(self.token_lifetime.as_secs()).unwrap_or(i64::MAX / 4),
         };
         let data = serde_json::to_value(revocation).unwrap_or_default();
-        let env = self.new_envelope("", Target::All, topics::TAG_REVOKE, data);
+        let env = self.new_envelope("", Target::All, contract::TAG_REVOKE, data);
         self.route(&env, None);
     }
 
@@ -959,7 +959,7 @@ impl Node {
             );
         }
         let data = serde_json::to_value(NameClaims { names }).unwrap_or_default();
-        let env = self.new_envelope("", Target::All, topics::TAG_NAMES, data);
+        let env = self.new_envelope("", Target::All, contract::TAG_NAMES, data);
         self.route(&env, None);
     }
 
@@ -1097,7 +1097,7 @@ impl Node {
                 if !changed.is_empty() {
                     self.dir_changed();
                     let data = serde_json::to_value(changed).unwrap_or_default();
-                    let env = self.new_envelope("", Target::All, topics::TAG_ADVERTS, data);
+                    let env = self.new_envelope("", Target::All, contract::TAG_ADVERTS, data);
                     self.route(&env, Some(&directory.node));
                     self.ensure_links();
                 }
@@ -1138,7 +1138,7 @@ impl Node {
         let targets: Vec<String> = self.links.values().filter_map(|l| l.node.clone()).collect();
         for node in targets {
             let data = serde_json::to_value(LinkPing { t_ms }).unwrap_or_default();
-            let env = self.new_envelope("", Target::Node(node.clone()), topics::TAG_PING, data);
+            let env = self.new_envelope("", Target::Node(node.clone()), contract::TAG_PING, data);
             self.send_direct(&node, &env);
         }
     }
@@ -1170,7 +1170,7 @@ impl Node {
         if !changed.is_empty() {
             self.dir_changed();
             let data = serde_json::to_value(changed).unwrap_or_default();
-            let env = self.new_envelope("", Target::All, topics::TAG_ADVERTS, data);
+            let env = self.new_envelope("", Target::All, contract::TAG_ADVERTS, data);
             self.route(&env, Some(&hello.node));
             self.ensure_links();
         }
@@ -1185,7 +1185,7 @@ impl Node {
             .refresh_own(users, u64::try_from(now_ms()).unwrap_or_default());
         self.dir_changed();
         let data = serde_json::to_value(vec![own]).unwrap_or_default();
-        let env = self.new_envelope("", Target::All, topics::TAG_ADVERTS, data);
+        let env = self.new_envelope("", Target::All, contract::TAG_ADVERTS, data);
         self.flood(&env, None);
         let hello = self.hello();
         for link in self.links.values().filter(|l| l.connected) {
@@ -1328,7 +1328,7 @@ impl Node {
                         *r = (now, RETRY_FIRST);
                     }
                 }
-                if let Err(e) = self.bus.publish(topics::MESH_ONLINE, &online).await {
+                if let Err(e) = self.bus.publish(contract::MESH_ONLINE, &online).await {
                     tracing::debug!(error = %e, "cannot publish the online list");
                 }
                 self.last_online = Some(online);
@@ -1340,7 +1340,7 @@ impl Node {
             self.dir_publish = false;
             self.dir_published = now;
             let directory = self.directory_view();
-            if let Err(e) = self.bus.publish(topics::MESH_DIRECTORY, &directory).await {
+            if let Err(e) = self.bus.publish(contract::MESH_DIRECTORY, &directory).await {
                 tracing::debug!(error = %e, "cannot publish the directory");
             }
         }
@@ -1368,7 +1368,7 @@ impl Node {
         }
     }
 
-    fn directory_view(&self) -> topics::Directory {
+    fn directory_view(&self) -> contract::Directory {
         let nodes = self
             .dir
             .all()
@@ -1384,14 +1384,14 @@ impl Node {
                     // Its link is down: whoever was there has gone elsewhere or is gone.
                     advert.users = 0;
                 }
-                topics::DirectoryEntry {
+                contract::DirectoryEntry {
                     reachable,
                     rtt_ms: link.and_then(|l| l.rtt).map(|d| d.as_secs_f64() * 1000.0),
                     advert,
                 }
             })
             .collect();
-        topics::Directory {
+        contract::Directory {
             node: self.own_id.clone(),
             nodes,
         }
@@ -1468,7 +1468,7 @@ impl Node {
         let duplicate_messages = self
             .metrics
             .mesh_envelopes
-            .with_label_values(&["duplicate", topics::TAG_MESSAGE])
+            .with_label_values(&["duplicate", contract::TAG_MESSAGE])
             .get();
         let queued = self.db.call(|c| store::waiting_count(c)).await.unwrap_or(0);
         let remote_names = self
@@ -1522,7 +1522,7 @@ async fn deliver_reply(bus: &BusClient, reply: Reply, result: SendResult) {
             let _ = tx.send(result);
         }
         Reply::Mqtt(user) => {
-            if let Err(e) = bus.publish(&topics::mesh_result(&user), &result).await {
+            if let Err(e) = bus.publish(&contract::mesh_result(&user), &result).await {
                 tracing::debug!(error = %e, "cannot answer a send request");
             }
         }
@@ -1558,7 +1558,7 @@ pub fn check_request(req: &SendRequest, max_bytes: usize) -> Result<(), String> 
 }
 
 /// Keeps `Incoming` decoding in one place for the subscriptions the node reads.
-pub fn filters() -> [(&'static str, topics::Qos); 8] {
+pub fn filters() -> [(&'static str, contract::Qos); 8] {
     [
         (Envelope::FILTER, Envelope::DELIVERY.qos),
         (PeerHello::FILTER, PeerHello::DELIVERY.qos),
@@ -1567,7 +1567,7 @@ pub fn filters() -> [(&'static str, topics::Qos); 8] {
         (InboxAck::FILTER, InboxAck::DELIVERY.qos),
         (AlertEvent::FILTER, AlertEvent::DELIVERY.qos),
         (AccountEvent::FILTER, AccountEvent::DELIVERY.qos),
-        (topics::BOARDS_LOCAL, topics::Qos::AtLeastOnce),
+        (contract::BOARDS_LOCAL, contract::Qos::AtLeastOnce),
     ]
 }
 

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use crate::bus::topics::{OnlineUser, Presence};
+use crate::contract::{OnlineUser, Presence};
 
 pub struct PresenceTable {
     own_id: String,

@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::topics::{
+use crate::bus::{Bus, BusClient, BusError, Incoming};
+use crate::contract::{
     self, BOARDS_LOCAL, BOARDS_REMOTE, BoardEvent, BoardEventKind, BoardInput, BoardPoint,
     BoardSnapshot, BoardUser, Qos, SNAPSHOT_PART,
 };
-use crate::bus::{Bus, BusClient, BusError, Incoming};
 use crate::metrics::Metrics;
 use crate::storage::Db;
 use crate::storage::boards::{self as store, BoardWrite, StoredPoint};
@@ -275,7 +275,7 @@ impl Boards {
 
     async fn publish(&self, event: &BoardEvent, local: bool) -> Result<(), BusError> {
         self.bus
-            .publish(&topics::board_events(&event.board), event)
+            .publish(&contract::board_events(&event.board), event)
             .await?;
         if local {
             let payload = serde_json::to_vec(event).map_err(|e| BusError::Encode(e.to_string()))?;
@@ -288,7 +288,7 @@ impl Boards {
 
     async fn on_input(&mut self, m: Incoming) {
         let Some((board, user)) =
-            topics::board_draw_of(&m.topic).map(|(b, u)| (b.to_owned(), u.to_owned()))
+            contract::board_draw_of(&m.topic).map(|(b, u)| (b.to_owned(), u.to_owned()))
         else {
             return;
         };
@@ -319,7 +319,7 @@ impl Boards {
                 .collect()
         };
         let parts = chunks.len() as u32;
-        let topic = topics::board_snapshot(user, name);
+        let topic = contract::board_snapshot(user, name);
         for (i, points) in chunks.into_iter().enumerate() {
             let snap = BoardSnapshot {
                 board: name.to_owned(),
@@ -411,7 +411,7 @@ pub async fn start(
                 Some(m) = inputs.recv() => boards.on_input(m).await,
                 Some(m) = remote.recv() => {
                     if let Ok(event) = m.decode::<BoardEvent>()
-                        && topics::valid_board(&event.board)
+                        && contract::valid_board(&event.board)
                     {
                         boards.apply(event, false).await;
                     }

@@ -15,9 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::topics::{BusMessage, SubscriptionsChanged, WEATHER_OBSERVED, WeatherObserved};
 use crate::bus::{Bus, BusClient, BusError, Incoming};
 use crate::config::WeatherConfig;
+use crate::contract::{BusMessage, SubscriptionsChanged, WEATHER_OBSERVED, WeatherObserved};
 use crate::domain::time::system_now;
 use crate::domain::weather::Coord;
 use crate::metrics::Metrics;

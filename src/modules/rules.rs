@@ -20,11 +20,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::topics::{
+use crate::bus::{Bus, BusClient, BusError, Incoming};
+use crate::contract::{
     self, AlertEvent, AlertState, BusMessage, Change, Qos, SubscriptionStateMsg,
     SubscriptionsChanged, WeatherObserved,
 };
-use crate::bus::{Bus, BusClient, BusError, Incoming};
 use crate::domain::subscription::{ConstraintState, Kind, Subscription, cell};
 use crate::domain::time::{now_ms, rfc3339_ms};
 use crate::domain::weather::Conditions;
@@ -367,12 +367,12 @@ impl Rules {
                 };
                 counter.inc();
                 self.client
-                    .publish(&topics::user_alerts(user_id), event)
+                    .publish(&contract::user_alerts(user_id), event)
                     .await?;
             }
             self.client
                 .publish(
-                    &topics::subscription_state(user_id, outcome.state.subscription_id),
+                    &contract::subscription_state(user_id, outcome.state.subscription_id),
                     &outcome.state,
                 )
                 .await?;
@@ -385,7 +385,7 @@ impl Rules {
     /// of its place (with its stored state, so nothing is raised twice), whichever of
     /// the change and the observation arrived first.
     async fn on_change(&self, change: SubscriptionsChanged) -> Result<(), RulesError> {
-        let topic = topics::subscription_state(change.user_id, change.subscription_id);
+        let topic = contract::subscription_state(change.user_id, change.subscription_id);
         if change.change == Change::Deleted {
             // An empty retained message removes the retained state.
             self.client

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::bus::BusClient;
-use crate::bus::topics::{Change, SUBSCRIPTIONS_CHANGED, SubscriptionsChanged};
 use crate::config::WeatherConfig;
+use crate::contract::{Change, SUBSCRIPTIONS_CHANGED, SubscriptionsChanged};
 use crate::domain::subscription::{Kind, Subscription, cell};
 use crate::domain::time::system_now;
 use crate::domain::user::Units;
@@ -145,7 +145,7 @@ impl SubscriptionView {
             notify_on_clear: s.notify_on_clear,
             for_observations: s.for_observations,
             enabled: s.enabled,
-            state_topic: crate::bus::topics::subscription_state(s.user_id, s.id),
+            state_topic: crate::contract::subscription_state(s.user_id, s.id),
         }
     }
 }

@@ -12,8 +12,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::topics::{self, BusMessage, NodeState, NodeStatus, Ping, Pong};
 use crate::bus::{Bus, BusClient, BusError, Incoming};
+use crate::contract::{self, BusMessage, NodeState, NodeStatus, Ping, Pong};
 
 const MAX_PING_ID_LEN: usize = 64;
 
@@ -47,7 +47,7 @@ impl SystemService {
         let started = Instant::now();
         let outcome = async {
             self.client
-                .publish(topics::PING, &Ping { id: id.clone() })
+                .publish(contract::PING, &Ping { id: id.clone() })
                 .await?;
             tokio::time::timeout(timeout, rx)
                 .await
@@ -81,7 +81,7 @@ pub async fn start(
     started_at: u64,
     shutdown: CancellationToken,
 ) -> Result<(SystemService, JoinHandle<()>), BusError> {
-    let status_topic = topics::node_status(node_id);
+    let status_topic = contract::node_status(node_id);
     let will = serde_json::to_vec(&status(node_id, NodeState::Offline, started_at))
         .map_err(|e| BusError::Encode(e.to_string()))?;
     let (client, session) = bus.client(
@@ -173,7 +173,7 @@ async fn answer_ping(service: &SystemService, msg: &Incoming) {
         id: ping.id,
         node: service.node_id.to_string(),
     };
-    if let Err(e) = service.client.publish(topics::PONG, &pong).await {
+    if let Err(e) = service.client.publish(contract::PONG, &pong).await {
         tracing::warn!(error = %e, "cannot answer ping");
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use meteomesh::bus::topics::{self, InboxAck, InboxMessage};
+use meteomesh::contract::{self, InboxAck, InboxMessage};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -243,7 +243,7 @@ impl Inbox {
         opts.set_keep_alive(Duration::from_secs(5));
         let (client, mut eventloop) = AsyncClient::new(opts, 1024);
         client
-            .subscribe(topics::mesh_inbox(user), QoS::AtLeastOnce)
+            .subscribe(contract::mesh_inbox(user), QoS::AtLeastOnce)
             .await
             .unwrap();
         // Connected and subscribed before anyone sends.
@@ -275,7 +275,7 @@ impl Inbox {
                 {
                     if msg.ack {
                         let ack = serde_json::to_vec(&InboxAck { id: msg.id.clone() }).unwrap();
-                        let _ = c.try_publish(topics::mesh_ack(&u), QoS::AtLeastOnce, false, ack);
+                        let _ = c.try_publish(contract::mesh_ack(&u), QoS::AtLeastOnce, false, ack);
                     }
                     times.lock().unwrap().push(micros_now());
                     m.lock().unwrap().push(msg);

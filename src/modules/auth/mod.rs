@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 pub use password::Verified;
 pub use token::{Claims, install_provider as install_jwt_provider, looks_like_jwt};
 
-use crate::bus::topics::{ACCOUNT_EVENTS, AccountChange, AccountEvent};
 use crate::bus::{BusClient, Refusal, UserAuthenticator, UserSession};
 use crate::config::{AuthConfig, Secret};
+use crate::contract::{ACCOUNT_EVENTS, AccountChange, AccountEvent};
 use crate::domain::time::system_now;
 use crate::domain::user::{
     MAX_PASSWORD_LEN, Role, Units, check_password, check_timezone, normalize_username,

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::render;
 use super::telegram::{TelegramApi, TelegramError};
-use crate::bus::topics::AlertEvent;
+use crate::contract::AlertEvent;
 use crate::domain::time::now_ms;
 use crate::metrics::Metrics;
 use crate::storage::notify::{self, Due, OutboxKind};

@@ -30,9 +30,9 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::topics::{AlertEvent, BusMessage, SlaEvent};
 use crate::bus::{Bus, BusError, Incoming};
 use crate::config::{NotifierConfig, TelegramConfig};
+use crate::contract::{AlertEvent, BusMessage, SlaEvent};
 use crate::domain::time::now_ms;
 use crate::domain::validation::FieldError;
 use crate::metrics::Metrics;

@@ -3,7 +3,7 @@
 //! than Telegram's 4096 characters. Texts are pure functions of the outbox row and the
 //! user's settings, so a duplicate after a crash is byte-identical and easy to spot.
 
-use crate::bus::topics::{AlertEvent, AlertState, SlaEvent, SlaState};
+use crate::contract::{AlertEvent, AlertState, SlaEvent, SlaState};
 use crate::domain::subscription::Kind;
 pub use crate::domain::text::escape;
 use crate::domain::user::Units;

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::topics::{SLA_EVENTS, SlaEvent, SlaState};
 use crate::bus::{Bus, BusClient};
 use crate::config::SlaConfig;
+use crate::contract::{SLA_EVENTS, SlaEvent, SlaState};
 use crate::domain::validation::FieldError;
 use crate::metrics::Metrics;
 use crate::storage::sla::{self as store, Evaluation, SlaRow};

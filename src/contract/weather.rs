@@ -1,0 +1,57 @@
+//! The weather part of the bus contract: subscription changes (for the poller) and one
+//! observation per polled place (for the rules).
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+/// `meteomesh/v1/subscriptions/changed` — internal: a user's weather subscription was
+/// created, updated or deleted. Published by the subscriptions module; consumed by the
+/// poller (which places to fetch) and the rules (retained state).
+pub const SUBSCRIPTIONS_CHANGED: &str = "meteomesh/v1/subscriptions/changed";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    Created,
+    Updated,
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionsChanged {
+    pub user_id: i64,
+    pub subscription_id: i64,
+    pub change: Change,
+}
+
+impl BusMessage for SubscriptionsChanged {
+    const FILTER: &'static str = SUBSCRIPTIONS_CHANGED;
+    const DELIVERY: Delivery = Delivery {
+        qos: Qos::AtLeastOnce,
+        retain: false,
+    };
+}
+
+/// `meteomesh/v1/weather/observed` — internal: current conditions at one grid cell
+/// (0.01°), published by the poller once per place per cycle; consumed by the rules.
+pub const WEATHER_OBSERVED: &str = "meteomesh/v1/weather/observed";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeatherObserved {
+    /// The grid cell: latitude and longitude × 100, rounded.
+    pub cell_lat: i64,
+    pub cell_lon: i64,
+    pub provider: String,
+    /// Unix seconds when meteomesh received it.
+    pub received_at: i64,
+    pub conditions: crate::domain::weather::Conditions,
+}
+
+impl BusMessage for WeatherObserved {
+    const FILTER: &'static str = WEATHER_OBSERVED;
+    const DELIVERY: Delivery = Delivery {
+        qos: Qos::AtLeastOnce,
+        retain: false,
+    };
+}
