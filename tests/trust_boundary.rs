@@ -989,11 +989,11 @@ async fn an_account_deleted_from_the_command_line_leaves_nothing_on_the_broker()
 
     // `meteomesh user delete`, as the admin on the device would, beside the server.
     for name in ["alice", "carol"] {
-        let action = meteomesh::cli::UserAction::Delete {
+        let action = meteomesh::cli::args::UserAction::Delete {
             username: name.into(),
         };
         let config = t.config.clone();
-        tokio::task::spawn_blocking(move || meteomesh::users_cli::run(&config, action))
+        tokio::task::spawn_blocking(move || meteomesh::cli::users::run(&config, action))
             .await
             .unwrap()
             .unwrap();

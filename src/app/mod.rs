@@ -24,6 +24,7 @@ use crate::modules::{poller, rules};
 use crate::storage::{self, Db, StorageError};
 use crate::weather::{OpenMeteo, OpenWeatherMap, Provider};
 
+pub mod logging;
 pub mod supervisor;
 mod tasks;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cli::Remote;
+use super::args::Remote;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {

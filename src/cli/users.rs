@@ -6,7 +6,7 @@
 use std::io::{BufRead, IsTerminal};
 use std::sync::Arc;
 
-use crate::cli::UserAction;
+use super::args::UserAction;
 use crate::config::Config;
 use crate::domain::user::Role;
 use crate::metrics::Metrics;

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cli::{ClientAction, ClientArgs, MeshAction, Remote};
+use super::args::{ClientAction, ClientArgs, MeshAction, Remote};
+use super::remote::{RemoteError, call};
 use crate::client::{ClientEvent, ClientOptions, MeshClient};
-use crate::remote::{RemoteError, call};
 
 pub fn mesh(remote: &Remote, action: MeshAction) -> Result<String, RemoteError> {
     match action {

@@ -6,11 +6,11 @@ use std::fmt::Write;
 
 use serde_json::{Value, json};
 
-use crate::cli::{Remote, SlaAction};
+use super::args::{Remote, SlaAction};
 use crate::outbound::encode;
 
-pub use crate::remote::RemoteError as SlaCliError;
-use crate::remote::call;
+pub use super::remote::RemoteError as SlaCliError;
+use super::remote::call;
 
 fn num(v: &Value) -> String {
     match v.as_f64() {
