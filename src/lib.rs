@@ -1,11 +1,18 @@
 //! meteomesh: a weather-alert hub and an MQTT message mesh in one process.
 //!
-//! Layers (see docs and ARCHITECTURE): `http` turns requests into calls on module
-//! services; `bus` owns the embedded broker and the topic contract; `modules` hold the
-//! behaviour and talk to each other only over the bus; `storage` is the only place that
-//! knows SQL. `app` wires them together and owns the one shutdown path; `config` the
-//! layered configuration; `cli` the command line; `ops` the non-serving subcommands;
-//! `mesh` links nodes and carries user-to-user messages.
+//! The module map (ARCHITECTURE.md draws it, `tests/architecture.rs` guards it):
+//! - [`domain`]: vocabulary without I/O (the one clock, accounts, subscriptions,
+//!   weather, ids, validation, text); imports no other layer.
+//! - [`contract`]: every bus topic and payload, the ACL and topic filters; imports only
+//!   the domain.
+//! - [`storage`]: the only place that knows SQL; [`config`], [`metrics`], [`outbound`]:
+//!   leaf services.
+//! - [`bus`]: MQTT plumbing (the embedded broker, typed clients), no behaviour.
+//! - [`modules`]: the behaviour, one module per capability (the mesh among them); modules
+//!   never import each other, they exchange contract messages on the bus.
+//! - [`weather`]: the providers; [`http`]: the API and the pages over module services.
+//! - [`app`]: the composition root and the one shutdown path; [`cli`]: the command line.
+//! - [`client`]: the mesh client library (contract and domain only).
 
 // System calls std lacks go through crates with safe interfaces (nix); the binary's
 // allocator setup is the only unsafe code, and it lives in main.rs.
@@ -19,7 +26,6 @@ pub mod config;
 pub mod contract;
 pub mod domain;
 pub mod http;
-pub mod mesh;
 pub mod metrics;
 pub mod modules;
 pub mod outbound;

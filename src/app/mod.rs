@@ -14,9 +14,9 @@ use crate::bus::{BrokerListeners, Bus, BusClient, BusError};
 use crate::config::ProviderKind;
 use crate::config::{BusUser, Config};
 use crate::http::{self, AppState};
-use crate::mesh::{self, MeshError, MeshService};
 use crate::metrics::Metrics;
 use crate::modules::auth::{AuthError, AuthService};
+use crate::modules::mesh::{self, MeshError, MeshService};
 use crate::modules::subscriptions::SubscriptionService;
 use crate::modules::system::{self, SystemService};
 use crate::modules::{host_metrics, notifier, sla};
@@ -28,6 +28,7 @@ pub mod logging;
 pub mod supervisor;
 mod tasks;
 
+pub use crate::modules::Addresses;
 pub use tasks::Tasks;
 
 /// How long the modules get to commit their work and end once HTTP has drained (which
@@ -78,14 +79,6 @@ impl Listeners {
             ws: self.broker.as_ref().and_then(|b| b.ws_addr()),
         }
     }
-}
-
-/// The addresses actually bound (`None` for a disabled listener).
-#[derive(Debug, Clone, Copy)]
-pub struct Addresses {
-    pub http: Option<SocketAddr>,
-    pub mqtt: Option<SocketAddr>,
-    pub ws: Option<SocketAddr>,
 }
 
 /// A started instance. Stop it with [`RunningApp::shutdown`] or by cancelling the token

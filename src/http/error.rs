@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::bus::BusError;
 pub use crate::domain::validation::FieldError;
-use crate::mesh::MeshError;
 use crate::modules::auth::AuthError;
+use crate::modules::mesh::MeshError;
 use crate::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]

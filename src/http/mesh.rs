@@ -10,7 +10,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, MeshUser};
 use crate::contract::{OnlineUser, SendMode, SendRefusal, SendRequest, SendResult};
-use crate::mesh::MeshStatus;
+use crate::modules::mesh::MeshStatus;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -32,9 +32,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 
 use crate::config::{BusMode, HttpConfig};
-use crate::mesh::MeshService;
 use crate::metrics::Metrics;
 use crate::modules::auth::AuthService;
+use crate::modules::mesh::MeshService;
 use crate::modules::notifier::NotifierService;
 use crate::modules::poller::PollerHandle;
 use crate::modules::sla::SlaService;

@@ -5,9 +5,21 @@
 pub mod auth;
 pub mod board;
 pub mod host_metrics;
+pub mod mesh;
 pub mod notifier;
 pub mod poller;
 pub mod rules;
 pub mod sla;
 pub mod subscriptions;
 pub mod system;
+
+use std::net::SocketAddr;
+
+/// The addresses the app bound (`None` for a disabled listener), for modules that
+/// advertise where they can be reached (the mesh).
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    pub http: Option<SocketAddr>,
+    pub mqtt: Option<SocketAddr>,
+    pub ws: Option<SocketAddr>,
+}

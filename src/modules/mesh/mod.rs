@@ -26,11 +26,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::Addresses;
 use crate::bus::{Bus, BusError};
 use crate::config::Config;
 use crate::contract::{self, Heartbeat, NodeAdvert, OnlineUser, SendRequest, SendResult};
 use crate::metrics::Metrics;
+use crate::modules::Addresses;
 use crate::storage::{Db, StorageError};
 
 pub use node::check_request;
