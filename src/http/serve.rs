@@ -117,7 +117,7 @@ async fn refuse_busy_client(mut stream: tokio::net::TcpStream) {
 }
 
 /// Serves `router` until `shutdown`, then stops accepting, lets every connection finish
-/// its request in flight (for up to [`DRAIN`]) and returns.
+/// its request in flight (for up to `DRAIN`) and returns.
 pub async fn serve(
     listener: TcpListener,
     router: Router,

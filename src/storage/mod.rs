@@ -12,6 +12,7 @@ mod migrations;
 pub mod notify;
 pub mod sla;
 pub mod subscriptions;
+pub mod telegram_link;
 pub mod users;
 
 use std::path::{Path, PathBuf};

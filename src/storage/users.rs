@@ -1,7 +1,7 @@
 //! Owns the `users` and `revoked_tokens` tables: accounts and the login-token denylist.
 //! Usernames are stored lowercase and compared case-insensitively.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::StorageError;
 use crate::domain::user::{Role, Units};
@@ -171,6 +171,56 @@ pub fn update(conn: &Connection, u: &User) -> Result<(), StorageError> {
 /// Deletes the user; their rows in other tables go with them (foreign keys cascade).
 pub fn delete(conn: &Connection, id: i64) -> Result<bool, StorageError> {
     Ok(conn.execute("DELETE FROM users WHERE id = ?1", [id])? > 0)
+}
+
+/// What a change guarded by "keep one administrator" did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminGuarded<T> {
+    Done(T),
+    NotFound,
+    /// Refused: it would leave no administrator.
+    LastAdmin,
+}
+
+/// Deletes an account and everything it owns (foreign keys cascade), unless it is the
+/// last administrator; checked and done in one immediate transaction, so two deletions
+/// at once cannot remove the last two. Returns the deleted username.
+pub fn delete_keeping_an_admin(
+    conn: &mut Connection,
+    id: i64,
+) -> Result<AdminGuarded<String>, StorageError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(user) = by_id(&tx, id)? else {
+        return Ok(AdminGuarded::NotFound);
+    };
+    if user.role == Role::Admin && count_admins(&tx)? <= 1 {
+        return Ok(AdminGuarded::LastAdmin);
+    }
+    delete(&tx, id)?;
+    tx.commit()?;
+    Ok(AdminGuarded::Done(user.username))
+}
+
+/// Sets an account's role, unless that demotes the last administrator (one immediate
+/// transaction, as above). `now` is Unix seconds.
+pub fn set_role_keeping_an_admin(
+    conn: &mut Connection,
+    id: i64,
+    role: Role,
+    now: i64,
+) -> Result<AdminGuarded<User>, StorageError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(mut user) = by_id(&tx, id)? else {
+        return Ok(AdminGuarded::NotFound);
+    };
+    if user.role == Role::Admin && role != Role::Admin && count_admins(&tx)? <= 1 {
+        return Ok(AdminGuarded::LastAdmin);
+    }
+    user.role = role;
+    user.updated_at = now;
+    update(&tx, &user)?;
+    tx.commit()?;
+    Ok(AdminGuarded::Done(user))
 }
 
 pub fn revoke_token(

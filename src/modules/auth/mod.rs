@@ -28,7 +28,7 @@ use crate::domain::user::{
 };
 use crate::domain::validation::FieldError;
 use crate::metrics::Metrics;
-use crate::storage::users::{self, NewUser, User};
+use crate::storage::users::{self, AdminGuarded, NewUser, User};
 use crate::storage::{self, Db, StorageError};
 use password::Hasher;
 pub use throttle::DEVICE_TRUST;
@@ -675,22 +675,16 @@ impl AuthService {
     /// Deletes an account and everything it owns (foreign keys cascade). Refuses to
     /// delete the last administrator.
     pub async fn delete_user(&self, user_id: i64) -> Result<(), AuthError> {
-        let username = self
+        let username = match self
             .inner
             .db
-            .call(move |c| {
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let Some(user) = users::by_id(&tx, user_id)? else {
-                    return Ok(Err(AuthError::NotFound));
-                };
-                if user.role == Role::Admin && users::count_admins(&tx)? <= 1 {
-                    return Ok(Err(AuthError::LastAdmin));
-                }
-                users::delete(&tx, user_id)?;
-                tx.commit()?;
-                Ok(Ok(user.username))
-            })
-            .await??;
+            .call(move |c| users::delete_keeping_an_admin(c, user_id))
+            .await?
+        {
+            AdminGuarded::Done(name) => name,
+            AdminGuarded::NotFound => return Err(AuthError::NotFound),
+            AdminGuarded::LastAdmin => return Err(AuthError::LastAdmin),
+        };
         tracing::info!(user_id, "account deleted");
         self.refresh_user_gauge().await?;
         self.publish(user_id, &username, AccountChange::Deleted)
@@ -735,24 +729,17 @@ impl AuthService {
 
     /// Sets a user's role; refuses to demote the last administrator.
     pub async fn set_role(&self, user_id: i64, role: Role) -> Result<User, AuthError> {
-        self.inner
+        let now = system_now();
+        match self
+            .inner
             .db
-            .call(move |c| {
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let Some(mut user) = users::by_id(&tx, user_id)? else {
-                    return Ok(Err(AuthError::NotFound));
-                };
-                if user.role == Role::Admin && role != Role::Admin && users::count_admins(&tx)? <= 1
-                {
-                    return Ok(Err(AuthError::LastAdmin));
-                }
-                user.role = role;
-                user.updated_at = system_now();
-                users::update(&tx, &user)?;
-                tx.commit()?;
-                Ok(Ok(user))
-            })
+            .call(move |c| users::set_role_keeping_an_admin(c, user_id, role, now))
             .await?
+        {
+            AdminGuarded::Done(user) => Ok(user),
+            AdminGuarded::NotFound => Err(AuthError::NotFound),
+            AdminGuarded::LastAdmin => Err(AuthError::LastAdmin),
+        }
     }
 
     /// Answers an MQTT login: a password, or a valid login token of the same user.

@@ -1,8 +1,8 @@
 //! Owns linking Telegram chats to accounts: long-polls `getUpdates` and answers
 //! `/start <code>` (links the chat to the account that issued the code), `/start`
-//! (explains how), `/stop` (unlinks). Each batch of updates is applied with the new
-//! offset in one transaction, so an update is acted on once even across a crash;
-//! replies go through the outbox like everything else.
+//! (explains how), `/stop` (unlinks). Each batch of updates is applied with its replies
+//! and the new offset in one transaction (`storage::telegram_link`), so an update is
+//! acted on once even across a crash; replies go through the outbox like everything else.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,8 @@ use super::NotifierService;
 use super::render::escape;
 use super::telegram::{TelegramApi, TelegramError, Update};
 use crate::domain::time::now_ms;
-use crate::storage::notify;
+use crate::storage::notify::NewDelivery;
+use crate::storage::telegram_link::{LinkOutcome, LinkRequest, LinkUpdate, apply_link_updates};
 use crate::storage::{self, StorageError};
 
 /// Letters and digits that cannot be mistaken for each other.
@@ -88,7 +89,14 @@ impl LinkPoller {
         if updates.is_empty() {
             return Ok(());
         }
-        let replies = db.call(move |c| apply(c, &updates)).await?;
+        let (requests, now) = (link_requests(&updates), now_ms());
+        let replies = db
+            .call(move |c| {
+                apply_link_updates(c, &requests, now, |u, outcome| {
+                    reply_notice(u, outcome, now)
+                })
+            })
+            .await?;
         if replies > 0 {
             self.service.inner.wake.notify_one();
         }
@@ -122,70 +130,72 @@ fn command(text: &str) -> Option<Command<'_>> {
     }
 }
 
-/// Applies a batch of updates and stores the next offset, in one transaction.
-/// Returns how many replies were queued.
-fn apply(conn: &mut rusqlite::Connection, updates: &[Update]) -> Result<usize, StorageError> {
-    let now = now_ms();
-    let tx = conn.transaction()?;
-    let mut replies = Vec::new();
-    let mut next = 0;
-    for u in updates {
-        next = next.max(u.update_id + 1);
-        let Some(msg) = &u.message else { continue };
-        let chat = msg.chat.id;
-        let Some(cmd) = msg.text.as_deref().and_then(command) else {
-            continue;
-        };
-        let (user, text) = match cmd {
-            Command::Start(Some(code)) => {
-                match notify::take_link_code(&tx, &code.to_ascii_uppercase(), now)? {
-                    Some((user_id, username)) => {
-                        notify::set_chat(&tx, user_id, Some(chat), now)?;
-                        (
-                            Some(user_id),
-                            format!(
-                                "✅ Linked to the meteomesh account <b>{}</b>. Weather alerts will arrive in this chat. Send /stop to unlink.",
-                                escape(&username)
-                            ),
-                        )
-                    }
-                    None => (
-                        None,
-                        "Sorry, that link code is unknown or has expired. Open your meteomesh account page and press “Link Telegram” for a new one.".to_owned(),
-                    ),
-                }
+/// Reads a batch of updates as link requests (anything else only moves the offset on).
+fn link_requests(updates: &[Update]) -> Vec<LinkUpdate> {
+    updates
+        .iter()
+        .map(|u| {
+            let message = u.message.as_ref();
+            LinkUpdate {
+                update_id: u.update_id,
+                chat: message.map_or(0, |m| m.chat.id),
+                request: message
+                    .and_then(|m| m.text.as_deref())
+                    .and_then(command)
+                    .map(|cmd| match cmd {
+                        Command::Start(Some(code)) => LinkRequest::Link {
+                            code: code.to_owned(),
+                        },
+                        Command::Start(None) => LinkRequest::Hello,
+                        Command::Stop => LinkRequest::Unlink,
+                    }),
             }
-            Command::Start(None) => (
-                None,
-                "Hello! To get weather alerts here, open your meteomesh account page and press “Link Telegram”.".to_owned(),
+        })
+        .collect()
+}
+
+/// The outbox row answering one update.
+fn reply_notice(u: &LinkUpdate, outcome: &LinkOutcome, now: i64) -> NewDelivery {
+    let (user, text) = reply(outcome);
+    super::notice(format!("update:{}", u.update_id), user, u.chat, text, now)
+}
+
+/// The chat's answer to what its command did (and the account it now belongs to).
+fn reply(outcome: &LinkOutcome) -> (Option<i64>, String) {
+    match outcome {
+        LinkOutcome::Linked { user_id, username } => (
+            Some(*user_id),
+            format!(
+                "✅ Linked to the meteomesh account <b>{}</b>. Weather alerts will arrive in this chat. Send /stop to unlink.",
+                escape(username)
             ),
-            Command::Stop => {
-                let names = notify::unlink_chat(&tx, chat, now)?;
-                let text = if names.is_empty() {
-                    "This chat is not linked to any meteomesh account.".to_owned()
-                } else {
-                    let names: Vec<String> =
-                        names.iter().map(|n| format!("<b>{}</b>", escape(n))).collect();
-                    format!(
-                        "Unlinked from {}. No more alerts will arrive here.",
-                        names.join(", ")
-                    )
-                };
-                (None, text)
-            }
-        };
-        replies.push(super::notice(
-            format!("update:{}", u.update_id),
-            user,
-            chat,
-            text,
-            now,
-        ));
+        ),
+        LinkOutcome::UnknownCode => (
+            None,
+            "Sorry, that link code is unknown or has expired. Open your meteomesh account page and press “Link Telegram” for a new one.".to_owned(),
+        ),
+        LinkOutcome::Hello => (
+            None,
+            "Hello! To get weather alerts here, open your meteomesh account page and press “Link Telegram”.".to_owned(),
+        ),
+        LinkOutcome::Unlinked { usernames } if usernames.is_empty() => (
+            None,
+            "This chat is not linked to any meteomesh account.".to_owned(),
+        ),
+        LinkOutcome::Unlinked { usernames } => {
+            let names: Vec<String> = usernames
+                .iter()
+                .map(|n| format!("<b>{}</b>", escape(n)))
+                .collect();
+            (
+                None,
+                format!(
+                    "Unlinked from {}. No more alerts will arrive here.",
+                    names.join(", ")
+                ),
+            )
+        }
     }
-    let n = notify::insert_deliveries(&tx, &replies)?;
-    storage::set_telegram_offset(&tx, next)?;
-    tx.commit()?;
-    Ok(n)
 }
 
 #[cfg(test)]

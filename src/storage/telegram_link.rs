@@ -1,0 +1,76 @@
+//! Owns acting on the Telegram chat commands that link and unlink accounts: each batch
+//! of updates is applied with its replies and the next update offset in one
+//! transaction, so an update is acted on once even across a crash. The wording of the
+//! replies is the notifier's (it passes `reply`); this file only knows the tables.
+
+use rusqlite::Connection;
+
+use super::StorageError;
+use super::meta::set_telegram_offset;
+use super::notify::{NewDelivery, insert_deliveries, set_chat, take_link_code, unlink_chat};
+
+/// What a chat asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkRequest {
+    /// `/start CODE`: link the chat to the account the code was issued for.
+    Link { code: String },
+    /// `/start` without a code.
+    Hello,
+    /// `/stop`: unlink every account from the chat.
+    Unlink,
+}
+
+/// One update of a batch; `request` is `None` for anything that is not a command
+/// (it only moves the offset on).
+#[derive(Debug, Clone)]
+pub struct LinkUpdate {
+    pub update_id: i64,
+    pub chat: i64,
+    pub request: Option<LinkRequest>,
+}
+
+/// What applying a request did, for the reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkOutcome {
+    Linked { user_id: i64, username: String },
+    UnknownCode,
+    Hello,
+    Unlinked { usernames: Vec<String> },
+}
+
+/// Applies `updates` and stores the next offset, in one transaction. `reply` turns an
+/// update and its outcome into the message to queue. Returns how many were queued.
+pub fn apply_link_updates(
+    conn: &mut Connection,
+    updates: &[LinkUpdate],
+    now_ms: i64,
+    reply: impl Fn(&LinkUpdate, &LinkOutcome) -> NewDelivery,
+) -> Result<usize, StorageError> {
+    let tx = conn.transaction()?;
+    let mut replies = Vec::new();
+    let mut next = 0;
+    for u in updates {
+        next = next.max(u.update_id + 1);
+        let Some(request) = &u.request else { continue };
+        let outcome = match request {
+            LinkRequest::Link { code } => {
+                match take_link_code(&tx, &code.to_ascii_uppercase(), now_ms)? {
+                    Some((user_id, username)) => {
+                        set_chat(&tx, user_id, Some(u.chat), now_ms)?;
+                        LinkOutcome::Linked { user_id, username }
+                    }
+                    None => LinkOutcome::UnknownCode,
+                }
+            }
+            LinkRequest::Hello => LinkOutcome::Hello,
+            LinkRequest::Unlink => LinkOutcome::Unlinked {
+                usernames: unlink_chat(&tx, u.chat, now_ms)?,
+            },
+        };
+        replies.push(reply(u, &outcome));
+    }
+    let n = insert_deliveries(&tx, &replies)?;
+    set_telegram_offset(&tx, next)?;
+    tx.commit()?;
+    Ok(n)
+}
