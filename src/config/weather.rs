@@ -1,0 +1,157 @@
+//! The `[weather]` section: the provider, polling, quotas and hysteresis.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, Secret};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum ProviderKind {
+    OpenMeteo,
+    OpenWeatherMap,
+}
+
+impl TryFrom<String> for ProviderKind {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "open-meteo" => Ok(ProviderKind::OpenMeteo),
+            "openweathermap" => Ok(ProviderKind::OpenWeatherMap),
+            other => Err(format!(
+                "unknown provider `{other}`; use \"open-meteo\" or \"openweathermap\""
+            )),
+        }
+    }
+}
+
+impl ProviderKind {
+    /// The name config files use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenMeteo => "open-meteo",
+            ProviderKind::OpenWeatherMap => "openweathermap",
+        }
+    }
+}
+
+impl Serialize for ProviderKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WeatherConfig {
+    /// "open-meteo" (default, no key) or "openweathermap" (needs `openweathermap_api_key`).
+    pub provider: ProviderKind,
+    /// How often every subscribed place is fetched.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Places per Open-Meteo request (at most 1000).
+    pub batch_size: usize,
+    /// Timeout of one provider request.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Longest wait between retries after 429/5xx answers.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    pub open_meteo_url: String,
+    pub geocoding_url: String,
+    pub openweathermap_url: String,
+    pub openweathermap_api_key: Secret,
+    /// Calls per minute the OpenWeatherMap plan allows (free: 60); calls are spaced out
+    /// to stay under it.
+    pub openweathermap_calls_per_minute: u32,
+    /// Subscriptions one user may have.
+    pub max_subscriptions_per_user: usize,
+    /// °C a temperature must move back past a threshold before its alert clears.
+    pub hysteresis: f64,
+    /// How long geocoding answers are kept.
+    #[serde(with = "humantime_serde")]
+    pub geocoding_cache_ttl: Duration,
+}
+
+impl Default for WeatherConfig {
+    fn default() -> Self {
+        WeatherConfig {
+            provider: ProviderKind::OpenMeteo,
+            poll_interval: Duration::from_secs(10 * 60),
+            batch_size: 100,
+            request_timeout: Duration::from_secs(15),
+            max_backoff: Duration::from_secs(15 * 60),
+            open_meteo_url: "https://api.open-meteo.com".into(),
+            geocoding_url: "https://geocoding-api.open-meteo.com".into(),
+            openweathermap_url: "https://api.openweathermap.org".into(),
+            openweathermap_api_key: Secret::default(),
+            openweathermap_calls_per_minute: 60,
+            max_subscriptions_per_user: 50,
+            hysteresis: 0.5,
+            geocoding_cache_ttl: Duration::from_secs(30 * 24 * 60 * 60),
+        }
+    }
+}
+
+impl WeatherConfig {
+    /// Checks the section; the error names the key and how to fix it.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let w = self;
+        if w.poll_interval < Duration::from_secs(60) {
+            return Err(ConfigError::invalid(
+                "weather.poll_interval",
+                "must be at least 1m (the providers' free tiers allow ~10 calls per minute)",
+            ));
+        }
+        if !(1..=1000).contains(&w.batch_size) {
+            return Err(ConfigError::invalid(
+                "weather.batch_size",
+                "must be between 1 and 1000",
+            ));
+        }
+        if w.request_timeout.is_zero() || w.max_backoff.is_zero() {
+            return Err(ConfigError::invalid(
+                "weather.request_timeout",
+                "request_timeout and max_backoff must be more than 0",
+            ));
+        }
+        for (key, url) in [
+            ("weather.open_meteo_url", &w.open_meteo_url),
+            ("weather.geocoding_url", &w.geocoding_url),
+            ("weather.openweathermap_url", &w.openweathermap_url),
+        ] {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must start with https:// (or http://)",
+                ));
+            }
+        }
+        if w.provider == ProviderKind::OpenWeatherMap && w.openweathermap_api_key.is_empty() {
+            return Err(ConfigError::invalid(
+                "weather.openweathermap_api_key",
+                "is required with provider = \"openweathermap\"",
+            ));
+        }
+        if w.openweathermap_calls_per_minute == 0 {
+            return Err(ConfigError::invalid(
+                "weather.openweathermap_calls_per_minute",
+                "must be at least 1",
+            ));
+        }
+        if w.max_subscriptions_per_user == 0 {
+            return Err(ConfigError::invalid(
+                "weather.max_subscriptions_per_user",
+                "must be at least 1",
+            ));
+        }
+        if !(0.0..=5.0).contains(&w.hysteresis) {
+            return Err(ConfigError::invalid(
+                "weather.hysteresis",
+                "must be between 0 and 5 (°C)",
+            ));
+        }
+        Ok(())
+    }
+}
