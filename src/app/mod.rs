@@ -11,22 +11,22 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{BrokerListeners, Bus, BusClient, BusError};
-use crate::config::ProviderKind;
-use crate::config::{BusUser, Config};
-use crate::http::{self, AppState};
+use crate::config::{BusUser, Config, ProviderKind, WeatherConfig};
+use crate::http;
 use crate::metrics::Metrics;
+use crate::modules::ModuleCtx;
 use crate::modules::auth::{AuthError, AuthService};
-use crate::modules::mesh::{self, MeshError, MeshService};
-use crate::modules::subscriptions::SubscriptionService;
-use crate::modules::system::{self, SystemService};
-use crate::modules::{host_metrics, notifier, sla};
-use crate::modules::{poller, rules};
+use crate::modules::mesh::MeshError;
+use crate::modules::system::SystemService;
 use crate::storage::{self, Db, StorageError};
 use crate::weather::{OpenMeteo, OpenWeatherMap, Provider};
 
 pub mod logging;
+mod modules;
 pub mod supervisor;
 mod tasks;
+
+use modules::start_modules;
 
 pub use crate::modules::Addresses;
 pub use tasks::Tasks;
@@ -103,21 +103,9 @@ impl RunningApp {
     ) -> Result<RunningApp, AppError> {
         let addresses = listeners.addresses();
         let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
-        let db = {
-            let m = metrics.clone();
-            Db::open_config(&config.storage)
-                .await?
-                .observed(Arc::new(move |took, ok| {
-                    m.db_duration.observe(took.as_secs_f64());
-                    m.db_operations
-                        .with_label_values(&[if ok { "ok" } else { "error" }])
-                        .inc();
-                }))
-        };
+        let db = open_db(config, &metrics).await?;
         let node_id = db.call(storage::node_id).await?;
         crate::domain::time::raise_floor(db.call(|c| storage::last_seen(c)).await?);
-        let started_at = u64::try_from(crate::domain::time::system_now()).unwrap_or_default();
-
         let auth = AuthService::new(
             db.clone(),
             &config.auth,
@@ -125,137 +113,17 @@ impl RunningApp {
             metrics.clone(),
         )
         .await?;
-
-        // Peer nodes' links log in with the mesh credential, as a service account.
-        let link_account: Vec<BusUser> = config
-            .mesh
-            .enabled
-            .then(|| BusUser {
-                username: config.mesh.link_username.clone(),
-                password: config.mesh.link_password.clone(),
-            })
-            .into_iter()
-            .collect();
-        let bus = Bus::start(
-            &config.bus,
-            listeners.broker,
-            &node_id,
-            &link_account,
-            Some(Arc::new(auth.clone())),
-            metrics.clone(),
-        )
-        .await?;
-        let (system, system_task) =
-            system::start(&bus, &node_id, started_at, shutdown.clone()).await?;
-        let (auth_client, auth_session) = bus.publisher("auth");
-        auth.attach_bus(auth_client.clone());
-        let pruner = tokio::spawn(auth.clone().run_pruner(shutdown.clone()));
-        let auth_task = close_on_shutdown(auth_client, auth_session, shutdown.clone());
-
-        let provider: Arc<dyn Provider> = match config.weather.provider {
-            ProviderKind::OpenMeteo => Arc::new(OpenMeteo::new(
-                &config.weather.open_meteo_url,
-                config.weather.batch_size,
-                config.weather.request_timeout,
-            )),
-            ProviderKind::OpenWeatherMap => Arc::new(OpenWeatherMap::new(
-                &config.weather.openweathermap_url,
-                config.weather.openweathermap_api_key.expose(),
-                config.weather.openweathermap_calls_per_minute,
-                config.weather.request_timeout,
-            )),
-        };
-        let (subs_client, subs_session) = bus.publisher("subscriptions");
-        let subscriptions = SubscriptionService::new(
-            db.clone(),
-            subs_client.clone(),
-            &config.weather,
-            metrics.clone(),
-        )
-        .await?;
-        // The notifier subscribes before the rules can raise anything.
-        let (notifier, notifier_tasks) = notifier::start(
-            &bus,
-            db.clone(),
-            &config.telegram,
-            &config.notifier,
-            metrics.clone(),
-            shutdown.clone(),
-        )
-        .await?;
-        let rules_task = rules::start(
-            &bus,
-            db.clone(),
-            config.weather.hysteresis,
-            metrics.clone(),
-            shutdown.clone(),
-        )
-        .await?;
-        let (poller, poller_task) = poller::start(
-            &bus,
-            db.clone(),
-            provider,
-            &config.weather,
-            metrics.clone(),
-            shutdown.clone(),
-        )
-        .await?;
-        let subs_task = close_on_shutdown(subs_client, subs_session, shutdown.clone());
-        let data_dir = config
-            .storage
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .map_or_else(|| std::path::PathBuf::from("."), |d| d.to_owned());
-        let clock_task = tokio::spawn(record_seen(db.clone(), shutdown.clone()));
-        let host_task = host_metrics::start(
-            metrics.clone(),
-            data_dir,
-            config.sla.sample_interval,
-            shutdown.clone(),
-        );
-        let (sla, sla_task) = sla::start(
-            &bus,
-            db.clone(),
-            &config.sla,
-            metrics.clone(),
-            shutdown.clone(),
-        );
-
-        let board_task =
-            crate::modules::board::start(&bus, db.clone(), metrics.clone(), shutdown.clone())
-                .await?;
-        let (mesh, mesh_tasks) = match bus.mode() {
-            crate::config::BusMode::Embedded => {
-                mesh::start(
-                    &bus,
-                    db.clone(),
-                    &node_id,
-                    config,
-                    addresses,
-                    metrics.clone(),
-                    shutdown.clone(),
-                )
-                .await?
-            }
-            // Presence comes from the embedded broker's hooks; an external broker has none.
-            crate::config::BusMode::External => (MeshService::unavailable(), Vec::new()),
-        };
-        let state = AppState {
+        let bus = start_bus(config, listeners.broker, &node_id, &auth, &metrics).await?;
+        let ctx = ModuleCtx {
+            bus: &bus,
             db: db.clone(),
-            metrics,
-            system: system.clone(),
-            auth,
-            subscriptions,
-            poller,
-            notifier,
-            sla,
-            mesh,
-            bus_mode: bus.mode(),
-            ws_port: addresses.ws.map(|a| a.port()),
-            request_timeout: config.http.request_timeout,
-            cookie_secure: config.auth.cookie_secure,
+            metrics: metrics.clone(),
+            node_id: &node_id,
+            addresses,
+            shutdown: shutdown.clone(),
         };
+        let mut tasks = Tasks::default();
+        let (state, system) = start_modules(&ctx, config, auth, &mut tasks).await?;
         let router = http::router(state, &config.http);
         let http_task = tokio::spawn(http::serve(
             listeners.http,
@@ -269,19 +137,6 @@ impl RunningApp {
             db = %config.storage.path.display(),
             "meteomesh started"
         );
-        let mut tasks = Tasks::default();
-        tasks.add("system", system_task);
-        tasks.add("auth-pruner", pruner);
-        tasks.add("auth", auth_task);
-        tasks.add("rules", rules_task);
-        tasks.add("poller", poller_task);
-        tasks.add("subscriptions", subs_task);
-        tasks.add("host-metrics", host_task);
-        tasks.add("sla", sla_task);
-        tasks.add("clock", clock_task);
-        tasks.extend("notifier", notifier_tasks);
-        tasks.extend("mesh", mesh_tasks);
-        tasks.add("board", board_task);
         Ok(RunningApp {
             addresses,
             node_id,
@@ -386,6 +241,66 @@ pub async fn run(
         let _ = w.await;
     }
     result
+}
+
+/// Opens the database with every operation timed into the metrics.
+async fn open_db(config: &Config, metrics: &Arc<Metrics>) -> Result<Db, AppError> {
+    let m = metrics.clone();
+    Ok(Db::open_config(&config.storage)
+        .await?
+        .observed(Arc::new(move |took, ok| {
+            m.db_duration.observe(took.as_secs_f64());
+            m.db_operations
+                .with_label_values(&[if ok { "ok" } else { "error" }])
+                .inc();
+        })))
+}
+
+/// Starts the bus (the embedded broker, or the link to an external one) with the
+/// accounts that may log in to it.
+async fn start_bus(
+    config: &Config,
+    broker: Option<BrokerListeners>,
+    node_id: &str,
+    auth: &AuthService,
+    metrics: &Arc<Metrics>,
+) -> Result<Bus, AppError> {
+    // Peer nodes' links log in with the mesh credential, as a service account.
+    let link_account: Vec<BusUser> = config
+        .mesh
+        .enabled
+        .then(|| BusUser {
+            username: config.mesh.link_username.clone(),
+            password: config.mesh.link_password.clone(),
+        })
+        .into_iter()
+        .collect();
+    Ok(Bus::start(
+        &config.bus,
+        broker,
+        node_id,
+        &link_account,
+        Some(Arc::new(auth.clone())),
+        metrics.clone(),
+    )
+    .await?)
+}
+
+/// The weather provider the config names.
+fn provider(config: &WeatherConfig) -> Arc<dyn Provider> {
+    match config.provider {
+        ProviderKind::OpenMeteo => Arc::new(OpenMeteo::new(
+            &config.open_meteo_url,
+            config.batch_size,
+            config.request_timeout,
+        )),
+        ProviderKind::OpenWeatherMap => Arc::new(OpenWeatherMap::new(
+            &config.openweathermap_url,
+            config.openweathermap_api_key.expose(),
+            config.openweathermap_calls_per_minute,
+            config.request_timeout,
+        )),
+    }
 }
 
 /// Disconnects a publish-only module client once `shutdown` fires (modules with a loop

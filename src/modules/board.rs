@@ -15,14 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, BusClient, BusError, Incoming};
+use crate::bus::{BusClient, BusError, Incoming};
 use crate::contract::{
     self, BOARDS_LOCAL, BOARDS_REMOTE, BoardEvent, BoardEventKind, BoardInput, BoardPoint,
     BoardSnapshot, BoardUser, Qos, SNAPSHOT_PART,
 };
 use crate::metrics::Metrics;
+use crate::modules::ModuleCtx;
 use crate::storage::Db;
 use crate::storage::boards::{self as store, BoardWrite, StoredPoint};
 
@@ -383,12 +383,13 @@ impl Boards {
 }
 
 /// Starts the board module.
-pub async fn start(
-    bus: &Bus,
-    db: Db,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) -> Result<JoinHandle<()>, BusError> {
+pub async fn start(ctx: &ModuleCtx<'_>) -> Result<JoinHandle<()>, BusError> {
+    let (bus, db, metrics, shutdown) = (
+        ctx.bus,
+        ctx.db.clone(),
+        ctx.metrics.clone(),
+        ctx.shutdown.clone(),
+    );
     let (client, session) = bus.client("board", None);
     let mut inputs = client
         .subscribe("meteomesh/v1/boards/+/draw/+", Qos::AtMostOnce)

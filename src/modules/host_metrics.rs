@@ -7,7 +7,6 @@
 //! Publishes and consumes nothing on the bus.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use sysinfo::{
@@ -15,9 +14,9 @@ use sysinfo::{
     ProcessesToUpdate, RefreshKind, System,
 };
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::modules::ModuleCtx;
 
 pub struct HostSampler {
     system: System,
@@ -106,12 +105,8 @@ impl HostSampler {
 }
 
 /// Samples every `interval` until `shutdown`.
-pub fn start(
-    metrics: Arc<Metrics>,
-    data_dir: PathBuf,
-    interval: Duration,
-    shutdown: CancellationToken,
-) -> JoinHandle<()> {
+pub fn start(ctx: &ModuleCtx<'_>, data_dir: PathBuf, interval: Duration) -> JoinHandle<()> {
+    let (metrics, shutdown) = (ctx.metrics.clone(), ctx.shutdown.clone());
     tokio::spawn(async move {
         let Some(sampler) = tokio::task::spawn_blocking(move || HostSampler::new(&data_dir))
             .await

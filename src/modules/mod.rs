@@ -14,6 +14,25 @@ pub mod subscriptions;
 pub mod system;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::Bus;
+use crate::metrics::Metrics;
+use crate::storage::Db;
+
+/// What every module starts from (with its own config section): the bus, the
+/// database, the metrics, the node's identity and addresses, and the stop signal each
+/// module's loop watches.
+pub struct ModuleCtx<'a> {
+    pub bus: &'a Bus,
+    pub db: Db,
+    pub metrics: Arc<Metrics>,
+    pub node_id: &'a str,
+    pub addresses: Addresses,
+    pub shutdown: CancellationToken,
+}
 
 /// The addresses the app bound (`None` for a disabled listener), for modules that
 /// advertise where they can be reached (the mesh).

@@ -15,12 +15,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, BusClient, BusError, Incoming};
+use crate::bus::{BusClient, BusError, Incoming};
 use crate::config::WeatherConfig;
 use crate::contract::{BusMessage, SubscriptionsChanged, WEATHER_OBSERVED, WeatherObserved};
 use crate::domain::time::system_now;
 use crate::domain::weather::Coord;
 use crate::metrics::Metrics;
+use crate::modules::ModuleCtx;
 use crate::storage::Db;
 use crate::storage::subscriptions as store;
 use crate::weather::{Provider, ProviderError};
@@ -91,13 +92,16 @@ fn backoff(attempt: u32, max: Duration) -> Duration {
 }
 
 pub async fn start(
-    bus: &Bus,
-    db: Db,
-    provider: Arc<dyn Provider>,
+    ctx: &ModuleCtx<'_>,
     cfg: &WeatherConfig,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
+    provider: Arc<dyn Provider>,
 ) -> Result<(PollerHandle, JoinHandle<()>), BusError> {
+    let (bus, db, metrics, shutdown) = (
+        ctx.bus,
+        ctx.db.clone(),
+        ctx.metrics.clone(),
+        ctx.shutdown.clone(),
+    );
     let (client, session) = bus.client("poller", None);
     let changes = client
         .subscribe(

@@ -20,7 +20,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, BusClient, BusError, Incoming};
+use crate::bus::{BusClient, BusError, Incoming};
+use crate::config::WeatherConfig;
 use crate::contract::{
     self, AlertEvent, AlertState, BusMessage, Change, Qos, SubscriptionStateMsg,
     SubscriptionsChanged, WeatherObserved,
@@ -29,6 +30,7 @@ use crate::domain::subscription::{ConstraintState, Kind, Subscription, cell};
 use crate::domain::time::{now_ms, rfc3339_ms};
 use crate::domain::weather::Conditions;
 use crate::metrics::Metrics;
+use crate::modules::ModuleCtx;
 use crate::storage::notify::JournalEntry;
 use crate::storage::subscriptions as subs;
 use crate::storage::{Db, StorageError};
@@ -224,13 +226,14 @@ pub fn evaluate(
 }
 
 /// Starts the rules loop on its own bus session.
-pub async fn start(
-    bus: &Bus,
-    db: Db,
-    hysteresis: f64,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) -> Result<JoinHandle<()>, BusError> {
+pub async fn start(ctx: &ModuleCtx<'_>, cfg: &WeatherConfig) -> Result<JoinHandle<()>, BusError> {
+    let (bus, db, metrics, shutdown) = (
+        ctx.bus,
+        ctx.db.clone(),
+        ctx.metrics.clone(),
+        ctx.shutdown.clone(),
+    );
+    let hysteresis = cfg.hysteresis;
     let (client, session) = bus.client("rules", None);
     let observations = client
         .subscribe(WeatherObserved::FILTER, WeatherObserved::DELIVERY.qos)

@@ -12,8 +12,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, BusClient, BusError, Incoming};
+use crate::bus::{BusClient, BusError, Incoming};
 use crate::contract::{self, BusMessage, NodeState, NodeStatus, Ping, Pong};
+use crate::modules::ModuleCtx;
 
 const MAX_PING_ID_LEN: usize = 64;
 
@@ -76,11 +77,10 @@ fn status(node_id: &str, state: NodeState, started_at: u64) -> NodeStatus {
 /// Starts the module's session and loop. The returned task ends after `shutdown`, once
 /// the `offline` status is published and the session closed.
 pub async fn start(
-    bus: &Bus,
-    node_id: &str,
+    ctx: &ModuleCtx<'_>,
     started_at: u64,
-    shutdown: CancellationToken,
 ) -> Result<(SystemService, JoinHandle<()>), BusError> {
+    let (bus, node_id, shutdown) = (ctx.bus, ctx.node_id, ctx.shutdown.clone());
     let status_topic = contract::node_status(node_id);
     let will = serde_json::to_vec(&status(node_id, NodeState::Offline, started_at))
         .map_err(|e| BusError::Encode(e.to_string()))?;

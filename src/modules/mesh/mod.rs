@@ -26,12 +26,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, BusError};
+use crate::bus::BusError;
 use crate::config::Config;
 use crate::contract::{self, Heartbeat, NodeAdvert, OnlineUser, SendRequest, SendResult};
-use crate::metrics::Metrics;
-use crate::modules::Addresses;
-use crate::storage::{Db, StorageError};
+use crate::modules::ModuleCtx;
+use crate::storage::StorageError;
 
 pub use node::check_request;
 
@@ -171,14 +170,16 @@ fn advertised(host: &str, addr: SocketAddr) -> String {
 
 /// Starts the mesh node task and its heartbeat.
 pub async fn start(
-    bus: &Bus,
-    db: Db,
-    node_id: &str,
+    ctx: &ModuleCtx<'_>,
     config: &Config,
-    addresses: Addresses,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
 ) -> Result<(MeshService, Vec<JoinHandle<()>>), MeshError> {
+    let (bus, db, metrics, shutdown) = (
+        ctx.bus,
+        ctx.db.clone(),
+        ctx.metrics.clone(),
+        ctx.shutdown.clone(),
+    );
+    let (node_id, addresses) = (ctx.node_id, ctx.addresses);
     let (cfg, bus_cfg) = (&config.mesh, &config.bus);
     let (client, session) = bus.client("mesh", None);
     let mut receivers = Vec::new();

@@ -30,12 +30,13 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, BusError, Incoming};
+use crate::bus::{BusError, Incoming};
 use crate::config::{NotifierConfig, TelegramConfig};
 use crate::contract::{AlertEvent, BusMessage, SlaEvent};
 use crate::domain::time::now_ms;
 use crate::domain::validation::FieldError;
 use crate::metrics::Metrics;
+use crate::modules::ModuleCtx;
 use crate::storage::notify::{self, NewDelivery, OutboxKind, Prefs, Recipient};
 use crate::storage::{Db, StorageError};
 use telegram::TelegramApi;
@@ -136,13 +137,16 @@ impl std::fmt::Debug for NotifierService {
 /// Starts the notifier: the bus consumer, the dispatcher, the maintenance loop and,
 /// when enabled, the Telegram link poller.
 pub async fn start(
-    bus: &Bus,
-    db: Db,
+    ctx: &ModuleCtx<'_>,
     telegram: &TelegramConfig,
     config: &NotifierConfig,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
 ) -> Result<(NotifierService, Vec<JoinHandle<()>>), BusError> {
+    let (bus, db, metrics, shutdown) = (
+        ctx.bus,
+        ctx.db.clone(),
+        ctx.metrics.clone(),
+        ctx.shutdown.clone(),
+    );
     let api = (!telegram.bot_token.is_empty()).then(|| {
         Arc::new(TelegramApi::new(
             &telegram.api_base,

@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, BusClient};
+use crate::bus::BusClient;
 use crate::config::SlaConfig;
 use crate::contract::{SLA_EVENTS, SlaEvent, SlaState};
 use crate::domain::validation::FieldError;
 use crate::metrics::Metrics;
+use crate::modules::ModuleCtx;
 use crate::storage::sla::{self as store, Evaluation, SlaRow};
 use crate::storage::{Db, StorageError};
 use arima::{ArimaError, Order};
@@ -269,13 +270,13 @@ pub fn evaluate(row: &SlaRow, value: Option<f64>, now: i64) -> (Evaluation, Opti
 }
 
 /// Starts the sampler; returns the service for HTTP and its task.
-pub fn start(
-    bus: &Bus,
-    db: Db,
-    config: &SlaConfig,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) -> (SlaService, JoinHandle<()>) {
+pub fn start(ctx: &ModuleCtx<'_>, config: &SlaConfig) -> (SlaService, JoinHandle<()>) {
+    let (bus, db, metrics, shutdown) = (
+        ctx.bus,
+        ctx.db.clone(),
+        ctx.metrics.clone(),
+        ctx.shutdown.clone(),
+    );
     let (publisher, session) = bus.publisher("sla");
     let prometheus = (!config.prometheus_url.is_empty()).then(|| {
         Arc::new(prometheus::Prometheus::new(
