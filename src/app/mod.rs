@@ -249,8 +249,8 @@ async fn open_db(config: &Config, metrics: &Arc<Metrics>) -> Result<Db, AppError
     Ok(Db::open_config(&config.storage)
         .await?
         .observed(Arc::new(move |took, ok| {
-            m.db_duration.observe(took.as_secs_f64());
-            m.db_operations
+            m.db.duration.observe(took.as_secs_f64());
+            m.db.operations
                 .with_label_values(&[if ok { "ok" } else { "error" }])
                 .inc();
         })))

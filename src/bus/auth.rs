@@ -258,10 +258,12 @@ impl AuthHandler {
                 let mut budget = self.retained.lock().unwrap_or_else(|p| p.into_inner());
                 let admitted = budget.admit(topic, len, &self.policy);
                 self.metrics
-                    .bus_client_retained_messages
+                    .bus
+                    .client_retained_messages
                     .set(budget.topics.len() as i64);
                 self.metrics
-                    .bus_client_retained_bytes
+                    .bus
+                    .client_retained_bytes
                     .set(budget.bytes as i64);
                 admitted
             }
@@ -366,7 +368,8 @@ impl AuthHandler {
 
     fn refused(&self, reason: &str) {
         self.metrics
-            .bus_connections_refused
+            .bus
+            .connections_refused
             .with_label_values(&[reason])
             .inc();
     }
@@ -440,7 +443,8 @@ impl Handler for AuthHandler {
                     SubscribeAclResult::new_success(subscribe.opts.qos(), None)
                 } else {
                     self.metrics
-                        .bus_acl_denied
+                        .bus
+                        .acl_denied
                         .with_label_values(&["subscribe"])
                         .inc();
                     tracing::info!(client_id = %session.id.client_id, filter = %filter, "subscription refused");
@@ -454,7 +458,8 @@ impl Handler for AuthHandler {
                     // A protocol violation, not a permission question: the client is
                     // broken or probing, and Mosquitto closes such connections too.
                     self.metrics
-                        .bus_acl_denied
+                        .bus
+                        .acl_denied
                         .with_label_values(&["publish"])
                         .inc();
                     tracing::info!(client_id = %session.id.client_id, "publish to an invalid topic name: disconnecting");
@@ -468,7 +473,8 @@ impl Handler for AuthHandler {
                     PublishAclResult::allow()
                 } else {
                     self.metrics
-                        .bus_acl_denied
+                        .bus
+                        .acl_denied
                         .with_label_values(&["publish"])
                         .inc();
                     tracing::debug!(client_id = %session.id.client_id, topic = %publish.topic, retain = publish.retain, "publish refused");

@@ -360,18 +360,18 @@ impl Handler for TrafficCounter {
         let m = &self.metrics;
         match param {
             Parameter::ClientConnected(_) => {
-                m.bus_connections.inc();
-                m.bus_connects.inc();
+                m.bus.connections.inc();
+                m.bus.connects.inc();
             }
-            Parameter::ClientDisconnected(..) => m.bus_connections.dec(),
-            Parameter::MessagePublish(Some(_), ..) => m.bus_messages_received.inc(),
-            Parameter::MessageDelivered(..) => m.bus_messages_delivered.inc(),
+            Parameter::ClientDisconnected(..) => m.bus.connections.dec(),
+            Parameter::MessagePublish(Some(_), ..) => m.bus.messages_received.inc(),
+            Parameter::MessageDelivered(..) => m.bus.messages_delivered.inc(),
             Parameter::MessageDropped(_, _, _, reason) => {
                 let reason = drop_reason(reason);
                 if reason == "queue_full" {
                     tracing::warn!("embedded broker dropped a message: a client's queue is full");
                 }
-                m.bus_messages_dropped.with_label_values(&[reason]).inc();
+                m.bus.messages_dropped.with_label_values(&[reason]).inc();
             }
             _ => {}
         }

@@ -199,7 +199,8 @@ pub fn start(
                     Ok(closed) => {
                         for verdict in closed {
                             metrics
-                                .bus_connections_refused
+                                .bus
+                                .connections_refused
                                 .with_label_values(&[verdict.reason()])
                                 .inc();
                         }

@@ -47,7 +47,7 @@ pub async fn bus_check(
         .system
         .roundtrip(Duration::from_millis(req.timeout_ms))
         .await?;
-    state.metrics.bus_roundtrip.observe(rtt.as_secs_f64());
+    state.metrics.bus.roundtrip.observe(rtt.as_secs_f64());
     Ok(Json(BusCheckResponse {
         node: state.system.node_id().to_owned(),
         mode: state.bus_mode,

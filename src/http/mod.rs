@@ -169,12 +169,14 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     );
     state
         .metrics
-        .http_requests
+        .http
+        .requests
         .with_label_values(&[&method, &route, response.status().as_str()])
         .inc();
     state
         .metrics
-        .http_duration
+        .http
+        .duration
         .with_label_values(&[&method, &route])
         .observe(started.elapsed().as_secs_f64());
     response

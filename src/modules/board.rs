@@ -267,7 +267,7 @@ impl Boards {
             }),
             Applied::Presence => {}
         }
-        self.metrics.board_events.inc();
+        self.metrics.board.events.inc();
         if let Err(e) = self.publish(&event, local).await {
             tracing::debug!(error = %e, "cannot publish a board event");
         }

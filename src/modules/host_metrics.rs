@@ -53,14 +53,15 @@ impl HostSampler {
         self.system.refresh_cpu_usage();
         self.system
             .refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
-        m.host_cpu_usage
+        m.host
+            .cpu_usage
             .set(f64::from(self.system.global_cpu_usage()) / 100.0);
-        m.host_memory_used.set(self.system.used_memory() as f64);
-        m.host_memory_total.set(self.system.total_memory() as f64);
+        m.host.memory_used.set(self.system.used_memory() as f64);
+        m.host.memory_total.set(self.system.total_memory() as f64);
         if let Ok(load) = System::load_average() {
-            m.host_load.with_label_values(&["1m"]).set(load.one);
-            m.host_load.with_label_values(&["5m"]).set(load.five);
-            m.host_load.with_label_values(&["15m"]).set(load.fifteen);
+            m.host.load.with_label_values(&["1m"]).set(load.one);
+            m.host.load.with_label_values(&["5m"]).set(load.five);
+            m.host.load.with_label_values(&["15m"]).set(load.fifteen);
         }
         self.disks
             .refresh_specifics(false, DiskRefreshKind::nothing().with_storage());
@@ -72,8 +73,9 @@ impl HostSampler {
             .filter(|d| self.data_dir.starts_with(d.mount_point()))
             .max_by_key(|d| d.mount_point().as_os_str().len())
         {
-            m.host_disk_total.set(disk.total_space() as f64);
-            m.host_disk_used
+            m.host.disk_total.set(disk.total_space() as f64);
+            m.host
+                .disk_used
                 .set(disk.total_space().saturating_sub(disk.available_space()) as f64);
         }
         let Some(pid) = self.pid else { return };
@@ -86,20 +88,21 @@ impl HostSampler {
                 .without_tasks(),
         );
         if let Some(p) = self.system.process(pid) {
-            m.process_resident_memory.set(p.memory() as f64);
+            m.host.process_resident_memory.set(p.memory() as f64);
             let cpu_ms = p.accumulated_cpu_time();
             if cpu_ms > self.cpu_ms_counted {
-                m.process_cpu_seconds
+                m.host
+                    .process_cpu_seconds
                     .inc_by((cpu_ms - self.cpu_ms_counted) as f64 / 1000.0);
                 self.cpu_ms_counted = cpu_ms;
             }
         }
         // Counted from /proc directly: sysinfo would list every thread as a process.
         if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-            m.process_open_fds.set(dir.count() as i64);
+            m.host.process_open_fds.set(dir.count() as i64);
         }
         if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
-            m.process_threads.set(dir.count() as i64);
+            m.host.process_threads.set(dir.count() as i64);
         }
     }
 }

@@ -190,7 +190,7 @@ impl Poller {
             }
         };
         if !only_new {
-            self.metrics.places_polled.set(cells.len() as i64);
+            self.metrics.weather.places_polled.set(cells.len() as i64);
         }
         let cells: Vec<Cell> = cells
             .into_iter()
@@ -223,7 +223,7 @@ impl Poller {
                         match self.client.publish(WEATHER_OBSERVED, &msg).await {
                             Ok(()) => {
                                 report.observations += 1;
-                                self.metrics.observations.inc();
+                                self.metrics.weather.observations.inc();
                             }
                             Err(e) => tracing::warn!(error = %e, "cannot publish an observation"),
                         }
@@ -258,6 +258,7 @@ impl Poller {
                 _ = shutdown.cancelled() => return None,
             };
             self.metrics
+                .weather
                 .provider_duration
                 .with_label_values(&[name])
                 .observe(started.elapsed().as_secs_f64());
@@ -266,6 +267,7 @@ impl Poller {
                 Err(e) => e.label(),
             };
             self.metrics
+                .weather
                 .provider_calls
                 .with_label_values(&[name, outcome])
                 .inc();

@@ -342,7 +342,8 @@ impl Rules {
             outcomes.push((sub.user_id, outcome));
         }
         self.metrics
-            .rules_evaluation
+            .alerts
+            .evaluation
             .observe(started.elapsed().as_secs_f64());
         // State and journal first: a crash after this loses no event (the notifier
         // takes unhandled journal entries at start); a crash before it re-raises on the
@@ -365,8 +366,8 @@ impl Rules {
         for (user_id, outcome) in outcomes {
             for event in &outcome.events {
                 let counter = match event.state {
-                    AlertState::Raised => &self.metrics.alerts_raised,
-                    AlertState::Cleared => &self.metrics.alerts_cleared,
+                    AlertState::Raised => &self.metrics.alerts.raised,
+                    AlertState::Cleared => &self.metrics.alerts.cleared,
                 };
                 counter.inc();
                 self.client

@@ -302,7 +302,7 @@ impl SubscriptionService {
             .db
             .call(|c| Ok(c.query_row("SELECT count(*) FROM subscriptions", [], |r| r.get(0))?))
             .await?;
-        self.inner.metrics.subscriptions.set(n);
+        self.inner.metrics.alerts.subscriptions.set(n);
         Ok(())
     }
 

@@ -241,7 +241,7 @@ impl AuthService {
 
     async fn refresh_user_gauge(&self) -> Result<(), AuthError> {
         let n = self.inner.db.call(|c| users::count(c)).await?;
-        self.inner.metrics.users.set(n);
+        self.inner.metrics.auth.users.set(n);
         Ok(())
     }
 
@@ -391,8 +391,12 @@ impl AuthService {
             Err(AuthError::BadCredentials) => "bad_credentials",
             Err(_) => "error",
         };
-        m.logins.with_label_values(&[channel.label(), label]).inc();
-        m.auth_duration
+        m.auth
+            .logins
+            .with_label_values(&[channel.label(), label])
+            .inc();
+        m.auth
+            .duration
             .with_label_values(&[channel.label()])
             .observe(started.elapsed().as_secs_f64());
         outcome

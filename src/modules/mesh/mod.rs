@@ -223,7 +223,7 @@ pub async fn start(
     };
     let stored = db.call(|c| crate::storage::mesh::load_nodes(c)).await?;
     let queued = db.call(|c| crate::storage::mesh::waiting_count(c)).await?;
-    metrics.mesh_queued.set(queued);
+    metrics.mesh.queued.set(queued);
     let (link_tx, link_rx) = mpsc::channel(1024);
     let users = Arc::new(AtomicU32::new(0));
     let settings = links::LinkSettings {

@@ -267,7 +267,8 @@ impl Node {
             _ => "other",
         };
         self.metrics
-            .mesh_envelopes
+            .mesh
+            .envelopes
             .with_label_values(&[outcome, tag])
             .inc();
     }
@@ -412,7 +413,8 @@ impl Node {
                     {
                         link.rtt = Some(rtt);
                         self.metrics
-                            .mesh_link_rtt
+                            .mesh
+                            .link_rtt
                             .with_label_values(&[origin.as_str()])
                             .set(rtt.as_secs_f64());
                         self.dir_publish = true;
@@ -527,7 +529,7 @@ impl Node {
                 sent_at: msg.sent_at,
             }
         };
-        self.metrics.mesh_local_deliveries.inc();
+        self.metrics.mesh.local_deliveries.inc();
         if let Err(e) = self.bus.publish(&contract::mesh_inbox(user), &inbox).await {
             tracing::warn!(error = %e, "cannot hand a message to a local user");
         }
@@ -639,7 +641,8 @@ impl Node {
             SendMode::FireBroadcast => "fire_broadcast",
         };
         self.metrics
-            .mesh_messages
+            .mesh
+            .messages
             .with_label_values(&[mode_label])
             .inc();
         self.next_seq += 1;
@@ -705,7 +708,7 @@ impl Node {
                 let accepted = result.queued == Some(true);
                 deliver_reply(&self.bus, reply, result).await;
                 if accepted {
-                    self.metrics.mesh_queued.inc();
+                    self.metrics.mesh.queued.inc();
                     let next = Instant::now() + RETRY_FIRST;
                     let online = self.online_anywhere(&to);
                     let entry = self.retry.entry(to.clone()).or_insert((next, RETRY_FIRST));
@@ -1043,7 +1046,7 @@ impl Node {
     fn dir_changed(&mut self) {
         self.dir_dirty = true;
         self.dir_publish = true;
-        self.metrics.mesh_nodes.set(self.dir.len() as i64);
+        self.metrics.mesh.nodes.set(self.dir.len() as i64);
     }
 
     fn on_link_event(&mut self, event: LinkEvent) {
@@ -1235,7 +1238,7 @@ impl Node {
         match self.db.call(move |c| store::expire(c, now_s)).await {
             Ok(0) => {}
             Ok(n) => {
-                self.metrics.mesh_queued.sub(n as i64);
+                self.metrics.mesh.queued.sub(n as i64);
                 tracing::info!(expired = n, "queued mesh messages expired unread");
             }
             Err(e) => storage_failed("cannot expire queued messages", &e),
@@ -1266,7 +1269,7 @@ impl Node {
         }
         let ids = std::mem::take(&mut self.acked_queued);
         match self.db.call(move |c| store::remove(c, &ids)).await {
-            Ok(n) => self.metrics.mesh_queued.sub(n as i64),
+            Ok(n) => self.metrics.mesh.queued.sub(n as i64),
             Err(e) => storage_failed("cannot remove acknowledged messages", &e),
         }
     }
@@ -1297,7 +1300,7 @@ impl Node {
             .count();
         if usable != self.links_usable {
             self.links_usable = usable;
-            self.metrics.mesh_links_up.set(usable as i64);
+            self.metrics.mesh.links_up.set(usable as i64);
             self.online_dirty = true;
             self.dir_publish = true;
             // A link came or went: queued messages may have a way now.
@@ -1310,7 +1313,8 @@ impl Node {
                 users: self.presence.online(now, &linked),
             };
             self.metrics
-                .mesh_users_online
+                .mesh
+                .users_online
                 .set(online.users.len() as i64);
             if self.last_online.as_ref() != Some(&online) {
                 // Users who came back or moved to another node: their queued messages go
@@ -1459,7 +1463,8 @@ impl Node {
             .iter()
             .map(|tag| {
                 self.metrics
-                    .mesh_envelopes
+                    .mesh
+                    .envelopes
                     .with_label_values(&[outcome, tag])
                     .get()
             })
@@ -1467,7 +1472,8 @@ impl Node {
         };
         let duplicate_messages = self
             .metrics
-            .mesh_envelopes
+            .mesh
+            .envelopes
             .with_label_values(&["duplicate", contract::TAG_MESSAGE])
             .get();
         let queued = self.db.call(|c| store::waiting_count(c)).await.unwrap_or(0);
@@ -1486,7 +1492,7 @@ impl Node {
             duplicates_dropped: counter("duplicate"),
             duplicate_messages_dropped: duplicate_messages,
             ttl_exceeded: counter("ttl_exceeded"),
-            local_deliveries: self.metrics.mesh_local_deliveries.get(),
+            local_deliveries: self.metrics.mesh.local_deliveries.get(),
             queued_messages: queued,
             names_held_elsewhere: remote_names,
             users_online: self.last_online.as_ref().map_or(0, |o| o.users.len()),

@@ -151,6 +151,7 @@ impl Dispatcher {
         let (jobs, dropped) = build_jobs(rows);
         for (ids, reason) in dropped {
             self.metrics
+                .notify
                 .notifications
                 .with_label_values(&["telegram", "failed"])
                 .inc_by(ids.len() as u64);
@@ -231,12 +232,16 @@ impl Dispatcher {
         for id in &job.ids {
             st.in_flight_rows.remove(id);
         }
-        self.metrics.telegram_duration.observe(took.as_secs_f64());
+        self.metrics
+            .notify
+            .telegram_duration
+            .observe(took.as_secs_f64());
         let count = job.ids.len() as u64;
         let now = now_ms();
         let ids = job.ids.clone();
         let outcome = |label: &str| {
             self.metrics
+                .notify
                 .notifications
                 .with_label_values(&["telegram", label])
                 .inc_by(count);
@@ -257,7 +262,7 @@ impl Dispatcher {
             }
             Err(TelegramError::RateLimited(wait)) => {
                 outcome("rate_limited");
-                self.metrics.telegram_rate_limited.inc();
+                self.metrics.notify.telegram_rate_limited.inc();
                 st.chat_next.insert(job.chat, Instant::now() + wait);
                 let until = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
                 self.db

@@ -244,6 +244,7 @@ impl NotifierService {
                         .collect();
                     self.inner
                         .metrics
+                        .notify
                         .notifications
                         .with_label_values(&["mqtt", "delivered"])
                         .inc_by(events.len() as u64);
@@ -394,6 +395,7 @@ impl NotifierService {
         if skipped > 0 {
             self.inner
                 .metrics
+                .notify
                 .notifications
                 .with_label_values(&["telegram", "skipped"])
                 .inc_by(skipped);
@@ -443,8 +445,9 @@ impl NotifierService {
     async fn refresh_gauges(&self) -> Result<(), StorageError> {
         let (pending, oldest) = self.inner.db.call(|c| notify::depth(c)).await?;
         let m = &self.inner.metrics;
-        m.outbox_pending.set(pending);
-        m.outbox_oldest_age
+        m.notify.outbox_pending.set(pending);
+        m.notify
+            .outbox_oldest_age
             .set(oldest.map_or(0.0, |t| ((now_ms() - t) as f64 / 1000.0).max(0.0)));
         Ok(())
     }

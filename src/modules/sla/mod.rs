@@ -333,7 +333,8 @@ impl SlaService {
             }
             self.inner
                 .metrics
-                .sla_sample_duration
+                .sla
+                .sample_duration
                 .observe(started.elapsed().as_secs_f64());
             if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
                 last_prune = Some(Instant::now());
@@ -409,7 +410,8 @@ impl SlaService {
         let families = m.gather();
         let now_buckets =
             selector::histogram_buckets(&families, "meteomesh_http_request_duration_seconds");
-        m.http_p95
+        m.http
+            .p95
             .set(selector::quantile_between(buckets, &now_buckets, 0.95).unwrap_or(0.0));
         *buckets = now_buckets;
 
@@ -430,9 +432,9 @@ impl SlaService {
                 .position(|n| *n == row.selector)
                 .and_then(|i| values[i]);
             let (e, transition) = evaluate(row, value, now);
-            m.sla_evaluations.inc();
+            m.sla.evaluations.inc();
             if e.violated {
-                m.sla_violations.inc();
+                m.sla.violations.inc();
             }
             if let Some(state) = transition {
                 events.push(SlaEvent {
