@@ -5,9 +5,9 @@
 #      delivered twice (must be 0);
 #  (b) 20 SIGKILLs of the node a client is on: detection p50/p99, reconnection, and
 #      the messages queued during the outages (all must arrive).
-# The benchmark is tests/bench_mesh.rs (ignored in the normal test run).
+# The benchmark is benches/bench_mesh.rs (harness = false; `cargo test` only builds it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-cargo test --release --locked --test bench_mesh -- --ignored --nocapture --test-threads=1 2>&1 \
+cargo bench --locked --bench bench_mesh 2>&1 \
   | grep -E 'BENCH|test result|panicked' | sed 's/^.*BENCH //'

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The load benchmark, meteomesh beside Debian's mosquitto in one run (tests/bench_load.rs):
+# The load benchmark, meteomesh beside Debian's mosquitto in one run (benches/bench_load.rs):
 #  (a) broker fan-in 8→1 and fan-out 1→8 at full speed, QoS 0 and 1, plus latency at a
 #      paced 1,000 msg/s: msg/s, p50/p99, ratio to mosquitto; password logins and ACLs on
 #      both;
@@ -18,9 +18,8 @@ command -v mosquitto_passwd >/dev/null 2>&1 || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
 # 1,000 clients plus the broker's own sockets.
 ulimit -n 8192
-cargo test --release --locked --test bench_load --no-run 2>&1 | tail -n 1
+cargo bench --locked --bench bench_load --no-run 2>&1 | tail -n 1
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -m | awk '/Mem:/ {print $2}') MiB"
 start=$(date +%s)
-METEOMESH_BENCH_BIN=$(realpath "$BIN") cargo test --release --locked --test bench_load -- \
-  --ignored --nocapture --test-threads=1 2>&1 | grep -E 'BENCH|test result|panicked' | sed 's/^.*BENCH //'
+METEOMESH_BENCH_BIN=$(realpath "$BIN") cargo bench --locked --bench bench_load 2>&1 | grep -E 'BENCH|test result|panicked' | sed 's/^.*BENCH //'
 echo "benchmark run: $(( $(date +%s) - start )) s"

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
-# libfaketime moves the server's wall clock in the clock-jump test (tests/faults.rs).
+# libfaketime moves the server's wall clock in the clock-jump test (tests/it/faults.rs).
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need+=(faketime)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
