@@ -2,25 +2,13 @@
 //! and the ops endpoints; request metrics and timeouts; the 404/405 answers in the API's
 //! error shape. Handlers call module services; they never touch SQL.
 
-mod accounts;
-mod alerts_page;
 mod api;
-mod board_page;
 pub mod error;
 mod extract;
-mod html;
-mod mesh;
-mod mesh_page;
-mod notifications;
-mod notify_page;
-mod ops;
-mod pages;
 mod serve;
+mod web;
 
 pub use serve::{ConnectionLimits, serve};
-mod sla;
-mod sla_page;
-mod weather;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +29,7 @@ use crate::modules::sla::SlaService;
 use crate::modules::subscriptions::SubscriptionService;
 use crate::modules::system::SystemService;
 use crate::storage::Db;
+use api::{accounts, mesh, notifications, ops, sla, weather};
 use error::ApiError;
 
 #[derive(Clone)]
@@ -64,34 +53,37 @@ pub struct AppState {
 
 pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
     Router::new()
-        .route("/", get(pages::root))
-        .route("/login", get(pages::login_page).post(pages::login_submit))
+        .route("/", get(web::login::root))
+        .route(
+            "/login",
+            get(web::login::login_page).post(web::login::login_submit),
+        )
         .route(
             "/register",
-            get(pages::register_page).post(pages::register_submit),
+            get(web::register::register_page).post(web::register::register_submit),
         )
         .route(
             "/account",
-            get(pages::account_page).post(pages::account_submit),
+            get(web::account::account_page).post(web::account::account_submit),
         )
-        .route("/account/notifications", post(notify_page::submit))
-        .route("/sla", get(sla_page::sla_page).post(sla_page::sla_submit))
-        .route("/logout", post(pages::logout_submit))
+        .route("/account/notifications", post(web::notify::submit))
+        .route("/sla", get(web::sla::sla_page).post(web::sla::sla_submit))
+        .route("/logout", post(web::account::logout_submit))
         .route(
             "/alerts",
-            get(alerts_page::alerts_page).post(alerts_page::alerts_submit),
+            get(web::alerts::alerts_page).post(web::alerts::alerts_submit),
         )
-        .route("/static/style.css", get(pages::stylesheet))
-        .route("/static/board.js", get(board_page::script))
-        .route("/board/{name}", get(board_page::board_page))
-        .route("/board-credential", get(board_page::credential))
-        .route("/mesh", get(mesh_page::mesh_page))
-        .route("/static/icon.svg", get(pages::icon))
-        .route("/favicon.ico", get(pages::icon))
+        .route("/static/style.css", get(web::assets::stylesheet))
+        .route("/static/board.js", get(web::board::script))
+        .route("/board/{name}", get(web::board::board_page))
+        .route("/board-credential", get(web::board::credential))
+        .route("/mesh", get(web::mesh::mesh_page))
+        .route("/static/icon.svg", get(web::assets::icon))
+        .route("/favicon.ico", get(web::assets::icon))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/api/v1/system/bus-check", post(api::bus_check))
+        .route("/api/v1/system/bus-check", post(api::bus::bus_check))
         .route("/api/v1/auth/register", post(accounts::register))
         .route("/api/v1/auth/login", post(accounts::login))
         .route("/api/v1/auth/logout", post(accounts::logout))

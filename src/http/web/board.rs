@@ -9,10 +9,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 
-use super::AppState;
 use super::html::{Nav, alert, escape, page};
-use super::pages::{Page, csrf, current_user};
+use super::kit::{Page, csrf, current_user};
 use crate::contract::valid_board;
+use crate::http::AppState;
 
 pub async fn script() -> impl IntoResponse {
     (

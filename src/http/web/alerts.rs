@@ -9,11 +9,11 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 
-use super::AppState;
 use super::html::{Field, Nav, alert, escape, page};
-use super::pages::{Page, SignedInForm, csrf, csrf_input, current_user, field};
+use super::kit::{Page, SignedInForm, csrf, csrf_input, current_user, field};
 use crate::domain::subscription::Kind;
 use crate::domain::user::Units;
+use crate::http::AppState;
 use crate::modules::auth::Authenticated;
 use crate::modules::subscriptions::{
     PlaceInput, SubscriptionError, SubscriptionInput, SubscriptionStatus, from_celsius,

@@ -7,10 +7,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
-use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery, ApiUser};
 use crate::domain::time::rfc3339_ms;
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, ApiQuery, ApiUser};
 use crate::modules::notifier::schedule::{format_clock, parse_clock};
 use crate::modules::notifier::{LinkCode, NotifierError, Settings, TelegramStatus};
 use crate::storage::notify::{NotifyMode, Prefs, QuietHours};
@@ -110,7 +110,7 @@ pub struct SettingsRequest {
     mode: Option<String>,
     #[serde(default)]
     digest_minutes: Option<u32>,
-    #[serde(default, deserialize_with = "super::extract::present")]
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
     quiet_hours: Option<Option<QuietHoursView>>,
 }
 

@@ -6,10 +6,10 @@ use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
 
-use super::AppState;
-use super::error::ApiError;
-use super::extract::{ApiJson, MeshUser};
 use crate::contract::{OnlineUser, SendMode, SendRefusal, SendRequest, SendResult};
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, MeshUser};
 use crate::modules::mesh::MeshStatus;
 
 #[derive(Debug, Deserialize)]

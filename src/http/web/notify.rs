@@ -10,10 +10,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
-use super::AppState;
+use super::account::account_view;
 use super::html::{Field, alert, escape};
-use super::pages::{SignedInForm, account_view, csrf_input, field};
+use super::kit::{SignedInForm, csrf_input, field};
 use crate::domain::time::rfc3339_ms;
+use crate::http::AppState;
 use crate::modules::notifier::schedule::{format_clock, parse_clock};
 use crate::modules::notifier::{NotifierError, Settings, TelegramStatus};
 use crate::storage::notify::{NotifyMode, Prefs, QuietHours};

@@ -9,9 +9,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
-use super::error::ApiError;
-use super::extract::{ApiAdmin, ApiJson, ApiPath, ApiQuery};
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiAdmin, ApiJson, ApiPath, ApiQuery};
 use crate::modules::sla::arima::Order;
 use crate::modules::sla::{ForecastReport, SlaError, SlaInput, SlaStatus, Step};
 

@@ -7,10 +7,10 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
-use super::error::ApiError;
-use super::extract::{ApiAdmin, ApiJson, ApiPath, ApiUser};
 use crate::domain::user::{Role, Units};
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiAdmin, ApiJson, ApiPath, ApiUser};
 use crate::modules::auth::{AccountUpdate, IssuedToken, LoginClient};
 use crate::storage::users::User;
 
@@ -112,13 +112,13 @@ pub async fn login(
     headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
-    let client = LoginClient::http(peer.ip(), super::pages::device_cookie(&headers));
+    let client = LoginClient::http(peer.ip(), crate::http::web::kit::device_cookie(&headers));
     let issued = state
         .auth
         .login(&req.username, &req.password, &client)
         .await?;
     // API clients that keep cookies (and browsers) get the device cookie too.
-    let cookie = super::pages::device_cookie_header(&state, &issued);
+    let cookie = crate::http::web::kit::device_cookie_header(&state, &issued);
     Ok((
         [(axum::http::header::SET_COOKIE, cookie)],
         Json(TokenView::from(&issued)),
@@ -140,7 +140,7 @@ pub async fn me(ApiUser(auth): ApiUser) -> Json<UserView> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMeRequest {
-    #[serde(default, deserialize_with = "super::extract::present")]
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
     telegram_chat_id: Option<Option<i64>>,
     #[serde(default)]
     timezone: Option<String>,

@@ -9,10 +9,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 
-use super::AppState;
 use super::html::{Field, Nav, alert, escape, page};
-use super::pages::{Page, SignedInForm, csrf, csrf_input, current_user, field};
+use super::kit::{Page, SignedInForm, csrf, csrf_input, current_user, field};
 use crate::domain::user::Role;
+use crate::http::AppState;
 use crate::modules::auth::Authenticated;
 use crate::modules::sla::arima::Order;
 use crate::modules::sla::{SlaError, SlaInput, SlaStatus};

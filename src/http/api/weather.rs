@@ -7,9 +7,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 
-use super::AppState;
-use super::error::ApiError;
-use super::extract::{ApiAdmin, ApiJson, ApiPath, ApiQuery, ApiUser};
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiAdmin, ApiJson, ApiPath, ApiQuery, ApiUser};
 use crate::modules::poller::CycleReport;
 use crate::modules::subscriptions::{SubscriptionError, SubscriptionInput, SubscriptionView};
 use crate::weather::PlaceCandidate;

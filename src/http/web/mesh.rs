@@ -8,9 +8,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 
-use super::AppState;
 use super::html::{Nav, alert, escape, page};
-use super::pages::{Page, csrf, current_user};
+use super::kit::{Page, csrf, current_user};
+use crate::http::AppState;
 
 pub async fn mesh_page(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     let Some(auth) = current_user(&state, &headers).await else {
