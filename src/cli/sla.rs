@@ -98,21 +98,7 @@ pub fn run(remote: &Remote, action: SlaAction) -> Result<String, SlaCliError> {
             for_duration,
             order,
         } => {
-            let order = match order {
-                None => Value::Null,
-                Some(o) => {
-                    let parts: Vec<Option<usize>> =
-                        o.split(',').map(|p| p.trim().parse().ok()).collect();
-                    match parts.as_slice() {
-                        [Some(p), Some(d), Some(q)] => json!({"p": p, "d": d, "q": q}),
-                        _ => {
-                            return Err(SlaCliError::Usage(
-                                "--order takes \"p,d,q\", e.g. 1,0,1".into(),
-                            ));
-                        }
-                    }
-                }
-            };
+            let order = arima_order(order.as_deref())?;
             let body = json!({"name": name, "selector": selector, "desired_min": min,
                               "desired_max": max, "for": for_duration, "order": order});
             let v = call(remote, "POST", "/api/v1/sla", Some(&body))?;
@@ -144,18 +130,7 @@ pub fn run(remote: &Remote, action: SlaAction) -> Result<String, SlaCliError> {
                 &format!("/api/v1/sla/{}", encode(&name)),
                 None,
             )?;
-            (
-                v,
-                Box::new(|v| {
-                    let mut out = status_table(std::slice::from_ref(v));
-                    let _ = write!(
-                        out,
-                        "\nsampled at {}",
-                        v["state"]["sampled_at"].as_str().unwrap_or("never")
-                    );
-                    out
-                }),
-            )
+            (v, Box::new(status_text))
         }
         SlaAction::Violations { name, since } => {
             let mut path = format!("/api/v1/sla/{}/violations", encode(&name));
@@ -163,26 +138,7 @@ pub fn run(remote: &Remote, action: SlaAction) -> Result<String, SlaCliError> {
                 path.push_str(&format!("?since={}", encode(&s)));
             }
             let v = call(remote, "GET", &path, None)?;
-            (
-                v,
-                Box::new(|v| {
-                    let c = &v["counts"];
-                    let mut rows = vec![vec!["AT".to_owned(), "VALUE".to_owned()]];
-                    for x in v["violations"].as_array().into_iter().flatten() {
-                        rows.push(vec![
-                            x["at"].as_str().unwrap_or("").to_owned(),
-                            num(&x["value"]),
-                        ]);
-                    }
-                    format!(
-                        "violations: {} in 1h, {} in 3h, {} in 6h\n{}",
-                        num(&c["last_1h"]),
-                        num(&c["last_3h"]),
-                        num(&c["last_6h"]),
-                        table(&rows)
-                    )
-                }),
-            )
+            (v, Box::new(violations_text))
         }
         SlaAction::Forecast { name, horizon } => {
             let mut path = format!("/api/v1/sla/{}/forecast", encode(&name));
@@ -190,38 +146,7 @@ pub fn run(remote: &Remote, action: SlaAction) -> Result<String, SlaCliError> {
                 path.push_str(&format!("?horizon={}", encode(&h)));
             }
             let v = call(remote, "GET", &path, None)?;
-            (
-                v,
-                Box::new(|v| {
-                    let o = &v["order"];
-                    let mut rows = vec![
-                        ["AT", "MEAN", "SE", "P(OUTSIDE)"]
-                            .map(String::from)
-                            .to_vec(),
-                    ];
-                    for s in v["steps"].as_array().into_iter().flatten() {
-                        rows.push(vec![
-                            s["at"].as_str().unwrap_or("").to_owned(),
-                            format!("{:.4}", s["mean"].as_f64().unwrap_or(f64::NAN)),
-                            format!("{:.4}", s["se"].as_f64().unwrap_or(f64::NAN)),
-                            format!(
-                                "{:.3}",
-                                s["probability_outside"].as_f64().unwrap_or(f64::NAN)
-                            ),
-                        ]);
-                    }
-                    format!(
-                        "ARIMA({},{},{}) on {} samples; P(violation within {} s) = {:.3}\n{}",
-                        o["p"],
-                        o["d"],
-                        o["q"],
-                        v["history_points"],
-                        v["horizon_seconds"],
-                        v["probability_within_horizon"].as_f64().unwrap_or(f64::NAN),
-                        table(&rows)
-                    )
-                }),
-            )
+            (v, Box::new(forecast_text))
         }
     };
     if remote.json {
@@ -229,4 +154,76 @@ pub fn run(remote: &Remote, action: SlaAction) -> Result<String, SlaCliError> {
     } else {
         Ok(render(&value))
     }
+}
+
+/// `--order "p,d,q"` as the API's `order` object (`null` without it).
+fn arima_order(order: Option<&str>) -> Result<Value, SlaCliError> {
+    let Some(o) = order else {
+        return Ok(Value::Null);
+    };
+    let parts: Vec<Option<usize>> = o.split(',').map(|p| p.trim().parse().ok()).collect();
+    match parts.as_slice() {
+        [Some(p), Some(d), Some(q)] => Ok(json!({"p": p, "d": d, "q": q})),
+        _ => Err(SlaCliError::Usage(
+            "--order takes \"p,d,q\", e.g. 1,0,1".into(),
+        )),
+    }
+}
+
+fn status_text(v: &Value) -> String {
+    let mut out = status_table(std::slice::from_ref(v));
+    let _ = write!(
+        out,
+        "\nsampled at {}",
+        v["state"]["sampled_at"].as_str().unwrap_or("never")
+    );
+    out
+}
+
+fn violations_text(v: &Value) -> String {
+    let c = &v["counts"];
+    let mut rows = vec![vec!["AT".to_owned(), "VALUE".to_owned()]];
+    for x in v["violations"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            x["at"].as_str().unwrap_or("").to_owned(),
+            num(&x["value"]),
+        ]);
+    }
+    format!(
+        "violations: {} in 1h, {} in 3h, {} in 6h\n{}",
+        num(&c["last_1h"]),
+        num(&c["last_3h"]),
+        num(&c["last_6h"]),
+        table(&rows)
+    )
+}
+
+fn forecast_text(v: &Value) -> String {
+    let o = &v["order"];
+    let mut rows = vec![
+        ["AT", "MEAN", "SE", "P(OUTSIDE)"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for s in v["steps"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            s["at"].as_str().unwrap_or("").to_owned(),
+            format!("{:.4}", s["mean"].as_f64().unwrap_or(f64::NAN)),
+            format!("{:.4}", s["se"].as_f64().unwrap_or(f64::NAN)),
+            format!(
+                "{:.3}",
+                s["probability_outside"].as_f64().unwrap_or(f64::NAN)
+            ),
+        ]);
+    }
+    format!(
+        "ARIMA({},{},{}) on {} samples; P(violation within {} s) = {:.3}\n{}",
+        o["p"],
+        o["d"],
+        o["q"],
+        v["history_points"],
+        v["horizon_seconds"],
+        v["probability_within_horizon"].as_f64().unwrap_or(f64::NAN),
+        table(&rows)
+    )
 }

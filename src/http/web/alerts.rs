@@ -101,7 +101,6 @@ struct View<'a> {
 }
 
 fn render(v: &View<'_>) -> String {
-    let units = v.auth.user.units;
     let err = |k: &str| v.errors.get(k).map(String::as_str);
     let mut out = String::from("<h1>My alerts</h1>");
     if let Some(n) = v.notice {
@@ -110,11 +109,26 @@ fn render(v: &View<'_>) -> String {
     if let Some(e) = err("general") {
         out.push_str(&alert("error", e));
     }
-    // Search.
+    out.push_str(&search_form(v));
+    out.push_str(&create_form(v));
+    if v.statuses.is_empty() {
+        out.push_str(
+            r#"<div class="card"><p>No alerts yet. Search for a place above to add one.</p></div>"#,
+        );
+    }
+    for s in v.statuses {
+        out.push_str(&status_card(s, v.auth.user.units, v.csrf));
+    }
+    out
+}
+
+/// The place search (a GET form, so results can be bookmarked).
+fn search_form(v: &View<'_>) -> String {
+    let err = |k: &str| v.errors.get(k).map(String::as_str);
+    let mut out = String::from("<div class=\"card\"><h2>Add an alert</h2>\n");
     let _ = write!(
         out,
-        r#"<div class="card"><h2>Add an alert</h2>
-<form method="get" action="/alerts" role="search"><label for="f-q">Find a place</label>
+        r#"<form method="get" action="/alerts" role="search"><label for="f-q">Find a place</label>
 <input id="f-q" name="q" type="search" value="{q}" placeholder="e.g. Catania" autocomplete="off">
 <button type="submit">Search</button></form>"#,
         q = escape(v.query)
@@ -125,7 +139,14 @@ fn render(v: &View<'_>) -> String {
     if let Some(e) = err("q") {
         let _ = write!(out, r#"<p class="field-error">{}</p>"#, escape(e));
     }
-    // Create: pick a candidate (or give coordinates) and constraints.
+    out
+}
+
+/// The form that creates an alert: a found place (or coordinates) and constraints.
+fn create_form(v: &View<'_>) -> String {
+    let units = v.auth.user.units;
+    let err = |k: &str| v.errors.get(k).map(String::as_str);
+    let mut out = String::new();
     let picked = field(v.form, "place");
     let mut places = String::new();
     for (i, c) in v.candidates.iter().enumerate() {
@@ -217,15 +238,6 @@ fn render(v: &View<'_>) -> String {
             ))
             .unwrap_or_default(),
     );
-    // The list.
-    if v.statuses.is_empty() {
-        out.push_str(
-            r#"<div class="card"><p>No alerts yet. Search for a place above to add one.</p></div>"#,
-        );
-    }
-    for s in v.statuses {
-        out.push_str(&status_card(s, units, v.csrf));
-    }
     out
 }
 
