@@ -61,7 +61,7 @@ async fn bench_alert_pipeline() {
     let db = Db::open(&config.storage.path, Duration::from_secs(5))
         .await
         .unwrap();
-    db.call(|c| {
+    with_connection(db.path(), |c| {
         for u in 0..USERS {
             let user = users::insert(
                 c,
@@ -101,7 +101,6 @@ async fn bench_alert_pipeline() {
         }
         Ok(())
     })
-    .await
     .unwrap();
     drop(db);
 

@@ -47,7 +47,7 @@ async fn users_with_chats(config: &meteomesh::config::Config) -> Vec<i64> {
     let db = Db::open(&config.storage.path, Duration::from_secs(5))
         .await
         .unwrap();
-    db.call(|c| {
+    with_connection(db.path(), |c| {
         let mut ids = Vec::new();
         for u in 0..USERS {
             let user = users::insert(
@@ -67,7 +67,6 @@ async fn users_with_chats(config: &meteomesh::config::Config) -> Vec<i64> {
         }
         Ok(ids)
     })
-    .await
     .unwrap()
 }
 
@@ -174,9 +173,7 @@ async fn bench_notifier() {
             }
         })
         .collect();
-    db.call(move |c| notify::enqueue(c, &rows, &[]))
-        .await
-        .unwrap();
+    with_connection(db.path(), move |c| notify::enqueue(c, &rows, &[])).unwrap();
     drop(db);
     tg.lock().sent.clear();
     let started = Instant::now();

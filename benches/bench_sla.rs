@@ -87,18 +87,17 @@ async fn bench_sla_sampling() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("growth.db");
     let db = Db::open(&path, Duration::from_secs(5)).await.unwrap();
-    db.call(|c| {
+    with_connection(db.path(), |c| {
         c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     })
-    .await
     .unwrap();
     let empty = std::fs::metadata(&path).unwrap().len();
     let series: Vec<String> = (0..20)
         .map(|i| format!("meteomesh_bench_series_{i}{{route=\"/api/v1/thing\"}}"))
         .collect();
     let day = 24 * 3600 / 15;
-    db.call(move |c| {
+    with_connection(db.path(), move |c| {
         for k in 0..day {
             let samples: Vec<(String, f64)> = series
                 .iter()
@@ -110,7 +109,6 @@ async fn bench_sla_sampling() {
         c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     })
-    .await
     .unwrap();
     let full = std::fs::metadata(&path).unwrap().len();
     let per_series = (full - empty) as f64 / 20.0;

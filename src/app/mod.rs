@@ -18,7 +18,7 @@ use crate::modules::ModuleCtx;
 use crate::modules::auth::{AuthError, AuthService};
 use crate::modules::mesh::MeshError;
 use crate::modules::system::SystemService;
-use crate::storage::{self, Db, StorageError};
+use crate::storage::{Db, StorageError};
 use crate::weather::{OpenMeteo, OpenWeatherMap, Provider};
 
 pub mod logging;
@@ -104,8 +104,8 @@ impl RunningApp {
         let addresses = listeners.addresses();
         let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
         let db = open_db(config, &metrics).await?;
-        let node_id = db.call(storage::node_id).await?;
-        crate::domain::time::raise_floor(db.call(|c| storage::last_seen(c)).await?);
+        let node_id = db.meta().node_id().await?;
+        crate::domain::time::raise_floor(db.meta().last_seen().await?);
         let auth = AuthService::new(
             db.clone(),
             &config.auth,
@@ -328,7 +328,7 @@ async fn record_seen(db: Db, shutdown: CancellationToken) {
         };
         if crate::domain::time::is_set() {
             let now = crate::domain::time::system_now();
-            if let Err(e) = db.call(move |c| storage::record_seen(c, now)).await {
+            if let Err(e) = db.meta().record_seen(now).await {
                 tracing::warn!(error = %e, "recording the time failed");
             }
         }

@@ -24,7 +24,7 @@ use crate::contract::{
 use crate::metrics::Metrics;
 use crate::modules::ModuleCtx;
 use crate::storage::Db;
-use crate::storage::boards::{self as store, BoardWrite, StoredPoint};
+use crate::storage::boards::{BoardWrite, StoredPoint};
 
 /// Points kept per board; beyond it the oldest go.
 pub const MAX_POINTS: usize = 20_000;
@@ -204,7 +204,7 @@ impl Boards {
     async fn board(&mut self, name: &str) -> &mut Board {
         if !self.boards.contains_key(name) {
             let n = name.to_owned();
-            let (epoch, stored) = match self.db.call(move |c| store::load(c, &n)).await {
+            let (epoch, stored) = match self.db.boards().load(&n).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(error = %e, board = name, "cannot load a board; starting empty");
@@ -348,11 +348,7 @@ impl Boards {
             return;
         }
         let writes = std::mem::take(&mut self.pending);
-        if let Err(e) = self
-            .db
-            .call(move |c| store::write(c, &writes, MAX_POINTS))
-            .await
-        {
+        if let Err(e) = self.db.boards().write(&writes, MAX_POINTS).await {
             tracing::warn!(error = %e, "cannot store board changes");
         }
     }

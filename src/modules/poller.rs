@@ -23,7 +23,6 @@ use crate::domain::weather::Coord;
 use crate::metrics::Metrics;
 use crate::modules::ModuleCtx;
 use crate::storage::Db;
-use crate::storage::subscriptions as store;
 use crate::weather::{Provider, ProviderError};
 
 /// Attempts per batch within one cycle (the first plus retries).
@@ -182,7 +181,7 @@ impl Poller {
 
     /// Fetches every active cell (or only those never fetched, with `only_new`).
     async fn cycle(&mut self, only_new: bool, shutdown: &CancellationToken) -> CycleReport {
-        let cells = match self.db.call(|c| store::active_cells(c)).await {
+        let cells = match self.db.subscriptions().active_cells().await {
             Ok(cells) => cells,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the places to poll");

@@ -32,7 +32,6 @@ use crate::domain::weather::Conditions;
 use crate::metrics::Metrics;
 use crate::modules::ModuleCtx;
 use crate::storage::notify::JournalEntry;
-use crate::storage::subscriptions as subs;
 use crate::storage::{Db, StorageError};
 
 /// WMO codes that mean rain: drizzle, freezing drizzle, rain, freezing rain, rain
@@ -310,7 +309,8 @@ impl Rules {
         let json = serde_json::to_string(&obs.conditions).unwrap_or_default();
         let at = obs.received_at;
         self.db
-            .call(move |c| subs::save_observation(c, cell, &json, at))
+            .subscriptions()
+            .save_observation(cell, &json, at)
             .await?;
         self.evaluate_cell(cell, &obs.conditions, None).await
     }
@@ -323,10 +323,7 @@ impl Rules {
         conditions: &Conditions,
         only: Option<i64>,
     ) -> Result<(), RulesError> {
-        let mut in_cell = self
-            .db
-            .call(move |c| subs::in_cell(c, cell_lat, cell_lon))
-            .await?;
+        let mut in_cell = self.db.subscriptions().in_cell(cell_lat, cell_lon).await?;
         if let Some(id) = only {
             in_cell.retain(|(s, _)| s.id == id);
         }
@@ -360,7 +357,8 @@ impl Rules {
             .collect();
         if !all_changes.is_empty() || !journal.is_empty() {
             self.db
-                .call(move |c| subs::save_states(c, &all_changes, &journal))
+                .subscriptions()
+                .save_states(&all_changes, &journal)
                 .await?;
         }
         for (user_id, outcome) in outcomes {
@@ -398,13 +396,14 @@ impl Rules {
             return Ok(());
         }
         let id = change.subscription_id;
-        let Some(sub) = self.db.call(move |c| subs::by_id(c, id)).await? else {
+        let Some(sub) = self.db.subscriptions().by_id(id).await? else {
             return Ok(());
         };
         let cell = (cell(sub.lat), cell(sub.lon));
         let latest = self
             .db
-            .call(move |c| subs::latest_observation(c, cell))
+            .subscriptions()
+            .latest_observation(cell)
             .await?
             .and_then(|(json, _)| serde_json::from_str::<Conditions>(&json).ok());
         if sub.enabled

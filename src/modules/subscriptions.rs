@@ -11,13 +11,12 @@ use serde::{Deserialize, Serialize};
 use crate::bus::BusClient;
 use crate::config::WeatherConfig;
 use crate::contract::{Change, SUBSCRIPTIONS_CHANGED, SubscriptionsChanged};
-use crate::domain::subscription::{Kind, Subscription, cell};
+use crate::domain::subscription::{Kind, Subscription};
 use crate::domain::time::system_now;
 use crate::domain::user::Units;
 use crate::domain::user::check_timezone;
 use crate::domain::validation::FieldError;
 use crate::metrics::Metrics;
-use crate::storage::subscriptions as store;
 use crate::storage::users::User;
 use crate::storage::{Db, StorageError};
 use crate::weather::{Geocoder, PlaceCandidate, ProviderError};
@@ -297,11 +296,7 @@ impl SubscriptionService {
     }
 
     async fn refresh_gauge(&self) -> Result<(), StorageError> {
-        let n: i64 = self
-            .inner
-            .db
-            .call(|c| Ok(c.query_row("SELECT count(*) FROM subscriptions", [], |r| r.get(0))?))
-            .await?;
+        let n: i64 = self.inner.db.subscriptions().count().await?;
         self.inner.metrics.alerts.subscriptions.set(n);
         Ok(())
     }
@@ -327,7 +322,8 @@ impl SubscriptionService {
         let stored = self
             .inner
             .db
-            .call(move |c| store::insert(c, &new, limit))
+            .subscriptions()
+            .insert(&new, limit)
             .await?
             .ok_or(SubscriptionError::LimitReached(limit))?;
         self.refresh_gauge().await?;
@@ -337,7 +333,7 @@ impl SubscriptionService {
 
     pub async fn list(&self, user: &User) -> Result<Vec<Subscription>, SubscriptionError> {
         let id = user.id;
-        Ok(self.inner.db.call(move |c| store::of_user(c, id)).await?)
+        Ok(self.inner.db.subscriptions().of_user(id).await?)
     }
 
     /// The user's subscriptions with their violated constraints and latest conditions.
@@ -349,25 +345,23 @@ impl SubscriptionService {
         Ok(self
             .inner
             .db
-            .call(move |c| {
-                let mut out = Vec::new();
-                for s in store::of_user(c, id)? {
-                    let violated = store::violated_kinds(c, s.id)?;
-                    let latest = store::latest_observation(c, (cell(s.lat), cell(s.lon)))?;
-                    let (conditions, observed_at) = match latest {
-                        Some((json, at)) => (serde_json::from_str(&json).ok(), Some(at)),
-                        None => (None, None),
-                    };
-                    out.push(SubscriptionStatus {
-                        subscription: s,
-                        violated,
-                        conditions,
-                        observed_at,
-                    });
+            .subscriptions()
+            .statuses_of_user(id)
+            .await?
+            .into_iter()
+            .map(|s| {
+                let (conditions, observed_at) = match s.latest {
+                    Some((json, at)) => (serde_json::from_str(&json).ok(), Some(at)),
+                    None => (None, None),
+                };
+                SubscriptionStatus {
+                    subscription: s.subscription,
+                    violated: s.violated,
+                    conditions,
+                    observed_at,
                 }
-                Ok(out)
             })
-            .await?)
+            .collect())
     }
 
     /// The user's subscription `id` (another user's is "not found").
@@ -375,7 +369,8 @@ impl SubscriptionService {
         let owner = user.id;
         self.inner
             .db
-            .call(move |c| store::by_id(c, id))
+            .subscriptions()
+            .by_id(id)
             .await?
             .filter(|s| s.user_id == owner)
             .ok_or(SubscriptionError::NotFound)
@@ -393,17 +388,14 @@ impl SubscriptionService {
         new.id = old.id;
         new.created_at = old.created_at;
         let stored = new.clone();
-        self.inner
-            .db
-            .call(move |c| store::update(c, &stored))
-            .await?;
+        self.inner.db.subscriptions().update(&stored).await?;
         self.announce(&new, Change::Updated).await;
         Ok(new)
     }
 
     pub async fn delete(&self, user: &User, id: i64) -> Result<(), SubscriptionError> {
         let old = self.get(user, id).await?;
-        self.inner.db.call(move |c| store::delete(c, id)).await?;
+        self.inner.db.subscriptions().delete(id).await?;
         self.refresh_gauge().await?;
         self.announce(&old, Change::Deleted).await;
         Ok(())
@@ -433,7 +425,8 @@ impl SubscriptionService {
         let cached = self
             .inner
             .db
-            .call(move |c| store::cached_places(c, &key, count, now, ttl))
+            .subscriptions()
+            .cached_places(&key, count, now, ttl)
             .await?;
         if let Some(json) = cached.and_then(|j| serde_json::from_str(&j).ok()) {
             return Ok(json);
@@ -447,7 +440,8 @@ impl SubscriptionService {
         let json = serde_json::to_string(&found).unwrap_or_else(|_| "[]".into());
         self.inner
             .db
-            .call(move |c| store::cache_places(c, &q, count, &json, now))
+            .subscriptions()
+            .cache_places(&q, count, &json, now)
             .await?;
         Ok(found)
     }

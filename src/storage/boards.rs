@@ -6,6 +6,9 @@ use rusqlite::{Connection, params};
 
 use super::StorageError;
 
+/// The typed operations on whiteboard drawings, each in its own transaction (`db.boards()`).
+pub struct Boards<'a>(pub(in crate::storage) &'a super::Db);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredPoint {
     pub username: String,
@@ -118,9 +121,28 @@ pub fn write(
     Ok(())
 }
 
+impl Boards<'_> {
+    pub async fn load(&self, board: &str) -> Result<(u64, Vec<StoredPoint>), StorageError> {
+        let board = board.to_owned();
+        self.0.call(move |conn| load(conn, &board)).await
+    }
+
+    pub async fn write(
+        &self,
+        writes: &[BoardWrite],
+        max_points: usize,
+    ) -> Result<(), StorageError> {
+        let writes = writes.to_owned();
+        self.0
+            .call(move |conn| write(conn, &writes, max_points))
+            .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::storage::test_connection as db;
 
     fn point(seq: u64) -> BoardWrite {

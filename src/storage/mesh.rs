@@ -11,6 +11,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::StorageError;
 
+/// The typed operations on the mesh: nodes, queued messages, revocations and name claims, each in its own transaction (`db.mesh()`).
+pub struct Mesh<'a>(pub(in crate::storage) &'a super::Db);
+
 /// One node as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredNode {
@@ -302,9 +305,158 @@ fn lost_names(conn: &Connection, own_node: &str) -> Result<Vec<(String, String)>
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+impl Mesh<'_> {
+    pub async fn enqueue(
+        &self,
+        m: &QueuedMessage,
+        max_per_user: u32,
+    ) -> Result<Result<(), QueueRefusal>, StorageError> {
+        let m = m.to_owned();
+        self.0
+            .call(move |conn| enqueue(conn, &m, max_per_user))
+            .await
+    }
+
+    pub async fn expire(&self, now: i64) -> Result<usize, StorageError> {
+        self.0.call(move |conn| expire(conn, now)).await
+    }
+
+    pub async fn forget_name_claims(&self, home: &str) -> Result<usize, StorageError> {
+        let home = home.to_owned();
+        self.0
+            .call(move |conn| forget_name_claims(conn, &home))
+            .await
+    }
+
+    pub async fn is_revoked(
+        &self,
+        username: &str,
+        jti: &str,
+        issued_at: i64,
+    ) -> Result<bool, StorageError> {
+        let username = username.to_owned();
+        let jti = jti.to_owned();
+        self.0
+            .call(move |conn| is_revoked(conn, &username, &jti, issued_at))
+            .await
+    }
+
+    pub async fn load_nodes(&self) -> Result<Vec<StoredNode>, StorageError> {
+        self.0.call(move |conn| load_nodes(conn)).await
+    }
+
+    pub async fn local_name_claims(&self) -> Result<Vec<NameClaim>, StorageError> {
+        self.0.call(move |conn| local_name_claims(conn)).await
+    }
+
+    pub async fn name_holder(
+        &self,
+        name: &str,
+        own_node: &str,
+    ) -> Result<Option<String>, StorageError> {
+        let name = name.to_owned();
+        let own_node = own_node.to_owned();
+        self.0
+            .call(move |conn| name_holder(conn, &name, &own_node))
+            .await
+    }
+
+    pub async fn prune_revocations(&self, now: i64) -> Result<usize, StorageError> {
+        self.0.call(move |conn| prune_revocations(conn, now)).await
+    }
+
+    pub async fn recipients(&self) -> Result<Vec<String>, StorageError> {
+        self.0.call(move |conn| recipients(conn)).await
+    }
+
+    pub async fn remote_name_count(&self) -> Result<i64, StorageError> {
+        self.0.call(move |conn| remote_name_count(conn)).await
+    }
+
+    pub async fn remove(&self, ids: &[String]) -> Result<usize, StorageError> {
+        let ids = ids.to_owned();
+        self.0.call(move |conn| remove(conn, &ids)).await
+    }
+
+    pub async fn replace_name_claims(
+        &self,
+        home: &str,
+        claims: &[NameClaim],
+        own_node: &str,
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        let home = home.to_owned();
+        let claims = claims.to_owned();
+        let own_node = own_node.to_owned();
+        self.0
+            .call(move |conn| replace_name_claims(conn, &home, &claims, &own_node))
+            .await
+    }
+
+    pub async fn save_nodes(&self, nodes: &[StoredNode]) -> Result<(), StorageError> {
+        let nodes = nodes.to_owned();
+        self.0.call(move |conn| save_nodes(conn, &nodes)).await
+    }
+
+    pub async fn waiting_count(&self) -> Result<i64, StorageError> {
+        self.0.call(move |conn| waiting_count(conn)).await
+    }
+
+    pub async fn waiting_for(&self, to_user: &str) -> Result<Vec<QueuedMessage>, StorageError> {
+        let to_user = to_user.to_owned();
+        self.0.call(move |conn| waiting_for(conn, &to_user)).await
+    }
+}
+
+/// Whether another node revoked this token, and who holds the name mesh-wide, read
+/// together (a foreign token's check).
+pub fn revocation_and_holder(
+    conn: &Connection,
+    username: &str,
+    jti: &str,
+    issued_at: i64,
+    own_node: &str,
+) -> Result<(bool, Option<String>), StorageError> {
+    Ok((
+        is_revoked(conn, username, jti, issued_at)?,
+        name_holder(conn, username, own_node)?,
+    ))
+}
+
+impl Mesh<'_> {
+    pub async fn revocation_and_holder(
+        &self,
+        username: &str,
+        jti: &str,
+        issued_at: i64,
+        own_node: &str,
+    ) -> Result<(bool, Option<String>), StorageError> {
+        let (username, jti, own_node) = (username.to_owned(), jti.to_owned(), own_node.to_owned());
+        self.0
+            .call(move |conn| revocation_and_holder(conn, &username, &jti, issued_at, &own_node))
+            .await
+    }
+}
+
+impl Mesh<'_> {
+    pub async fn add_revocation(
+        &self,
+        username: &str,
+        jti: Option<&str>,
+        issued_before: Option<i64>,
+        expires_at: i64,
+    ) -> Result<(), StorageError> {
+        let (username, jti) = (username.to_owned(), jti.map(str::to_owned));
+        self.0
+            .call(move |conn| {
+                add_revocation(conn, &username, jti.as_deref(), issued_before, expires_at)
+            })
+            .await
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::storage::test_connection as db;
 
     fn msg(id: &str, to: &str, seq: u64) -> QueuedMessage {

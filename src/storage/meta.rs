@@ -5,6 +5,9 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::StorageError;
 
+/// The typed operations on the node's own settings (node id, token key, Telegram offset, last time seen), each in its own transaction (`db.meta()`).
+pub struct Meta<'a>(pub(in crate::storage) &'a super::Db);
+
 fn get(conn: &Connection, key: &str) -> Result<Option<String>, StorageError> {
     Ok(conn
         .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
@@ -74,6 +77,28 @@ pub fn record_seen(conn: &Connection, at: i64) -> Result<(), StorageError> {
         [at.to_string()],
     )?;
     Ok(())
+}
+
+impl Meta<'_> {
+    pub async fn jwt_secret(&self) -> Result<String, StorageError> {
+        self.0.call(jwt_secret).await
+    }
+
+    pub async fn last_seen(&self) -> Result<i64, StorageError> {
+        self.0.call(move |conn| last_seen(conn)).await
+    }
+
+    pub async fn node_id(&self) -> Result<String, StorageError> {
+        self.0.call(node_id).await
+    }
+
+    pub async fn record_seen(&self, at: i64) -> Result<(), StorageError> {
+        self.0.call(move |conn| record_seen(conn, at)).await
+    }
+
+    pub async fn telegram_offset(&self) -> Result<i64, StorageError> {
+        self.0.call(move |conn| telegram_offset(conn)).await
+    }
 }
 
 #[cfg(test)]

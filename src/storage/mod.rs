@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use meta::{jwt_secret, last_seen, node_id, record_seen, set_telegram_offset, telegram_offset};
+pub use meta::{
+    Meta, jwt_secret, last_seen, node_id, record_seen, set_telegram_offset, telegram_offset,
+};
 pub use migrations::{LATEST_VERSION, schema_version};
 
 #[derive(Debug, thiserror::Error)]
@@ -180,8 +182,9 @@ impl Db {
         &self.path
     }
 
-    /// Runs `f` with the connection on tokio's blocking pool.
-    pub async fn call<T, F>(&self, f: F) -> Result<T, StorageError>
+    /// Runs `f` with the connection on tokio's blocking pool. Only storage's own typed
+    /// methods call it: nothing outside `storage/` ever holds the connection.
+    pub(in crate::storage) async fn call<T, F>(&self, f: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StorageError> + Send + 'static,
@@ -202,6 +205,38 @@ impl Db {
             observe(started.elapsed(), result.is_ok());
         }
         result
+    }
+
+    pub fn users(&self) -> users::Users<'_> {
+        users::Users(self)
+    }
+
+    pub fn subscriptions(&self) -> subscriptions::Subscriptions<'_> {
+        subscriptions::Subscriptions(self)
+    }
+
+    pub fn mesh(&self) -> mesh::Mesh<'_> {
+        mesh::Mesh(self)
+    }
+
+    pub fn boards(&self) -> boards::Boards<'_> {
+        boards::Boards(self)
+    }
+
+    pub fn sla(&self) -> sla::Slas<'_> {
+        sla::Slas(self)
+    }
+
+    pub fn meta(&self) -> meta::Meta<'_> {
+        meta::Meta(self)
+    }
+
+    pub fn notify(&self) -> notify::Notify<'_> {
+        notify::Notify(self)
+    }
+
+    pub fn telegram_link(&self) -> telegram_link::TelegramLink<'_> {
+        telegram_link::TelegramLink(self)
     }
 
     /// Cheap liveness probe for `/readyz`.

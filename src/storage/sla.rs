@@ -6,6 +6,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::StorageError;
 
+/// The typed operations on SLAs, their samples and violations, each in its own transaction (`db.sla()`).
+pub struct Slas<'a>(pub(in crate::storage) &'a super::Db);
+
 /// An SLA as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlaRow {
@@ -221,4 +224,105 @@ pub fn violations(
         Ok((r.get(0)?, r.get(1)?))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+impl Slas<'_> {
+    pub async fn delete(&self, name: &str) -> Result<bool, StorageError> {
+        let name = name.to_owned();
+        self.0.call(move |conn| delete(conn, &name)).await
+    }
+
+    pub async fn get(&self, name: &str) -> Result<Option<SlaRow>, StorageError> {
+        let name = name.to_owned();
+        self.0.call(move |conn| get(conn, &name)).await
+    }
+
+    pub async fn history(&self, series: &str, since: i64) -> Result<Vec<(i64, f64)>, StorageError> {
+        let series = series.to_owned();
+        self.0.call(move |conn| history(conn, &series, since)).await
+    }
+
+    pub async fn list(&self) -> Result<Vec<SlaRow>, StorageError> {
+        self.0.call(move |conn| list(conn)).await
+    }
+
+    pub async fn prune(&self, before: i64) -> Result<usize, StorageError> {
+        self.0.call(move |conn| prune(conn, before)).await
+    }
+
+    pub async fn save_cycle(
+        &self,
+        at: i64,
+        samples: &[(String, f64)],
+        evaluations: &[Evaluation],
+    ) -> Result<(), StorageError> {
+        let samples = samples.to_owned();
+        let evaluations = evaluations.to_owned();
+        self.0
+            .call(move |conn| save_cycle(conn, at, &samples, &evaluations))
+            .await
+    }
+
+    pub async fn violations(
+        &self,
+        name: &str,
+        since: i64,
+        limit: usize,
+    ) -> Result<Vec<(f64, i64)>, StorageError> {
+        let name = name.to_owned();
+        self.0
+            .call(move |conn| violations(conn, &name, since, limit))
+            .await
+    }
+}
+
+/// Inserts or replaces an SLA unless that would make more than `max`; `None` when
+/// refused, else whether it was new. Checked and written in one transaction.
+pub fn upsert_capped(
+    conn: &mut Connection,
+    s: &SlaRow,
+    max: usize,
+) -> Result<Option<bool>, StorageError> {
+    let tx = conn.transaction()?;
+    let exists = get(&tx, &s.name)?.is_some();
+    if !exists && list(&tx)?.len() >= max {
+        return Ok(None);
+    }
+    let created = upsert(&tx, s)?;
+    tx.commit()?;
+    Ok(Some(created))
+}
+
+/// Violations of each SLA since each of `since`, in one read.
+pub fn violation_counts_of(
+    conn: &Connection,
+    names: &[String],
+    since: &[i64],
+) -> Result<Vec<Vec<i64>>, StorageError> {
+    names
+        .iter()
+        .map(|n| violation_counts(conn, n, since))
+        .collect()
+}
+
+impl Slas<'_> {
+    pub async fn upsert_capped(
+        &self,
+        s: &SlaRow,
+        max: usize,
+    ) -> Result<Option<bool>, StorageError> {
+        let s = s.to_owned();
+        self.0.call(move |conn| upsert_capped(conn, &s, max)).await
+    }
+
+    pub async fn violation_counts_of(
+        &self,
+        names: &[String],
+        since: &[i64],
+    ) -> Result<Vec<Vec<i64>>, StorageError> {
+        let (names, since) = (names.to_owned(), since.to_owned());
+        self.0
+            .call(move |conn| violation_counts_of(conn, &names, &since))
+            .await
+    }
 }

@@ -7,6 +7,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::StorageError;
 use crate::domain::subscription::{ConstraintState, Kind, Subscription, cell};
 
+/// The typed operations on subscriptions, alert states, observations and the geocoding cache, each in its own transaction (`db.subscriptions()`).
+pub struct Subscriptions<'a>(pub(in crate::storage) &'a super::Db);
+
 const COLUMNS: &str = "id, user_id, label, place_name, latitude, longitude, timezone, min_temp_c, \
      max_temp_c, rain, snow, notify_on_clear, for_observations, enabled, created_at, updated_at";
 
@@ -285,4 +288,154 @@ pub fn violated_kinds(conn: &Connection, subscription_id: i64) -> Result<Vec<Kin
         }
     }
     Ok(out)
+}
+
+impl Subscriptions<'_> {
+    pub async fn active_cells(&self) -> Result<Vec<(i64, i64)>, StorageError> {
+        self.0.call(move |conn| active_cells(conn)).await
+    }
+
+    pub async fn by_id(&self, id: i64) -> Result<Option<Subscription>, StorageError> {
+        self.0.call(move |conn| by_id(conn, id)).await
+    }
+
+    pub async fn cache_places(
+        &self,
+        query: &str,
+        count: u8,
+        results: &str,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let query = query.to_owned();
+        let results = results.to_owned();
+        self.0
+            .call(move |conn| cache_places(conn, &query, count, &results, now))
+            .await
+    }
+
+    pub async fn cached_places(
+        &self,
+        query: &str,
+        count: u8,
+        now: i64,
+        max_age: i64,
+    ) -> Result<Option<String>, StorageError> {
+        let query = query.to_owned();
+        self.0
+            .call(move |conn| cached_places(conn, &query, count, now, max_age))
+            .await
+    }
+
+    pub async fn delete(&self, id: i64) -> Result<bool, StorageError> {
+        self.0.call(move |conn| delete(conn, id)).await
+    }
+
+    pub async fn in_cell(
+        &self,
+        cell_lat: i64,
+        cell_lon: i64,
+    ) -> Result<Vec<WithState>, StorageError> {
+        self.0
+            .call(move |conn| in_cell(conn, cell_lat, cell_lon))
+            .await
+    }
+
+    pub async fn insert(
+        &self,
+        s: &Subscription,
+        limit: usize,
+    ) -> Result<Option<Subscription>, StorageError> {
+        let s = s.to_owned();
+        self.0.call(move |conn| insert(conn, &s, limit)).await
+    }
+
+    pub async fn latest_observation(
+        &self,
+        (cell_lat, cell_lon): (i64, i64),
+    ) -> Result<Option<(String, i64)>, StorageError> {
+        self.0
+            .call(move |conn| latest_observation(conn, (cell_lat, cell_lon)))
+            .await
+    }
+
+    pub async fn of_user(&self, user_id: i64) -> Result<Vec<Subscription>, StorageError> {
+        self.0.call(move |conn| of_user(conn, user_id)).await
+    }
+
+    pub async fn save_observation(
+        &self,
+        (cell_lat, cell_lon): (i64, i64),
+        conditions: &str,
+        received_at: i64,
+    ) -> Result<(), StorageError> {
+        let conditions = conditions.to_owned();
+        self.0
+            .call(move |conn| {
+                save_observation(conn, (cell_lat, cell_lon), &conditions, received_at)
+            })
+            .await
+    }
+
+    pub async fn save_states(
+        &self,
+        changes: &[(i64, Kind, ConstraintState)],
+        events: &[super::notify::JournalEntry],
+    ) -> Result<(), StorageError> {
+        let changes = changes.to_owned();
+        let events = events.to_owned();
+        self.0
+            .call(move |conn| save_states(conn, &changes, &events))
+            .await
+    }
+
+    pub async fn update(&self, s: &Subscription) -> Result<(), StorageError> {
+        let s = s.to_owned();
+        self.0.call(move |conn| update(conn, &s)).await
+    }
+}
+
+/// How many subscriptions there are (all users).
+pub fn count(conn: &Connection) -> Result<i64, StorageError> {
+    Ok(conn.query_row("SELECT count(*) FROM subscriptions", [], |r| r.get(0))?)
+}
+
+/// A subscription with its violated constraints and the latest observation of its
+/// place (JSON and time), read together.
+#[derive(Debug, Clone)]
+pub struct StoredStatus {
+    pub subscription: Subscription,
+    pub violated: Vec<Kind>,
+    pub latest: Option<(String, i64)>,
+}
+
+/// Every subscription of `user_id` with its state, in one read.
+pub fn statuses_of_user(
+    conn: &mut Connection,
+    user_id: i64,
+) -> Result<Vec<StoredStatus>, StorageError> {
+    let tx = conn.transaction()?;
+    let mut out = Vec::new();
+    for s in of_user(&tx, user_id)? {
+        let violated = violated_kinds(&tx, s.id)?;
+        let latest = latest_observation(&tx, (cell(s.lat), cell(s.lon)))?;
+        out.push(StoredStatus {
+            subscription: s,
+            violated,
+            latest,
+        });
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+impl Subscriptions<'_> {
+    pub async fn count(&self) -> Result<i64, StorageError> {
+        self.0.call(|conn| count(conn)).await
+    }
+
+    pub async fn statuses_of_user(&self, user_id: i64) -> Result<Vec<StoredStatus>, StorageError> {
+        self.0
+            .call(move |conn| statuses_of_user(conn, user_id))
+            .await
+    }
 }

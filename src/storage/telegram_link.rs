@@ -9,6 +9,9 @@ use super::StorageError;
 use super::meta::set_telegram_offset;
 use super::notify::{NewDelivery, insert_deliveries, set_chat, take_link_code, unlink_chat};
 
+/// The typed operations on the Telegram chat commands that link accounts, each in its own transaction (`db.telegram_link()`).
+pub struct TelegramLink<'a>(pub(in crate::storage) &'a super::Db);
+
 /// What a chat asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkRequest {
@@ -73,4 +76,20 @@ pub fn apply_link_updates(
     set_telegram_offset(&tx, next)?;
     tx.commit()?;
     Ok(n)
+}
+
+impl TelegramLink<'_> {
+    pub async fn apply_link_updates<F>(
+        &self,
+        updates: Vec<LinkUpdate>,
+        now_ms: i64,
+        reply: F,
+    ) -> Result<usize, StorageError>
+    where
+        F: Fn(&LinkUpdate, &LinkOutcome) -> NewDelivery + Send + 'static,
+    {
+        self.0
+            .call(move |conn| apply_link_updates(conn, &updates, now_ms, reply))
+            .await
+    }
 }

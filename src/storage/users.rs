@@ -6,6 +6,9 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use super::StorageError;
 use crate::domain::user::{Role, Units};
 
+/// The typed operations on accounts and the login-token denylist, each in its own transaction (`db.users()`).
+pub struct Users<'a>(pub(in crate::storage) &'a super::Db);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub id: i64,
@@ -248,4 +251,143 @@ pub fn is_token_revoked(conn: &Connection, jti: &str) -> Result<bool, StorageErr
 /// Drops denylist entries of tokens that have expired anyway; returns how many.
 pub fn prune_revoked_tokens(conn: &Connection, now: i64) -> Result<usize, StorageError> {
     Ok(conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?1", [now])?)
+}
+
+impl Users<'_> {
+    pub async fn by_id(&self, id: i64) -> Result<Option<User>, StorageError> {
+        self.0.call(move |conn| by_id(conn, id)).await
+    }
+
+    pub async fn by_username(&self, username: &str) -> Result<Option<User>, StorageError> {
+        let username = username.to_owned();
+        self.0.call(move |conn| by_username(conn, &username)).await
+    }
+
+    pub async fn count(&self) -> Result<i64, StorageError> {
+        self.0.call(move |conn| count(conn)).await
+    }
+
+    pub async fn delete_keeping_an_admin(
+        &self,
+        id: i64,
+    ) -> Result<AdminGuarded<String>, StorageError> {
+        self.0
+            .call(move |conn| delete_keeping_an_admin(conn, id))
+            .await
+    }
+
+    pub async fn list(&self) -> Result<Vec<User>, StorageError> {
+        self.0.call(move |conn| list(conn)).await
+    }
+
+    pub async fn prune_revoked_tokens(&self, now: i64) -> Result<usize, StorageError> {
+        self.0
+            .call(move |conn| prune_revoked_tokens(conn, now))
+            .await
+    }
+
+    pub async fn revoke_token(
+        &self,
+        jti: &str,
+        user_id: i64,
+        expires_at: i64,
+    ) -> Result<(), StorageError> {
+        let jti = jti.to_owned();
+        self.0
+            .call(move |conn| revoke_token(conn, &jti, user_id, expires_at))
+            .await
+    }
+
+    pub async fn set_role_keeping_an_admin(
+        &self,
+        id: i64,
+        role: Role,
+        now: i64,
+    ) -> Result<AdminGuarded<User>, StorageError> {
+        self.0
+            .call(move |conn| set_role_keeping_an_admin(conn, id, role, now))
+            .await
+    }
+
+    pub async fn update(&self, u: &User) -> Result<(), StorageError> {
+        let u = u.to_owned();
+        self.0.call(move |conn| update(conn, &u)).await
+    }
+}
+
+/// What a live session's check needs, read together: the account, whether the token
+/// was revoked (`jti`, when the session logged in with one), and who holds the name
+/// mesh-wide.
+pub fn session_check(
+    conn: &Connection,
+    user_id: i64,
+    jti: Option<&str>,
+    username: &str,
+    own_node: &str,
+) -> Result<(Option<User>, bool, Option<String>), StorageError> {
+    let revoked = match jti {
+        Some(jti) => is_token_revoked(conn, jti)?,
+        None => false,
+    };
+    let holder = super::mesh::name_holder(conn, username, own_node)?;
+    Ok((by_id(conn, user_id)?, revoked, holder))
+}
+
+impl Users<'_> {
+    /// Whether the token `jti` is revoked, and its account, read together.
+    pub async fn token_check(
+        &self,
+        jti: &str,
+        user_id: i64,
+    ) -> Result<(bool, Option<User>), StorageError> {
+        let jti = jti.to_owned();
+        self.0
+            .call(move |conn| Ok((is_token_revoked(conn, &jti)?, by_id(conn, user_id)?)))
+            .await
+    }
+
+    pub async fn session_check(
+        &self,
+        user_id: i64,
+        jti: Option<&str>,
+        username: &str,
+        own_node: &str,
+    ) -> Result<(Option<User>, bool, Option<String>), StorageError> {
+        let (jti, username, own_node) = (
+            jti.map(str::to_owned),
+            username.to_owned(),
+            own_node.to_owned(),
+        );
+        self.0
+            .call(move |conn| session_check(conn, user_id, jti.as_deref(), &username, &own_node))
+            .await
+    }
+
+    /// Inserts an account (the first one becomes the administrator, see
+    /// [`insert_first_admin`]).
+    pub async fn insert_first_admin(&self, u: &NewUser<'_>) -> Result<Option<User>, StorageError> {
+        let (username, hash, timezone) = (
+            u.username.to_owned(),
+            u.password_hash.to_owned(),
+            u.timezone.to_owned(),
+        );
+        let (chat, confirmed, role, now) =
+            (u.telegram_chat_id, u.telegram_chat_confirmed, u.role, u.now);
+        self.0
+            .call(move |conn| {
+                insert_first_admin(
+                    conn,
+                    &NewUser {
+                        username: &username,
+                        password_hash: &hash,
+                        telegram_chat_id: chat,
+                        telegram_chat_confirmed: confirmed,
+                        role,
+                        timezone: &timezone,
+                        now,
+                    },
+                )
+            })
+            .await
+    }
 }

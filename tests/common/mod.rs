@@ -558,3 +558,16 @@ pub fn write_test_config(dir: &Path, extra: &str) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// Runs `f` on a connection of its own to the database at `path`: bulk setup and checks
+/// in tests and benchmarks (the app's own code goes through storage's typed methods).
+pub fn with_connection<T>(
+    path: &Path,
+    f: impl FnOnce(&mut rusqlite::Connection) -> Result<T, meteomesh::storage::StorageError>,
+) -> Result<T, meteomesh::storage::StorageError> {
+    let mut conn =
+        rusqlite::Connection::open(path).map_err(meteomesh::storage::StorageError::from)?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(meteomesh::storage::StorageError::from)?;
+    f(&mut conn)
+}

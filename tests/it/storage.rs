@@ -27,18 +27,16 @@ async fn migrates_empty_then_reopens_migrated_database() {
     // The folder does not exist yet: it is created.
     let path = dir.path().join("nested").join("state").join("m.db");
     let db = Db::open(&path, Duration::from_secs(1)).await.unwrap();
-    let (version, node, journal, fk, sync) = db
-        .call(|c| {
-            Ok((
-                storage::schema_version(c)?,
-                storage::node_id(c)?,
-                pragma(c, "journal_mode"),
-                pragma(c, "foreign_keys"),
-                pragma(c, "synchronous"),
-            ))
-        })
-        .await
-        .unwrap();
+    let (version, node, journal, fk, sync) = with_connection(db.path(), |c| {
+        Ok((
+            storage::schema_version(c)?,
+            storage::node_id(c)?,
+            pragma(c, "journal_mode"),
+            pragma(c, "foreign_keys"),
+            pragma(c, "synchronous"),
+        ))
+    })
+    .unwrap();
     assert_eq!(version, LATEST_VERSION);
     assert_eq!(journal, "wal");
     assert_eq!(fk, "1");
@@ -47,10 +45,10 @@ async fn migrates_empty_then_reopens_migrated_database() {
 
     // Already migrated: opens without change and keeps its data.
     let db = Db::open(&path, Duration::from_secs(1)).await.unwrap();
-    let (version2, node2) = db
-        .call(|c| Ok((storage::schema_version(c)?, storage::node_id(c)?)))
-        .await
-        .unwrap();
+    let (version2, node2) = with_connection(db.path(), |c| {
+        Ok((storage::schema_version(c)?, storage::node_id(c)?))
+    })
+    .unwrap();
     assert_eq!(version2, LATEST_VERSION);
     assert_eq!(node2, node, "node id is stable across restarts");
 }
@@ -208,33 +206,31 @@ async fn revoked_token_list_is_pruned_after_expiry() {
     let db = Db::open(&dir.path().join("p.db"), Duration::from_secs(1))
         .await
         .unwrap();
-    let remaining = db
-        .call(|c| {
-            let user = users::insert(
-                c,
-                &NewUser {
-                    username: "alice",
-                    password_hash: "x",
-                    telegram_chat_id: None,
-                    telegram_chat_confirmed: false,
-                    role: Role::User,
-                    timezone: "UTC",
-                    now: 1_000,
-                },
-            )?
-            .unwrap();
-            users::revoke_token(c, "old", user.id, 1_500)?;
-            users::revoke_token(c, "new", user.id, 3_000)?;
-            // Revoking twice is harmless.
-            users::revoke_token(c, "new", user.id, 3_000)?;
-            let pruned = users::prune_revoked_tokens(c, 2_000)?;
-            assert_eq!(pruned, 1);
-            Ok((
-                users::is_token_revoked(c, "old")?,
-                users::is_token_revoked(c, "new")?,
-            ))
-        })
-        .await
+    let remaining = with_connection(db.path(), |c| {
+        let user = users::insert(
+            c,
+            &NewUser {
+                username: "alice",
+                password_hash: "x",
+                telegram_chat_id: None,
+                telegram_chat_confirmed: false,
+                role: Role::User,
+                timezone: "UTC",
+                now: 1_000,
+            },
+        )?
         .unwrap();
+        users::revoke_token(c, "old", user.id, 1_500)?;
+        users::revoke_token(c, "new", user.id, 3_000)?;
+        // Revoking twice is harmless.
+        users::revoke_token(c, "new", user.id, 3_000)?;
+        let pruned = users::prune_revoked_tokens(c, 2_000)?;
+        assert_eq!(pruned, 1);
+        Ok((
+            users::is_token_revoked(c, "old")?,
+            users::is_token_revoked(c, "new")?,
+        ))
+    })
+    .unwrap();
     assert_eq!(remaining, (false, true));
 }

@@ -71,7 +71,7 @@ impl AuthService {
     /// Whether account `user_id` exists and passes `check`; `true` when the database
     /// cannot say (a storage hiccup must not end a live account's sessions).
     async fn account_matches(&self, user_id: i64, check: impl FnOnce(&User) -> bool) -> bool {
-        match self.inner.db.call(move |c| users::by_id(c, user_id)).await {
+        match self.inner.db.users().by_id(user_id).await {
             Ok(user) => user.as_ref().is_some_and(check),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check whether an account exists");
@@ -121,12 +121,7 @@ impl UserAuthenticator for AuthService {
                 return true;
             };
             let name = session.username.clone();
-            return match self
-                .inner
-                .db
-                .call(move |c| storage::mesh::is_revoked(c, &name, &jti, iat))
-                .await
-            {
+            return match self.inner.db.mesh().is_revoked(&name, &jti, iat).await {
                 Ok(revoked) => !revoked,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot check a mesh session's token");
@@ -139,14 +134,8 @@ impl UserAuthenticator for AuthService {
         let lookup = self
             .inner
             .db
-            .call(move |c| {
-                let revoked = match &jti {
-                    Some(jti) => users::is_token_revoked(c, jti)?,
-                    None => false,
-                };
-                let holder = storage::mesh::name_holder(c, &name, &own)?;
-                Ok((users::by_id(c, user_id)?, revoked, holder))
-            })
+            .users()
+            .session_check(user_id, jti.as_deref(), &name, &own)
             .await;
         match lookup {
             Ok((Some(user), false, holder)) => {

@@ -31,19 +31,17 @@ impl AuthService {
         let user = self
             .inner
             .db
-            .call(move |c| {
-                let new = NewUser {
-                    username: &name,
-                    password_hash: &hash,
-                    telegram_chat_id,
-                    // An administrator vouches for the chat; a user typing one must
-                    // prove it (the notifier sends a code to it).
-                    telegram_chat_confirmed: by_admin,
-                    role,
-                    timezone: &timezone,
-                    now: system_now(),
-                };
-                users::insert_first_admin(c, &new)
+            .users()
+            .insert_first_admin(&NewUser {
+                username: &name,
+                password_hash: &hash,
+                telegram_chat_id,
+                // An administrator vouches for the chat; a user typing one must prove it
+                // (the notifier sends a code to it).
+                telegram_chat_confirmed: by_admin,
+                role,
+                timezone: &timezone,
+                now: system_now(),
             })
             .await?
             .ok_or(AuthError::UsernameTaken)?;
@@ -118,11 +116,7 @@ impl AuthService {
         client: &LoginClient,
     ) -> Result<User, AuthError> {
         let lookup = name.to_owned();
-        let user = self
-            .inner
-            .db
-            .call(move |c| users::by_username(c, &lookup))
-            .await?;
+        let user = self.inner.db.users().by_username(&lookup).await?;
         let throttle = &self.inner.throttle;
         let now = Instant::now();
         let device = client
@@ -210,11 +204,7 @@ impl AuthService {
         }
         let user_id = claims.user_id().ok_or(AuthError::Unauthenticated)?;
         let jti = claims.jti.clone();
-        let (revoked, user) = self
-            .inner
-            .db
-            .call(move |c| Ok((users::is_token_revoked(c, &jti)?, users::by_id(c, user_id)?)))
-            .await?;
+        let (revoked, user) = self.inner.db.users().token_check(&jti, user_id).await?;
         match user {
             Some(user)
                 if !revoked

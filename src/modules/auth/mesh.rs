@@ -57,12 +57,8 @@ impl AuthService {
         let (revoked, holder) = self
             .inner
             .db
-            .call(move |c| {
-                Ok((
-                    storage::mesh::is_revoked(c, &name, &jti, iat)?,
-                    storage::mesh::name_holder(c, &name, &own)?,
-                ))
-            })
+            .mesh()
+            .revocation_and_holder(&name, &jti, iat, &own)
             .await?;
         // One name, one person: a name held by an account of this node or of a third
         // node never speaks for the token's node here. A name no account known here
@@ -77,11 +73,7 @@ impl AuthService {
     /// node holds: the name, and every message to it, is that account's.
     pub(super) async fn ensure_name_held(&self, username: &str) -> Result<(), AuthError> {
         let (name, own) = (username.to_owned(), self.inner.node_id.clone());
-        let holder = self
-            .inner
-            .db
-            .call(move |c| storage::mesh::name_holder(c, &name, &own))
-            .await?;
+        let holder = self.inner.db.mesh().name_holder(&name, &own).await?;
         match holder {
             Some(node) if node != self.inner.node_id => Err(AuthError::NameHeldElsewhere {
                 name: username.to_owned(),

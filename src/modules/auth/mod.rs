@@ -33,8 +33,8 @@ use crate::domain::user::{
 };
 use crate::domain::validation::FieldError;
 use crate::metrics::Metrics;
-use crate::storage::users::{self, AdminGuarded, NewUser, User};
-use crate::storage::{self, Db, StorageError};
+use crate::storage::users::{AdminGuarded, NewUser, User};
+use crate::storage::{Db, StorageError};
 use password::Hasher;
 pub use throttle::DEVICE_TRUST;
 use throttle::{Key, Throttle};
@@ -193,11 +193,11 @@ impl AuthService {
         let secret = if !mesh_secret.is_empty() {
             mesh_secret.expose().to_owned()
         } else if cfg.jwt_secret.is_empty() {
-            db.call(storage::jwt_secret).await?
+            db.meta().jwt_secret().await?
         } else {
             cfg.jwt_secret.expose().to_owned()
         };
-        let node_id = db.call(storage::node_id).await?;
+        let node_id = db.meta().node_id().await?;
         let hasher = Hasher::new(cfg.hash_concurrency);
         let service = AuthService {
             inner: Arc::new(Inner {
@@ -237,15 +237,12 @@ impl AuthService {
     /// Writes a changed account back.
     async fn store(&self, user: &User) -> Result<(), AuthError> {
         let stored = user.clone();
-        self.inner
-            .db
-            .call(move |c| users::update(c, &stored))
-            .await?;
+        self.inner.db.users().update(&stored).await?;
         Ok(())
     }
 
     async fn refresh_user_gauge(&self) -> Result<(), AuthError> {
-        let n = self.inner.db.call(|c| users::count(c)).await?;
+        let n = self.inner.db.users().count().await?;
         self.inner.metrics.auth.users.set(n);
         Ok(())
     }
@@ -304,7 +301,8 @@ impl AuthService {
         let (jti, user_id, exp) = (auth.claims.jti.clone(), auth.user.id, auth.claims.exp);
         self.inner
             .db
-            .call(move |c| users::revoke_token(c, &jti, user_id, exp))
+            .users()
+            .revoke_token(&jti, user_id, exp)
             .await?;
         self.publish(
             user_id,
@@ -386,7 +384,8 @@ impl AuthService {
         let username = match self
             .inner
             .db
-            .call(move |c| users::delete_keeping_an_admin(c, user_id))
+            .users()
+            .delete_keeping_an_admin(user_id)
             .await?
         {
             AdminGuarded::Done(name) => name,
@@ -401,14 +400,15 @@ impl AuthService {
     }
 
     pub async fn list_users(&self) -> Result<Vec<User>, AuthError> {
-        Ok(self.inner.db.call(|c| users::list(c)).await?)
+        Ok(self.inner.db.users().list().await?)
     }
 
     pub async fn user_by_name(&self, username: &str) -> Result<User, AuthError> {
         let name = username.trim().to_lowercase();
         self.inner
             .db
-            .call(move |c| users::by_username(c, &name))
+            .users()
+            .by_username(&name)
             .await?
             .ok_or(AuthError::NotFound)
     }
@@ -430,7 +430,8 @@ impl AuthService {
     pub async fn user(&self, user_id: i64) -> Result<User, AuthError> {
         self.inner
             .db
-            .call(move |c| users::by_id(c, user_id))
+            .users()
+            .by_id(user_id)
             .await?
             .ok_or(AuthError::NotFound)
     }
@@ -441,7 +442,8 @@ impl AuthService {
         match self
             .inner
             .db
-            .call(move |c| users::set_role_keeping_an_admin(c, user_id, role, now))
+            .users()
+            .set_role_keeping_an_admin(user_id, role, now)
             .await?
         {
             AdminGuarded::Done(user) => Ok(user),
@@ -456,7 +458,7 @@ impl AuthService {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    match self.inner.db.call(|c| users::prune_revoked_tokens(c, system_now())).await {
+                    match self.inner.db.users().prune_revoked_tokens(system_now()).await {
                         Ok(0) => {}
                         Ok(n) => tracing::debug!(pruned = n, "expired revoked tokens pruned"),
                         Err(e) => tracing::warn!(error = %e, "cannot prune revoked tokens"),

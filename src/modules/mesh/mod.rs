@@ -221,8 +221,8 @@ pub async fn start(
         started_at,
         at: u64::try_from(crate::domain::time::now_ms()).unwrap_or_default(),
     };
-    let stored = db.call(|c| crate::storage::mesh::load_nodes(c)).await?;
-    let queued = db.call(|c| crate::storage::mesh::waiting_count(c)).await?;
+    let stored = db.mesh().load_nodes().await?;
+    let queued = db.mesh().waiting_count().await?;
     metrics.mesh.queued.set(queued);
     let (link_tx, link_rx) = mpsc::channel(1024);
     let users = Arc::new(AtomicU32::new(0));

@@ -35,8 +35,8 @@ use crate::contract::{
 use crate::domain::time::system_now;
 use crate::domain::time::{now_ms, rfc3339_ms};
 use crate::metrics::Metrics;
+use crate::storage::Db;
 use crate::storage::mesh::{self as store, QueueRefusal, QueuedMessage};
-use crate::storage::{Db, users};
 
 /// How often a node re-announces its users even without changes.
 const PRESENCE_REFRESH: Duration = Duration::from_secs(30);
@@ -453,15 +453,8 @@ impl Node {
                 if let Ok(r) = serde_json::from_value::<Revocation>(env.data.clone()) {
                     let stored = self
                         .db
-                        .call(move |c| {
-                            store::add_revocation(
-                                c,
-                                &r.user,
-                                r.jti.as_deref(),
-                                r.issued_before,
-                                r.expires_at,
-                            )
-                        })
+                        .mesh()
+                        .add_revocation(&r.user, r.jti.as_deref(), r.issued_before, r.expires_at)
                         .await;
                     if let Err(e) = stored {
                         storage_failed("cannot store a token revocation", &e);
@@ -685,7 +678,7 @@ impl Node {
                         + i64::try_from(self.cfg.offline_expiry.as_secs()).unwrap_or(i64::MAX / 4),
                 };
                 let max = self.cfg.offline_max_per_user;
-                let stored = self.db.call(move |c| store::enqueue(c, &queued, max)).await;
+                let stored = self.db.mesh().enqueue(&queued, max).await;
                 let result = match stored {
                     Ok(Ok(())) => SendResult {
                         queued: Some(true),
@@ -787,7 +780,7 @@ impl Node {
     /// with a dead node must not let a later message overtake an earlier one).
     async fn resend_queued(&mut self, user: String) {
         let u = user.clone();
-        let waiting = match self.db.call(move |c| store::waiting_for(c, &u)).await {
+        let waiting = match self.db.mesh().waiting_for(&u).await {
             Ok(w) => w,
             Err(e) => {
                 storage_failed("cannot read queued messages", &e);
@@ -858,7 +851,7 @@ impl Node {
         let id = alert.user_id;
         let name = match self.usernames.get(&id) {
             Some(n) => n.clone(),
-            None => match self.db.call(move |c| users::by_id(c, id)).await {
+            None => match self.db.users().by_id(id).await {
                 Ok(Some(u)) => {
                     self.usernames.insert(id, u.username.clone());
                     u.username
@@ -929,7 +922,7 @@ impl Node {
 
     /// Tells every node which usernames this node's accounts hold (the whole list).
     async fn announce_names(&mut self) {
-        let claims = match self.db.call(|c| store::local_name_claims(c)).await {
+        let claims = match self.db.mesh().local_name_claims().await {
             Ok(claims) => claims,
             Err(e) => {
                 storage_failed("cannot read this node's usernames", &e);
@@ -986,7 +979,8 @@ impl Node {
         let (home, own) = (origin.to_owned(), self.own_id.clone());
         let lost = match self
             .db
-            .call(move |c| store::replace_name_claims(c, &home, &claims, &own))
+            .mesh()
+            .replace_name_claims(&home, &claims, &own)
             .await
         {
             Ok(lost) => lost,
@@ -1214,11 +1208,7 @@ impl Node {
             );
             self.presence.forget(&id);
             let node = id.clone();
-            if let Err(e) = self
-                .db
-                .call(move |c| store::forget_name_claims(c, &node))
-                .await
-            {
+            if let Err(e) = self.db.mesh().forget_name_claims(&node).await {
                 storage_failed("cannot forget a node's usernames", &e);
             }
             let addrs: Vec<String> = self
@@ -1235,7 +1225,7 @@ impl Node {
             self.dir_changed();
         }
         let now_s = system_now();
-        match self.db.call(move |c| store::expire(c, now_s)).await {
+        match self.db.mesh().expire(now_s).await {
             Ok(0) => {}
             Ok(n) => {
                 self.metrics.mesh.queued.sub(n as i64);
@@ -1243,11 +1233,7 @@ impl Node {
             }
             Err(e) => storage_failed("cannot expire queued messages", &e),
         }
-        if let Err(e) = self
-            .db
-            .call(move |c| store::prune_revocations(c, now_s))
-            .await
-        {
+        if let Err(e) = self.db.mesh().prune_revocations(now_s).await {
             storage_failed("cannot prune token revocations", &e);
         }
         let cutoff = Instant::now() - LOCAL_ACK_WINDOW.min(Duration::from_secs(600));
@@ -1256,7 +1242,7 @@ impl Node {
 
     async fn save_directory(&mut self) {
         let nodes = self.dir.to_stored();
-        if let Err(e) = self.db.call(move |c| store::save_nodes(c, &nodes)).await {
+        if let Err(e) = self.db.mesh().save_nodes(&nodes).await {
             storage_failed("cannot store the node list", &e);
         } else {
             self.dir_dirty = false;
@@ -1268,7 +1254,7 @@ impl Node {
             return;
         }
         let ids = std::mem::take(&mut self.acked_queued);
-        match self.db.call(move |c| store::remove(c, &ids)).await {
+        match self.db.mesh().remove(&ids).await {
             Ok(n) => self.metrics.mesh.queued.sub(n as i64),
             Err(e) => storage_failed("cannot remove acknowledged messages", &e),
         }
@@ -1360,7 +1346,7 @@ impl Node {
         }
         // Queued messages whose recipient is reachable and whose retry is due.
         let now = Instant::now();
-        let recipients = match self.db.call(|c| store::recipients(c)).await {
+        let recipients = match self.db.mesh().recipients().await {
             Ok(r) => r,
             Err(_) => return,
         };
@@ -1476,12 +1462,8 @@ impl Node {
             .envelopes
             .with_label_values(&["duplicate", contract::TAG_MESSAGE])
             .get();
-        let queued = self.db.call(|c| store::waiting_count(c)).await.unwrap_or(0);
-        let remote_names = self
-            .db
-            .call(|c| store::remote_name_count(c))
-            .await
-            .unwrap_or(0);
+        let queued = self.db.mesh().waiting_count().await.unwrap_or(0);
+        let remote_names = self.db.mesh().remote_name_count().await.unwrap_or(0);
         MeshStatus {
             node: self.own_id.clone(),
             enabled: self.cfg.enabled,

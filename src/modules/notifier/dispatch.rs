@@ -27,7 +27,7 @@ use super::telegram::{TelegramApi, TelegramError};
 use crate::contract::AlertEvent;
 use crate::domain::time::now_ms;
 use crate::metrics::Metrics;
-use crate::storage::notify::{self, Due, OutboxKind};
+use crate::storage::notify::{Due, OutboxKind};
 use crate::storage::{Db, StorageError};
 
 /// Rows read per refill of the in-memory queue.
@@ -143,7 +143,7 @@ impl Dispatcher {
     /// is due now.
     async fn refill(&self, st: &mut State) -> Result<Option<Instant>, StorageError> {
         let now = now_ms();
-        let rows = self.db.call(move |c| notify::due(c, now, BATCH)).await?;
+        let rows = self.db.notify().due(now, BATCH).await?;
         let rows: Vec<Due> = rows
             .into_iter()
             .filter(|r| !st.in_flight_rows.contains(&r.id))
@@ -155,15 +155,13 @@ impl Dispatcher {
                 .notifications
                 .with_label_values(&["telegram", "failed"])
                 .inc_by(ids.len() as u64);
-            self.db
-                .call(move |c| notify::mark_failed(c, &ids, reason, now))
-                .await?;
+            self.db.notify().mark_failed(&ids, reason, now).await?;
         }
         st.queue = jobs.into();
         if !st.queue.is_empty() {
             return Ok(None);
         }
-        let next = self.db.call(|c| notify::next_due_at(c)).await?;
+        let next = self.db.notify().next_due_at().await?;
         Ok(next.map(|at| {
             let wait = u64::try_from(at - now_ms()).unwrap_or(0);
             Instant::now() + Duration::from_millis(wait)
@@ -251,13 +249,8 @@ impl Dispatcher {
                 outcome("delivered");
                 let (user, chat) = (job.user_id, job.chat);
                 self.db
-                    .call(move |c| {
-                        notify::mark_delivered(c, &ids, now)?;
-                        match user {
-                            Some(user) => notify::clear_broken(c, user, chat),
-                            None => Ok(()),
-                        }
-                    })
+                    .notify()
+                    .mark_delivered_to(&ids, now, user.map(|u| (u, chat)))
                     .await
             }
             Err(TelegramError::RateLimited(wait)) => {
@@ -266,9 +259,8 @@ impl Dispatcher {
                 st.chat_next.insert(job.chat, Instant::now() + wait);
                 let until = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
                 self.db
-                    .call(move |c| {
-                        notify::reschedule(c, &ids, until, "429 Too Many Requests", false)
-                    })
+                    .notify()
+                    .reschedule(&ids, until, "429 Too Many Requests", false)
                     .await
             }
             Err(TelegramError::ChatRefused(reason)) => {
@@ -283,17 +275,11 @@ impl Dispatcher {
                         st.queue.retain(|j| j.chat != job.chat);
                         let chat = job.chat;
                         self.db
-                            .call(move |c| {
-                                notify::mark_failed(c, &ids, &reason, now)?;
-                                notify::break_channel(c, user, chat, &reason, now).map(|_| ())
-                            })
+                            .notify()
+                            .fail_and_break(&ids, &reason, user, chat, now)
                             .await
                     }
-                    None => {
-                        self.db
-                            .call(move |c| notify::mark_failed(c, &ids, &reason, now))
-                            .await
-                    }
+                    None => self.db.notify().mark_failed(&ids, &reason, now).await,
                 }
             }
             Err(TelegramError::Rejected {
@@ -303,9 +289,7 @@ impl Dispatcher {
                 outcome("failed");
                 tracing::warn!(status, description, "Telegram rejected a message for good");
                 let reason = format!("{status}: {description}");
-                self.db
-                    .call(move |c| notify::mark_failed(c, &ids, &reason, now))
-                    .await
+                self.db.notify().mark_failed(&ids, &reason, now).await
             }
             Err(e @ (TelegramError::BadToken(_) | TelegramError::Conflict(_))) => {
                 outcome("retried");
@@ -314,7 +298,8 @@ impl Dispatcher {
                 let reason = e.to_string();
                 let until = now + millis(self.limits.max_backoff);
                 self.db
-                    .call(move |c| notify::reschedule(c, &ids, until, &reason, true))
+                    .notify()
+                    .reschedule(&ids, until, &reason, true)
                     .await
             }
             Err(TelegramError::Unavailable(reason)) => {
@@ -323,7 +308,8 @@ impl Dispatcher {
                 tracing::info!(reason, retry_in = ?wait, "Telegram unavailable; will retry");
                 let until = now + millis(wait);
                 self.db
-                    .call(move |c| notify::reschedule(c, &ids, until, &reason, true))
+                    .notify()
+                    .reschedule(&ids, until, &reason, true)
                     .await
             }
         };

@@ -13,9 +13,9 @@ use super::NotifierService;
 use super::render::escape;
 use super::telegram::{TelegramApi, TelegramError, Update};
 use crate::domain::time::now_ms;
+use crate::storage::StorageError;
 use crate::storage::notify::NewDelivery;
-use crate::storage::telegram_link::{LinkOutcome, LinkRequest, LinkUpdate, apply_link_updates};
-use crate::storage::{self, StorageError};
+use crate::storage::telegram_link::{LinkOutcome, LinkRequest, LinkUpdate};
 
 /// Letters and digits that cannot be mistaken for each other.
 const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
@@ -81,7 +81,7 @@ impl LinkPoller {
 
     async fn poll_once(&self) -> Result<(), PollError> {
         let db = &self.service.inner.db;
-        let offset = db.call(|c| storage::telegram_offset(c)).await?;
+        let offset = db.meta().telegram_offset().await?;
         let (api, timeout) = (self.api.clone(), self.poll_timeout);
         let updates = tokio::task::spawn_blocking(move || api.get_updates(offset, timeout))
             .await
@@ -91,10 +91,9 @@ impl LinkPoller {
         }
         let (requests, now) = (link_requests(&updates), now_ms());
         let replies = db
-            .call(move |c| {
-                apply_link_updates(c, &requests, now, |u, outcome| {
-                    reply_notice(u, outcome, now)
-                })
+            .telegram_link()
+            .apply_link_updates(requests, now, move |u, outcome| {
+                reply_notice(u, outcome, now)
             })
             .await?;
         if replies > 0 {

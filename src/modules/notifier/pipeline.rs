@@ -64,25 +64,20 @@ impl NotifierService {
         }
         let now = now_ms();
         let event = event.clone();
-        let queued = self
-            .inner
-            .db
-            .call(move |c| {
-                let mut deliveries = Vec::new();
-                for (admin, chat) in notify::admin_chats(c)? {
-                    let tz = notify::recipient(c, admin)?
-                        .map_or_else(|| "UTC".to_owned(), |r| r.timezone);
-                    deliveries.push(notice(
-                        format!("sla:{}:{:?}:{}:{admin}", event.name, event.state, event.at),
-                        Some(admin),
-                        chat,
-                        render::sla_event(&event, &tz),
-                        now,
-                    ));
-                }
-                notify::enqueue(c, &deliveries, &[])
+        let admins = self.inner.db.notify().admin_recipients().await?;
+        let deliveries: Vec<NewDelivery> = admins
+            .into_iter()
+            .map(|(admin, chat, tz)| {
+                notice(
+                    format!("sla:{}:{:?}:{}:{admin}", event.name, event.state, event.at),
+                    Some(admin),
+                    chat,
+                    render::sla_event(&event, &tz),
+                    now,
+                )
             })
-            .await?;
+            .collect();
+        let queued = self.inner.db.notify().enqueue(&deliveries, &[]).await?;
         if queued > 0 {
             self.inner.wake.notify_one();
         }
@@ -97,7 +92,8 @@ impl NotifierService {
             let entries = self
                 .inner
                 .db
-                .call(move |c| notify::unhandled_alerts(c, ENQUEUE_BATCH, cutoff))
+                .notify()
+                .unhandled_alerts(ENQUEUE_BATCH, cutoff)
                 .await?;
             if entries.is_empty() {
                 break;
@@ -128,7 +124,7 @@ impl NotifierService {
     }
 
     /// Writes one outbox row per event that should reach Telegram and marks the
-    /// events handled, in one transaction.
+    /// events handled, in one transaction (the recipients are read just before).
     async fn enqueue_events(
         &self,
         events: Vec<AlertEvent>,
@@ -139,49 +135,45 @@ impl NotifierService {
         }
         let telegram = self.inner.api.is_some();
         let now = now_ms();
-        let (queued, skipped) = self
+        let user_ids: Vec<i64> = events.iter().map(|e| e.user_id).collect();
+        let recipients = if telegram {
+            self.inner.db.notify().recipients(&user_ids).await?
+        } else {
+            std::collections::HashMap::new()
+        };
+        let mut deliveries = Vec::new();
+        let mut skipped = 0u64;
+        for event in events {
+            handled.push(event.key());
+            if !telegram || !event.notify {
+                continue;
+            }
+            let recipient = recipients.get(&event.user_id).cloned().flatten();
+            let Some(r) = recipient.filter(|r| r.chat_id.is_some()) else {
+                continue;
+            };
+            if r.broken.is_some() {
+                skipped += 1;
+                continue;
+            }
+            let plan = schedule::plan(now, &r.prefs, &r.timezone);
+            deliveries.push(NewDelivery {
+                key: format!("{}:telegram", event.key()),
+                kind: OutboxKind::Alert,
+                user_id: Some(event.user_id),
+                chat_id: None,
+                payload: serde_json::to_string(&event).unwrap_or_default(),
+                batched: plan.batched,
+                not_before: plan.not_before,
+                created_at: now,
+            });
+        }
+        // The rows and the journal's "handled" marks are written in one transaction.
+        let queued = self
             .inner
             .db
-            .call(move |c| {
-                let mut recipients: std::collections::HashMap<i64, Option<Recipient>> =
-                    std::collections::HashMap::new();
-                let mut deliveries = Vec::new();
-                let mut skipped = 0u64;
-                for event in events {
-                    handled.push(event.key());
-                    if !telegram || !event.notify {
-                        continue;
-                    }
-                    let recipient = match recipients.get(&event.user_id) {
-                        Some(r) => r.clone(),
-                        None => {
-                            let r = notify::recipient(c, event.user_id)?;
-                            recipients.insert(event.user_id, r.clone());
-                            r
-                        }
-                    };
-                    let Some(r) = recipient.filter(|r| r.chat_id.is_some()) else {
-                        continue;
-                    };
-                    if r.broken.is_some() {
-                        skipped += 1;
-                        continue;
-                    }
-                    let plan = schedule::plan(now, &r.prefs, &r.timezone);
-                    deliveries.push(NewDelivery {
-                        key: format!("{}:telegram", event.key()),
-                        kind: OutboxKind::Alert,
-                        user_id: Some(event.user_id),
-                        chat_id: None,
-                        payload: serde_json::to_string(&event).unwrap_or_default(),
-                        batched: plan.batched,
-                        not_before: plan.not_before,
-                        created_at: now,
-                    });
-                }
-                let queued = notify::enqueue(c, &deliveries, &handled)?;
-                Ok((queued, skipped))
-            })
+            .notify()
+            .enqueue(&deliveries, &handled)
             .await?;
         if skipped > 0 {
             self.inner
@@ -219,12 +211,7 @@ impl NotifierService {
             if n % 1800 == 1 {
                 let now = now_ms();
                 let before = now - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX / 2);
-                match self
-                    .inner
-                    .db
-                    .call(move |c| notify::prune(c, before, now))
-                    .await
-                {
+                match self.inner.db.notify().prune(before, now).await {
                     Ok(0) => {}
                     Ok(rows) => tracing::info!(rows, "pruned old deliveries"),
                     Err(e) => tracing::warn!(error = %e, "pruning the outbox failed"),
@@ -234,7 +221,7 @@ impl NotifierService {
     }
 
     async fn refresh_gauges(&self) -> Result<(), StorageError> {
-        let (pending, oldest) = self.inner.db.call(|c| notify::depth(c)).await?;
+        let (pending, oldest) = self.inner.db.notify().depth().await?;
         let m = &self.inner.metrics;
         m.notify.outbox_pending.set(pending);
         m.notify

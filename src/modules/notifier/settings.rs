@@ -8,7 +8,8 @@ impl NotifierService {
     async fn recipient(&self, user_id: i64) -> Result<Recipient, NotifierError> {
         self.inner
             .db
-            .call(move |c| notify::recipient(c, user_id))
+            .notify()
+            .recipient(user_id)
             .await?
             .ok_or(NotifierError::NoAccount)
     }
@@ -38,7 +39,8 @@ impl NotifierService {
         let now = now_ms();
         self.inner
             .db
-            .call(move |c| notify::set_prefs(c, user_id, &prefs, now))
+            .notify()
+            .set_prefs(user_id, &prefs, now)
             .await?;
         self.inner.wake.notify_one();
         self.settings(user_id).await
@@ -114,7 +116,8 @@ impl NotifierService {
         );
         self.inner
             .db
-            .call(move |c| notify::put_chat_confirmation(c, user_id, &confirmation, &message))
+            .notify()
+            .put_chat_confirmation(user_id, &confirmation, &message)
             .await?;
         self.inner.wake.notify_one();
         Ok(())
@@ -136,16 +139,14 @@ impl NotifierService {
             typed.as_bytes(),
             pending.code.as_bytes(),
         )) {
-            self.inner
-                .db
-                .call(move |c| notify::count_wrong_code(c, user_id))
-                .await?;
+            self.inner.db.notify().count_wrong_code(user_id).await?;
             return Err(NotifierError::WrongCode);
         }
         let confirmed = self
             .inner
             .db
-            .call(move |c| notify::confirm_chat(c, user_id, chat, now))
+            .notify()
+            .confirm_chat(user_id, chat, now)
             .await?;
         if !confirmed {
             return Err(NotifierError::NothingToConfirm);
@@ -158,10 +159,7 @@ impl NotifierService {
         &self,
         user_id: i64,
     ) -> Result<Option<notify::ChatConfirmation>, StorageError> {
-        self.inner
-            .db
-            .call(move |c| notify::chat_confirmation(c, user_id))
-            .await
+        self.inner.db.notify().chat_confirmation(user_id).await
     }
 
     /// Queues a finished message to a chat.
@@ -173,10 +171,7 @@ impl NotifierService {
         text: String,
     ) -> Result<(), StorageError> {
         let delivery = notice(key, user_id, chat_id, text, now_ms());
-        self.inner
-            .db
-            .call(move |c| notify::enqueue(c, &[delivery], &[]))
-            .await?;
+        self.inner.db.notify().enqueue(&[delivery], &[]).await?;
         self.inner.wake.notify_one();
         Ok(())
     }
@@ -191,7 +186,8 @@ impl NotifierService {
         let stored = code.clone();
         self.inner
             .db
-            .call(move |c| notify::put_link_code(c, user_id, &stored, expires_at))
+            .notify()
+            .put_link_code(user_id, &stored, expires_at)
             .await?;
         let deep_link = self
             .bot_username()
@@ -212,7 +208,8 @@ impl NotifierService {
         Ok(self
             .inner
             .db
-            .call(move |c| notify::recent_deliveries(c, user_id, limit))
+            .notify()
+            .recent_deliveries(user_id, limit)
             .await?)
     }
 

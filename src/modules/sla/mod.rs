@@ -30,7 +30,7 @@ use crate::contract::{SLA_EVENTS, SlaEvent, SlaState};
 use crate::domain::validation::FieldError;
 use crate::metrics::Metrics;
 use crate::modules::ModuleCtx;
-use crate::storage::sla::{self as store, Evaluation, SlaRow};
+use crate::storage::sla::{Evaluation, SlaRow};
 use crate::storage::{Db, StorageError};
 use arima::{ArimaError, Order};
 use selector::Selector;
@@ -189,16 +189,8 @@ impl SlaService {
         let created = self
             .inner
             .db
-            .call(move |c| {
-                let tx = c.transaction()?;
-                let exists = store::get(&tx, &row.name)?.is_some();
-                if !exists && store::list(&tx)?.len() >= max {
-                    return Ok(None);
-                }
-                let created = store::upsert(&tx, &row)?;
-                tx.commit()?;
-                Ok(Some(created))
-            })
+            .sla()
+            .upsert_capped(&row, max)
             .await?
             .ok_or(SlaError::TooMany(max))?;
         Ok((self.status(&name).await?, created))
@@ -206,7 +198,7 @@ impl SlaService {
 
     pub async fn remove(&self, name: &str) -> Result<(), SlaError> {
         let name = name.to_owned();
-        let gone = self.inner.db.call(move |c| store::delete(c, &name)).await?;
+        let gone = self.inner.db.sla().delete(&name).await?;
         if gone {
             Ok(())
         } else {
@@ -216,30 +208,26 @@ impl SlaService {
 
     async fn with_counts(&self, rows: Vec<SlaRow>) -> Result<Vec<SlaStatus>, SlaError> {
         let now = now_s();
-        Ok(self
+        let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+        let counts = self
             .inner
             .db
-            .call(move |c| {
-                rows.into_iter()
-                    .map(|row| {
-                        let counts = store::violation_counts(
-                            c,
-                            &row.name,
-                            &[now - 3600, now - 3 * 3600, now - 6 * 3600],
-                        )?;
-                        Ok(SlaStatus {
-                            violated: row.violated_since.is_some(),
-                            counts: [counts[0], counts[1], counts[2]],
-                            row,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, StorageError>>()
+            .sla()
+            .violation_counts_of(&names, &[now - 3600, now - 3 * 3600, now - 6 * 3600])
+            .await?;
+        Ok(rows
+            .into_iter()
+            .zip(counts)
+            .map(|(row, counts)| SlaStatus {
+                violated: row.violated_since.is_some(),
+                counts: [counts[0], counts[1], counts[2]],
+                row,
             })
-            .await?)
+            .collect())
     }
 
     pub async fn list(&self) -> Result<Vec<SlaStatus>, SlaError> {
-        let rows = self.inner.db.call(|c| store::list(c)).await?;
+        let rows = self.inner.db.sla().list().await?;
         self.with_counts(rows).await
     }
 
@@ -248,7 +236,8 @@ impl SlaService {
         let row = self
             .inner
             .db
-            .call(move |c| store::get(c, &name))
+            .sla()
+            .get(&name)
             .await?
             .ok_or(SlaError::NotFound)?;
         self.with_counts(vec![row])
@@ -261,11 +250,7 @@ impl SlaService {
     pub async fn violations(&self, name: &str, since: i64) -> Result<Vec<(f64, i64)>, SlaError> {
         self.status(name).await?;
         let name = name.to_owned();
-        Ok(self
-            .inner
-            .db
-            .call(move |c| store::violations(c, &name, since, 10_000))
-            .await?)
+        Ok(self.inner.db.sla().violations(&name, since, 10_000).await?)
     }
 
     /// The SLA's series from `since` (Unix s) on: embedded history or Prometheus.
@@ -282,11 +267,7 @@ impl SlaService {
                 .map_err(|e| SlaError::Prometheus(e.to_string()))?
                 .map_err(SlaError::Prometheus)
             }
-            None => Ok(self
-                .inner
-                .db
-                .call(move |c| store::history(c, &selector, since))
-                .await?),
+            None => Ok(self.inner.db.sla().history(&selector, since).await?),
         }
     }
 

@@ -40,7 +40,7 @@ impl SlaService {
             if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
                 last_prune = Some(Instant::now());
                 let before = now_s() - self.inner.config.retention.as_secs() as i64;
-                match self.inner.db.call(move |c| store::prune(c, before)).await {
+                match self.inner.db.sla().prune(before).await {
                     Ok(0) => {}
                     Ok(rows) => tracing::info!(rows, "pruned old metric samples and violations"),
                     Err(e) => tracing::warn!(error = %e, "pruning metric history failed"),
@@ -57,7 +57,8 @@ impl SlaService {
         let open: Vec<SlaRow> = self
             .inner
             .db
-            .call(|c| store::list(c))
+            .sla()
+            .list()
             .await?
             .into_iter()
             .filter(|r| r.violated_since.is_some())
@@ -116,7 +117,7 @@ impl SlaService {
             .set(selector::quantile_between(buckets, &now_buckets, 0.95).unwrap_or(0.0));
         *buckets = now_buckets;
 
-        let slas = self.inner.db.call(|c| store::list(c)).await?;
+        let slas = self.inner.db.sla().list().await?;
         let mut names: Vec<String> = CORE_SERIES.iter().map(|s| s.to_string()).collect();
         for s in &slas {
             if !names.contains(&s.selector) {
@@ -162,7 +163,8 @@ impl SlaService {
         };
         self.inner
             .db
-            .call(move |c| store::save_cycle(c, now, &samples, &evaluations))
+            .sla()
+            .save_cycle(now, &samples, &evaluations)
             .await?;
         for event in events {
             match event.state {

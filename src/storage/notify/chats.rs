@@ -3,6 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::Notify;
 use super::outbox::{NewDelivery, insert_deliveries};
 use crate::storage::StorageError;
 
@@ -173,4 +174,57 @@ pub fn confirm_chat(
     )?;
     tx.commit()?;
     Ok(changed > 0)
+}
+
+impl Notify<'_> {
+    pub async fn chat_confirmation(
+        &self,
+        user_id: i64,
+    ) -> Result<Option<ChatConfirmation>, StorageError> {
+        self.0
+            .call(move |conn| chat_confirmation(conn, user_id))
+            .await
+    }
+
+    pub async fn confirm_chat(
+        &self,
+        user_id: i64,
+        chat_id: i64,
+        now: i64,
+    ) -> Result<bool, StorageError> {
+        self.0
+            .call(move |conn| confirm_chat(conn, user_id, chat_id, now))
+            .await
+    }
+
+    pub async fn count_wrong_code(&self, user_id: i64) -> Result<u32, StorageError> {
+        self.0
+            .call(move |conn| count_wrong_code(conn, user_id))
+            .await
+    }
+
+    pub async fn put_chat_confirmation(
+        &self,
+        user_id: i64,
+        c: &ChatConfirmation,
+        message: &NewDelivery,
+    ) -> Result<(), StorageError> {
+        let c = c.to_owned();
+        let message = message.to_owned();
+        self.0
+            .call(move |conn| put_chat_confirmation(conn, user_id, &c, &message))
+            .await
+    }
+
+    pub async fn put_link_code(
+        &self,
+        user_id: i64,
+        code: &str,
+        expires_at: i64,
+    ) -> Result<(), StorageError> {
+        let code = code.to_owned();
+        self.0
+            .call(move |conn| put_link_code(conn, user_id, &code, expires_at))
+            .await
+    }
 }

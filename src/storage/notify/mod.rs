@@ -17,6 +17,9 @@ pub use chats::*;
 pub use outbox::*;
 pub use prefs::*;
 
+/// The typed operations on the alert journal, the outbox, delivery preferences and Telegram chats, each in its own transaction (`db.notify()`).
+pub struct Notify<'a>(pub(in crate::storage) &'a crate::storage::Db);
+
 /// One alert event as the rules recorded it.
 #[derive(Debug, Clone)]
 pub struct JournalEntry {
@@ -54,4 +57,16 @@ pub fn unhandled_alerts(
     )?;
     let rows = stmt.query_map(params![limit as i64, until], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+impl Notify<'_> {
+    pub async fn unhandled_alerts(
+        &self,
+        limit: usize,
+        until: i64,
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        self.0
+            .call(move |conn| unhandled_alerts(conn, limit, until))
+            .await
+    }
 }

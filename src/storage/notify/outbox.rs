@@ -3,6 +3,7 @@
 
 use rusqlite::{Connection, Row, params};
 
+use super::Notify;
 use super::prefs::ensure_prefs;
 use crate::domain::user::Units;
 use crate::storage::StorageError;
@@ -330,4 +331,127 @@ pub fn recent_deliveries(
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+impl Notify<'_> {
+    pub async fn depth(&self) -> Result<(i64, Option<i64>), StorageError> {
+        self.0.call(move |conn| depth(conn)).await
+    }
+
+    pub async fn due(&self, now: i64, limit: usize) -> Result<Vec<Due>, StorageError> {
+        self.0.call(move |conn| due(conn, now, limit)).await
+    }
+
+    pub async fn enqueue(
+        &self,
+        deliveries: &[NewDelivery],
+        handled: &[String],
+    ) -> Result<usize, StorageError> {
+        let deliveries = deliveries.to_owned();
+        let handled = handled.to_owned();
+        self.0
+            .call(move |conn| enqueue(conn, &deliveries, &handled))
+            .await
+    }
+
+    pub async fn mark_failed(
+        &self,
+        ids: &[i64],
+        reason: &str,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let ids = ids.to_owned();
+        let reason = reason.to_owned();
+        self.0
+            .call(move |conn| mark_failed(conn, &ids, &reason, now))
+            .await
+    }
+
+    pub async fn next_due_at(&self) -> Result<Option<i64>, StorageError> {
+        self.0.call(move |conn| next_due_at(conn)).await
+    }
+
+    pub async fn prune(&self, before: i64, now: i64) -> Result<usize, StorageError> {
+        self.0.call(move |conn| prune(conn, before, now)).await
+    }
+
+    pub async fn recent_deliveries(
+        &self,
+        user_id: i64,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRow>, StorageError> {
+        self.0
+            .call(move |conn| recent_deliveries(conn, user_id, limit))
+            .await
+    }
+
+    pub async fn reschedule(
+        &self,
+        ids: &[i64],
+        not_before: i64,
+        error: &str,
+        attempt: bool,
+    ) -> Result<(), StorageError> {
+        let ids = ids.to_owned();
+        let error = error.to_owned();
+        self.0
+            .call(move |conn| reschedule(conn, &ids, not_before, &error, attempt))
+            .await
+    }
+}
+
+/// Marks rows delivered and, when the chat belonged to an account, clears the
+/// account's broken-channel mark (the chat works again), in one call.
+pub fn mark_delivered_to(
+    conn: &mut Connection,
+    ids: &[i64],
+    now: i64,
+    account_chat: Option<(i64, i64)>,
+) -> Result<(), StorageError> {
+    mark_delivered(conn, ids, now)?;
+    match account_chat {
+        Some((user, chat)) => clear_broken(conn, user, chat),
+        None => Ok(()),
+    }
+}
+
+/// Fails rows for good and marks the account's chat broken (Telegram refused it).
+pub fn fail_and_break(
+    conn: &mut Connection,
+    ids: &[i64],
+    reason: &str,
+    user_id: i64,
+    chat_id: i64,
+    now: i64,
+) -> Result<(), StorageError> {
+    mark_failed(conn, ids, reason, now)?;
+    break_channel(conn, user_id, chat_id, reason, now).map(|_| ())
+}
+
+impl Notify<'_> {
+    pub async fn mark_delivered_to(
+        &self,
+        ids: &[i64],
+        now: i64,
+        account_chat: Option<(i64, i64)>,
+    ) -> Result<(), StorageError> {
+        let ids = ids.to_owned();
+        self.0
+            .call(move |conn| mark_delivered_to(conn, &ids, now, account_chat))
+            .await
+    }
+
+    pub async fn fail_and_break(
+        &self,
+        ids: &[i64],
+        reason: &str,
+        user_id: i64,
+        chat_id: i64,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let (ids, reason) = (ids.to_owned(), reason.to_owned());
+        self.0
+            .call(move |conn| fail_and_break(conn, &ids, &reason, user_id, chat_id, now))
+            .await
+    }
 }

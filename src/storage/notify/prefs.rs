@@ -3,6 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::Notify;
 use crate::storage::StorageError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,4 +149,60 @@ pub fn set_prefs(
     )?;
     tx.commit()?;
     Ok(())
+}
+
+impl Notify<'_> {
+    pub async fn recipient(&self, user_id: i64) -> Result<Option<Recipient>, StorageError> {
+        self.0.call(move |conn| recipient(conn, user_id)).await
+    }
+
+    pub async fn set_prefs(
+        &self,
+        user_id: i64,
+        prefs: &Prefs,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let prefs = prefs.to_owned();
+        self.0
+            .call(move |conn| set_prefs(conn, user_id, &prefs, now))
+            .await
+    }
+}
+
+/// The recipients of several accounts in one read (`None`: no such account).
+pub fn recipients(
+    conn: &Connection,
+    user_ids: &[i64],
+) -> Result<std::collections::HashMap<i64, Option<Recipient>>, StorageError> {
+    let mut out = std::collections::HashMap::new();
+    for &id in user_ids {
+        if let std::collections::hash_map::Entry::Vacant(slot) = out.entry(id) {
+            slot.insert(recipient(conn, id)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Administrators with a confirmed chat, with their time zone: (user id, chat, zone).
+pub fn admin_recipients(conn: &Connection) -> Result<Vec<(i64, i64, String)>, StorageError> {
+    let mut out = Vec::new();
+    for (admin, chat) in super::admin_chats(conn)? {
+        let tz = recipient(conn, admin)?.map_or_else(|| "UTC".to_owned(), |r| r.timezone);
+        out.push((admin, chat, tz));
+    }
+    Ok(out)
+}
+
+impl Notify<'_> {
+    pub async fn recipients(
+        &self,
+        user_ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, Option<Recipient>>, StorageError> {
+        let user_ids = user_ids.to_owned();
+        self.0.call(move |conn| recipients(conn, &user_ids)).await
+    }
+
+    pub async fn admin_recipients(&self) -> Result<Vec<(i64, i64, String)>, StorageError> {
+        self.0.call(|conn| admin_recipients(conn)).await
+    }
 }
