@@ -87,6 +87,15 @@ impl StorageError {
     }
 }
 
+/// The settings of the app's connection (see [`Db::connection_settings`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    pub journal_mode: String,
+    pub foreign_keys: bool,
+    /// 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA.
+    pub synchronous: i64,
+}
+
 /// A handle to the database. Cloning is cheap; all clones share one connection, which
 /// is what a single small device wants (SQLite serialises writers anyway).
 #[derive(Clone)]
@@ -237,6 +246,19 @@ impl Db {
 
     pub fn telegram_link(&self) -> telegram_link::TelegramLink<'_> {
         telegram_link::TelegramLink(self)
+    }
+
+    /// What this connection runs with: journal mode, foreign keys, synchronous level
+    /// (checks and diagnostics; a second connection would not show its settings).
+    pub async fn connection_settings(&self) -> Result<ConnectionSettings, StorageError> {
+        self.call(|c| {
+            Ok(ConnectionSettings {
+                journal_mode: c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
+                foreign_keys: c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?,
+                synchronous: c.query_row("PRAGMA synchronous", [], |r| r.get(0))?,
+            })
+        })
+        .await
     }
 
     /// Cheap liveness probe for `/readyz`.

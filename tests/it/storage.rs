@@ -27,20 +27,15 @@ async fn migrates_empty_then_reopens_migrated_database() {
     // The folder does not exist yet: it is created.
     let path = dir.path().join("nested").join("state").join("m.db");
     let db = Db::open(&path, Duration::from_secs(1)).await.unwrap();
-    let (version, node, journal, fk, sync) = with_connection(db.path(), |c| {
-        Ok((
-            storage::schema_version(c)?,
-            storage::node_id(c)?,
-            pragma(c, "journal_mode"),
-            pragma(c, "foreign_keys"),
-            pragma(c, "synchronous"),
-        ))
+    let (version, node) = with_connection(db.path(), |c| {
+        Ok((storage::schema_version(c)?, storage::node_id(c)?))
     })
     .unwrap();
     assert_eq!(version, LATEST_VERSION);
-    assert_eq!(journal, "wal");
-    assert_eq!(fk, "1");
-    assert_eq!(sync, "1", "synchronous=NORMAL");
+    let settings = db.connection_settings().await.unwrap();
+    assert_eq!(settings.journal_mode, "wal");
+    assert!(settings.foreign_keys);
+    assert_eq!(settings.synchronous, 1, "synchronous=NORMAL");
     drop(db);
 
     // Already migrated: opens without change and keeps its data.
