@@ -1,6 +1,7 @@
 //! Owns the one JSON error shape of the HTTP API and the mapping from every lower
 //! layer's error to an HTTP status: `{"error": {"code": "...", "message": "..."}}`
-//! (plus `fields` for validation errors).
+//! (plus `fields` for validation errors). The pages use the same map
+//! ([`ApiError::for_page`]), so a page answers with the status the API would.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -12,6 +13,9 @@ use crate::bus::BusError;
 pub use crate::domain::validation::FieldError;
 use crate::modules::auth::AuthError;
 use crate::modules::mesh::MeshError;
+use crate::modules::notifier::NotifierError;
+use crate::modules::sla::SlaError;
+use crate::modules::subscriptions::SubscriptionError;
 use crate::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +58,31 @@ impl ApiError {
             field: field.to_owned(),
             message: message.into(),
         }])
+    }
+
+    /// The status and the message a page shows for this error: the same map as the
+    /// API's, so a page and the API never disagree; an internal error's detail is
+    /// logged, never shown.
+    pub fn for_page(&self) -> (StatusCode, String) {
+        let (status, _) = self.status_and_code();
+        match self {
+            ApiError::Internal(detail) => {
+                tracing::error!(detail, "internal error answering a page");
+                (
+                    status,
+                    "Something went wrong on the server; please try again.".to_owned(),
+                )
+            }
+            ApiError::Validation(fields) => (
+                status,
+                fields
+                    .iter()
+                    .map(|f| format!("{}: {}", f.field, f.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            other => (status, other.to_string()),
+        }
     }
 
     fn status_and_code(&self) -> (StatusCode, &'static str) {
@@ -204,6 +233,52 @@ impl From<BusError> for ApiError {
                 ApiError::Unavailable(format!("message bus: {e}"))
             }
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<NotifierError> for ApiError {
+    fn from(e: NotifierError) -> ApiError {
+        match e {
+            NotifierError::Invalid(fields) => ApiError::Validation(fields),
+            NotifierError::TelegramOff
+            | NotifierError::LinkingOff
+            | NotifierError::NoChat
+            | NotifierError::ChatUnconfirmed
+            | NotifierError::NothingToConfirm => ApiError::Conflict(e.to_string()),
+            NotifierError::WrongCode => ApiError::field("code", e.to_string()),
+            NotifierError::CodeTooSoon { retry_after } => ApiError::TooManyRequests {
+                message: e.to_string(),
+                retry_after,
+            },
+            NotifierError::NoAccount => ApiError::NotFound,
+            NotifierError::Storage(e) => e.into(),
+        }
+    }
+}
+
+impl From<SlaError> for ApiError {
+    fn from(e: SlaError) -> ApiError {
+        match e {
+            SlaError::Invalid(fields) => ApiError::Validation(fields),
+            SlaError::NotFound => ApiError::NotFound,
+            SlaError::TooMany(_) | SlaError::NotEnoughHistory { .. } => {
+                ApiError::Conflict(e.to_string())
+            }
+            SlaError::Prometheus(_) => ApiError::Unavailable(e.to_string()),
+            SlaError::Storage(e) => e.into(),
+        }
+    }
+}
+
+impl From<SubscriptionError> for ApiError {
+    fn from(e: SubscriptionError) -> ApiError {
+        match e {
+            SubscriptionError::Invalid(fields) => ApiError::Validation(fields),
+            SubscriptionError::NotFound => ApiError::NotFound,
+            SubscriptionError::LimitReached(_) => ApiError::Conflict(e.to_string()),
+            SubscriptionError::Geocoding(_) => ApiError::Unavailable(e.to_string()),
+            SubscriptionError::Storage(e) => e.into(),
         }
     }
 }

@@ -75,26 +75,6 @@ impl From<Settings> for SettingsView {
     }
 }
 
-impl From<NotifierError> for ApiError {
-    fn from(e: NotifierError) -> ApiError {
-        match e {
-            NotifierError::Invalid(fields) => ApiError::Validation(fields),
-            NotifierError::TelegramOff
-            | NotifierError::LinkingOff
-            | NotifierError::NoChat
-            | NotifierError::ChatUnconfirmed
-            | NotifierError::NothingToConfirm => ApiError::Conflict(e.to_string()),
-            NotifierError::WrongCode => ApiError::field("code", e.to_string()),
-            NotifierError::CodeTooSoon { retry_after } => ApiError::TooManyRequests {
-                message: e.to_string(),
-                retry_after,
-            },
-            NotifierError::NoAccount => ApiError::NotFound,
-            NotifierError::Storage(e) => e.into(),
-        }
-    }
-}
-
 pub async fn get_settings(
     State(state): State<AppState>,
     ApiUser(auth): ApiUser,

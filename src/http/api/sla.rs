@@ -13,26 +13,12 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiAdmin, ApiJson, ApiPath, ApiQuery};
 use crate::modules::sla::arima::Order;
-use crate::modules::sla::{ForecastReport, SlaError, SlaInput, SlaStatus, Step};
+use crate::modules::sla::{ForecastReport, SlaInput, SlaStatus, Step};
 
 fn rfc3339(unix: i64) -> String {
     jiff::Timestamp::from_second(unix)
         .map(|t| t.to_string())
         .unwrap_or_default()
-}
-
-impl From<SlaError> for ApiError {
-    fn from(e: SlaError) -> ApiError {
-        match e {
-            SlaError::Invalid(fields) => ApiError::Validation(fields),
-            SlaError::NotFound => ApiError::NotFound,
-            SlaError::TooMany(_) | SlaError::NotEnoughHistory { .. } => {
-                ApiError::Conflict(e.to_string())
-            }
-            SlaError::Prometheus(_) => ApiError::Unavailable(e.to_string()),
-            SlaError::Storage(e) => e.into(),
-        }
-    }
 }
 
 #[derive(Serialize)]

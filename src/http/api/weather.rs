@@ -11,20 +11,8 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiAdmin, ApiJson, ApiPath, ApiQuery, ApiUser};
 use crate::modules::poller::CycleReport;
-use crate::modules::subscriptions::{SubscriptionError, SubscriptionInput, SubscriptionView};
+use crate::modules::subscriptions::{SubscriptionInput, SubscriptionView};
 use crate::weather::PlaceCandidate;
-
-impl From<SubscriptionError> for ApiError {
-    fn from(e: SubscriptionError) -> ApiError {
-        match e {
-            SubscriptionError::Invalid(fields) => ApiError::Validation(fields),
-            SubscriptionError::NotFound => ApiError::NotFound,
-            SubscriptionError::LimitReached(_) => ApiError::Conflict(e.to_string()),
-            SubscriptionError::Geocoding(_) => ApiError::Unavailable(e.to_string()),
-            SubscriptionError::Storage(e) => e.into(),
-        }
-    }
-}
 
 #[derive(Deserialize)]
 pub struct SearchQuery {

@@ -14,6 +14,7 @@ use super::kit::{Page, SignedInForm, csrf, csrf_input, current_user, field};
 use crate::domain::subscription::Kind;
 use crate::domain::user::Units;
 use crate::http::AppState;
+use crate::http::error::ApiError;
 use crate::modules::auth::Authenticated;
 use crate::modules::subscriptions::{
     PlaceInput, SubscriptionError, SubscriptionInput, SubscriptionStatus, from_celsius,
@@ -272,7 +273,8 @@ async fn show(
                 errors.insert("q".into(), format!("The search {}", fields[0].message));
             }
             Err(e) => {
-                errors.insert("general".into(), format!("Place search failed: {e}"));
+                let message = ApiError::from(e).for_page().1;
+                errors.insert("general".into(), format!("Place search failed: {message}"));
             }
         }
     }
@@ -461,8 +463,9 @@ pub async fn alerts_submit(
                     .await
                 }
                 Err(e) => {
-                    errors.insert("general".into(), e.to_string());
-                    show(&viewer, StatusCode::CONFLICT, &query, &form, errors, None).await
+                    let (status, message) = ApiError::from(e).for_page();
+                    errors.insert("general".into(), message);
+                    show(&viewer, status, &query, &form, errors, None).await
                 }
             }
         }

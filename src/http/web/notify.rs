@@ -15,6 +15,7 @@ use super::html::{Field, alert, escape};
 use super::kit::{SignedInForm, csrf_input, field};
 use crate::domain::time::rfc3339_ms;
 use crate::http::AppState;
+use crate::http::error::ApiError;
 use crate::modules::notifier::schedule::{format_clock, parse_clock};
 use crate::modules::notifier::{NotifierError, Settings, TelegramStatus};
 use crate::storage::notify::{NotifyMode, Prefs, QuietHours};
@@ -266,8 +267,9 @@ pub async fn submit(
                     Some("Test message queued; it should reach your chat within seconds.".into())
             }
             Err(e) => {
-                status = StatusCode::CONFLICT;
-                flash.error = Some(e.to_string());
+                let (page_status, message) = ApiError::from(e).for_page();
+                status = page_status;
+                flash.error = Some(message);
             }
         },
         "confirm" => match state
@@ -283,8 +285,9 @@ pub async fn submit(
                     .insert("code".into(), "That code is wrong.".into());
             }
             Err(e) => {
-                status = StatusCode::CONFLICT;
-                flash.error = Some(e.to_string());
+                let (page_status, message) = ApiError::from(e).for_page();
+                status = page_status;
+                flash.error = Some(message);
             }
         },
         "code" => match state
@@ -294,15 +297,17 @@ pub async fn submit(
         {
             Ok(()) => flash.ok = Some("A new code is on its way to the chat.".into()),
             Err(e) => {
-                status = StatusCode::CONFLICT;
-                flash.error = Some(e.to_string());
+                let (page_status, message) = ApiError::from(e).for_page();
+                status = page_status;
+                flash.error = Some(message);
             }
         },
         "link" => match state.notifier.link_code(user_id).await {
             Ok(l) => flash.link = Some((l.code, l.deep_link)),
             Err(e) => {
-                status = StatusCode::CONFLICT;
-                flash.error = Some(e.to_string());
+                let (page_status, message) = ApiError::from(e).for_page();
+                status = page_status;
+                flash.error = Some(message);
             }
         },
         _ => status = StatusCode::BAD_REQUEST,

@@ -13,6 +13,7 @@ use super::html::{Field, Nav, alert, escape, page};
 use super::kit::{Page, SignedInForm, csrf, csrf_input, current_user, field};
 use crate::domain::user::Role;
 use crate::http::AppState;
+use crate::http::error::ApiError;
 use crate::modules::auth::Authenticated;
 use crate::modules::sla::arima::Order;
 use crate::modules::sla::{SlaError, SlaInput, SlaStatus};
@@ -111,7 +112,7 @@ async fn sla_card(state: &AppState, s: &SlaStatus, token: &str) -> String {
             f.order.q
         ),
         Err(SlaError::NotEnoughHistory { .. }) => "needs more history".to_owned(),
-        Err(e) => format!("unavailable: {e}"),
+        Err(e) => format!("unavailable: {}", ApiError::from(e).for_page().1),
     };
     format!(
         r#"<div class="card"><h2>{name} {badge}</h2>
@@ -254,7 +255,7 @@ pub async fn sla_submit(
                 Err(SlaError::NotFound) => {
                     (StatusCode::NOT_FOUND, format!("There is no SLA “{name}”."))
                 }
-                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                Err(e) => ApiError::from(e).for_page(),
             };
             render(&state, &auth, &token, status, Some(notice), &empty, &empty).await
         }
@@ -287,6 +288,7 @@ pub async fn sla_submit(
                     }
                 }
             };
+            let mut status = StatusCode::UNPROCESSABLE_ENTITY;
             if errors.is_empty() {
                 let input = SlaInput {
                     name: name.clone(),
@@ -317,7 +319,9 @@ pub async fn sla_submit(
                         }
                     }
                     Err(e) => {
-                        errors.insert("name".to_owned(), e.to_string());
+                        let (page_status, message) = ApiError::from(e).for_page();
+                        status = page_status;
+                        errors.insert("name".to_owned(), message);
                     }
                 }
             }
@@ -325,7 +329,7 @@ pub async fn sla_submit(
                 &state,
                 &auth,
                 &token,
-                StatusCode::UNPROCESSABLE_ENTITY,
+                status,
                 None,
                 &form,
                 &errors,
