@@ -1,6 +1,5 @@
-//! Owns `meteomesh sla ...`: the SLA client (the seed's SLA client, as a subcommand). It
-//! talks to a running server's JSON API with an administrator's token and prints tables
-//! or, with `--json`, the API's answers.
+//! Owns `meteomesh sla ...`: the SLA client. It talks to a running server's JSON API
+//! with an administrator's token and prints tables or, with `--json`, the API's answers.
 
 use std::fmt::Write;
 

@@ -1,6 +1,5 @@
-//! Owns the JSON API under `/api/v1` that the foundation provides: the bus round-trip
-//! check, which operators use to see that the broker (embedded or external) routes
-//! messages and how fast.
+//! Owns `POST /api/v1/system/bus-check`: the bus round trip, which operators use to see
+//! that the broker (embedded or external) routes messages, and how fast.
 
 use std::time::Duration;
 

@@ -325,16 +325,7 @@ pub async fn sla_submit(
                     }
                 }
             }
-            render(
-                &state,
-                &auth,
-                &token,
-                status,
-                None,
-                &form,
-                &errors,
-            )
-            .await
+            render(&state, &auth, &token, status, None, &form, &errors).await
         }
         _ => {
             render(
