@@ -9,9 +9,8 @@ use crate::config::{BusMode, Config};
 use crate::http::AppState;
 use crate::modules::auth::AuthService;
 use crate::modules::mesh::{self, MeshService};
-use crate::modules::subscriptions::SubscriptionService;
 use crate::modules::system::{self, SystemService};
-use crate::modules::{ModuleCtx, board, host_metrics, notifier, poller, rules, sla};
+use crate::modules::{ModuleCtx, board, host_metrics, notifier, poller, rules, sla, subscriptions};
 
 /// Starts every module; returns the state the HTTP layer serves from.
 pub(super) async fn start_modules(
@@ -32,14 +31,8 @@ pub(super) async fn start_modules(
         close_on_shutdown(auth_client, auth_session, ctx.shutdown.clone()),
     );
 
-    let (subs_client, subs_session) = ctx.bus.publisher("subscriptions");
-    let subscriptions = SubscriptionService::new(
-        ctx.db.clone(),
-        subs_client.clone(),
-        &config.weather,
-        ctx.metrics.clone(),
-    )
-    .await?;
+    let (subscriptions, subscriptions_task) = subscriptions::start(ctx, &config.weather).await?;
+    tasks.add("subscriptions", subscriptions_task);
     // The notifier subscribes before the rules can raise anything.
     let (notifier, notifier_tasks) =
         notifier::start(ctx, &config.telegram, &config.notifier).await?;
@@ -48,10 +41,6 @@ pub(super) async fn start_modules(
     let (poller, poller_task) =
         poller::start(ctx, &config.weather, provider(&config.weather)).await?;
     tasks.add("poller", poller_task);
-    tasks.add(
-        "subscriptions",
-        close_on_shutdown(subs_client, subs_session, ctx.shutdown.clone()),
-    );
 
     let data_dir = config
         .storage

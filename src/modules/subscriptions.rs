@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use tokio::task::JoinHandle;
+
 use serde::{Deserialize, Serialize};
 
 use crate::bus::BusClient;
@@ -17,6 +19,7 @@ use crate::domain::user::Units;
 use crate::domain::user::check_timezone;
 use crate::domain::validation::FieldError;
 use crate::metrics::Metrics;
+use crate::modules::ModuleCtx;
 use crate::storage::users::User;
 use crate::storage::{Db, StorageError};
 use crate::weather::{Geocoder, PlaceCandidate, ProviderError};
@@ -274,8 +277,26 @@ struct Inner {
     metrics: Arc<Metrics>,
 }
 
+/// Starts the subscription service with its publisher on the bus; the task ends the
+/// publisher's session at the stop.
+pub async fn start(
+    ctx: &ModuleCtx<'_>,
+    cfg: &WeatherConfig,
+) -> Result<(SubscriptionService, JoinHandle<()>), StorageError> {
+    let (client, session) = ctx.bus.publisher("subscriptions");
+    let service =
+        SubscriptionService::new(ctx.db.clone(), client.clone(), cfg, ctx.metrics.clone()).await?;
+    let shutdown = ctx.shutdown.clone();
+    let task = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        client.disconnect().await;
+        let _ = session.await;
+    });
+    Ok((service, task))
+}
+
 impl SubscriptionService {
-    pub async fn new(
+    async fn new(
         db: Db,
         events: BusClient,
         cfg: &WeatherConfig,
