@@ -277,6 +277,11 @@ impl BusClient {
         Ok(rx)
     }
 
+    /// Subscribes to every topic message `M` travels on, at its delivery's QoS.
+    pub async fn subscribe_to<M: BusMessage>(&self) -> Result<mpsc::Receiver<Incoming>, BusError> {
+        self.subscribe(M::FILTER, M::DELIVERY.qos).await
+    }
+
     /// Waits until the consuming session is connected and the broker has acknowledged
     /// every subscription so far, so messages published from now on reach this client.
     /// False after `timeout` (an external broker that is down): the subscriptions still

@@ -6,11 +6,8 @@
 //! presence: each user's session count on this broker as the retained
 //! `system/presence/{username}` (what the mesh builds on).
 
-mod auth;
 mod broker;
 mod client;
-mod connect_guard;
-mod sessions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,10 +16,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-pub use auth::{INTERNAL_USERNAME, Refusal, UserAuthenticator};
+pub use broker::auth::{INTERNAL_USERNAME, Refusal, UserAuthenticator};
+pub use broker::sessions::UserSession;
 pub use broker::{BrokerListeners, RESERVED_SESSIONS};
 pub use client::{BusClient, ConnectOptions, Incoming, Sessions};
-pub use sessions::UserSession;
 
 use crate::config::{BrokerUrl, BusConfig, BusMode, BusUser};
 use crate::contract::{self, AccountChange, AccountEvent, BusMessage};
@@ -122,9 +119,7 @@ impl Bus {
                     mode: cfg.mode,
                 };
                 let (client, session) = bus.client("broker", None);
-                let events = client
-                    .subscribe(AccountEvent::FILTER, AccountEvent::DELIVERY.qos)
-                    .await?;
+                let events = client.subscribe_to::<AccountEvent>().await?;
                 let task = tokio::spawn(enforce_account_changes(
                     broker,
                     client.clone(),
@@ -225,7 +220,7 @@ impl Bus {
 /// module also learns who was connected before it subscribed.
 async fn publish_presence(
     client: BusClient,
-    mut changes: mpsc::UnboundedReceiver<sessions::PresenceChange>,
+    mut changes: mpsc::UnboundedReceiver<broker::sessions::PresenceChange>,
     session: JoinHandle<()>,
 ) {
     while let Some(change) = changes.recv().await {

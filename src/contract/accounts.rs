@@ -35,10 +35,7 @@ pub struct AccountEvent {
 
 impl BusMessage for AccountEvent {
     const FILTER: &'static str = ACCOUNT_EVENTS;
-    const DELIVERY: Delivery = Delivery {
-        qos: Qos::AtLeastOnce,
-        retain: false,
-    };
+    const DELIVERY: Delivery = Delivery::EVENT;
 }
 
 /// `meteomesh/v1/users/{id}` — the root of one user's private topics.

@@ -54,10 +54,7 @@ impl AlertEvent {
 
 impl BusMessage for AlertEvent {
     const FILTER: &'static str = "meteomesh/v1/users/+/alerts";
-    const DELIVERY: Delivery = Delivery {
-        qos: Qos::AtLeastOnce,
-        retain: false,
-    };
+    const DELIVERY: Delivery = Delivery::EVENT;
 }
 
 /// `meteomesh/v1/users/{id}/subscriptions/{sid}/state` — RETAINED current state of one
@@ -84,8 +81,5 @@ pub struct SubscriptionStateMsg {
 
 impl BusMessage for SubscriptionStateMsg {
     const FILTER: &'static str = "meteomesh/v1/users/+/subscriptions/+/state";
-    const DELIVERY: Delivery = Delivery {
-        qos: Qos::AtLeastOnce,
-        retain: true,
-    };
+    const DELIVERY: Delivery = Delivery::STATE;
 }

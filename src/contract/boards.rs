@@ -113,10 +113,7 @@ pub struct BoardEvent {
 
 impl BusMessage for BoardEvent {
     const FILTER: &'static str = "meteomesh/v1/boards/+/events";
-    const DELIVERY: Delivery = Delivery {
-        qos: Qos::AtMostOnce,
-        retain: false,
-    };
+    const DELIVERY: Delivery = Delivery::EPHEMERAL;
 }
 
 /// A board's drawing for a joining or reconnecting user, in parts of at most

@@ -42,10 +42,7 @@ pub struct PeerHello {
 
 impl BusMessage for PeerHello {
     const FILTER: &'static str = "meteomesh/v1/mesh/peers/+";
-    const DELIVERY: Delivery = Delivery {
-        qos: Qos::AtLeastOnce,
-        retain: true,
-    };
+    const DELIVERY: Delivery = Delivery::STATE;
 }
 
 /// Where an envelope is going.
@@ -86,10 +83,7 @@ pub struct Envelope {
 
 impl BusMessage for Envelope {
     const FILTER: &'static str = MESH_LINKS;
-    const DELIVERY: Delivery = Delivery {
-        qos: Qos::AtLeastOnce,
-        retain: false,
-    };
+    const DELIVERY: Delivery = Delivery::EVENT;
 }
 
 /// A user message ([`MeshMessage`]).
@@ -207,10 +201,7 @@ pub struct Heartbeat {
 
 impl BusMessage for Heartbeat {
     const FILTER: &'static str = MESH_HEARTBEAT;
-    const DELIVERY: Delivery = Delivery {
-        qos: Qos::AtMostOnce,
-        retain: false,
-    };
+    const DELIVERY: Delivery = Delivery::EPHEMERAL;
 }
 
 /// `meteomesh/v1/mesh/directory` — RETAINED on each node: the node list as that node
@@ -236,10 +227,7 @@ pub struct DirectoryEntry {
 
 impl BusMessage for Directory {
     const FILTER: &'static str = MESH_DIRECTORY;
-    const DELIVERY: Delivery = Delivery {
-        qos: Qos::AtLeastOnce,
-        retain: true,
-    };
+    const DELIVERY: Delivery = Delivery::STATE;
 }
 
 /// `meteomesh/v1/mesh/online` — RETAINED on each node: who is online anywhere.
@@ -258,8 +246,5 @@ pub struct OnlineUser {
 
 impl BusMessage for OnlineUsers {
     const FILTER: &'static str = MESH_ONLINE;
-    const DELIVERY: Delivery = Delivery {
-        qos: Qos::AtLeastOnce,
-        retain: true,
-    };
+    const DELIVERY: Delivery = Delivery::STATE;
 }

@@ -52,10 +52,7 @@ pub struct InboxMessage {
 
 impl BusMessage for InboxMessage {
     const FILTER: &'static str = "meteomesh/v1/mesh/users/+/inbox";
-    const DELIVERY: Delivery = Delivery {
-        qos: Qos::AtLeastOnce,
-        retain: false,
-    };
+    const DELIVERY: Delivery = Delivery::EVENT;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,10 +62,7 @@ pub struct InboxAck {
 
 impl BusMessage for InboxAck {
     const FILTER: &'static str = "meteomesh/v1/mesh/users/+/ack";
-    const DELIVERY: Delivery = Delivery {
-        qos: Qos::AtLeastOnce,
-        retain: false,
-    };
+    const DELIVERY: Delivery = Delivery::EVENT;
 }
 
 /// How a message is sent.
@@ -102,10 +96,7 @@ pub struct SendRequest {
 
 impl BusMessage for SendRequest {
     const FILTER: &'static str = "meteomesh/v1/mesh/users/+/send";
-    const DELIVERY: Delivery = Delivery {
-        qos: Qos::AtLeastOnce,
-        retain: false,
-    };
+    const DELIVERY: Delivery = Delivery::EVENT;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,8 +136,5 @@ pub enum SendRefusal {
 
 impl BusMessage for SendResult {
     const FILTER: &'static str = "meteomesh/v1/mesh/users/+/result";
-    const DELIVERY: Delivery = Delivery {
-        qos: Qos::AtLeastOnce,
-        retain: false,
-    };
+    const DELIVERY: Delivery = Delivery::EVENT;
 }

@@ -42,6 +42,25 @@ pub struct Delivery {
     pub retain: bool,
 }
 
+impl Delivery {
+    /// Every copy matters (alerts, account changes, sends): QoS 1, not retained.
+    pub const EVENT: Delivery = Delivery {
+        qos: Qos::AtLeastOnce,
+        retain: false,
+    };
+    /// The latest value is what counts (node status, a subscription's state, presence):
+    /// QoS 1, retained, so a subscriber that comes later still learns it.
+    pub const STATE: Delivery = Delivery {
+        qos: Qos::AtLeastOnce,
+        retain: true,
+    };
+    /// Worth nothing late (pings, heartbeats, drawing strokes): QoS 0, not retained.
+    pub const EPHEMERAL: Delivery = Delivery {
+        qos: Qos::AtMostOnce,
+        retain: false,
+    };
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Qos {
     AtMostOnce,

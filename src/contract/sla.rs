@@ -32,8 +32,5 @@ pub struct SlaEvent {
 
 impl BusMessage for SlaEvent {
     const FILTER: &'static str = SLA_EVENTS;
-    const DELIVERY: Delivery = Delivery {
-        qos: Qos::AtLeastOnce,
-        retain: false,
-    };
+    const DELIVERY: Delivery = Delivery::EVENT;
 }

@@ -29,10 +29,7 @@ pub struct NodeStatus {
 
 impl BusMessage for NodeStatus {
     const FILTER: &'static str = "meteomesh/v1/nodes/+/status";
-    const DELIVERY: Delivery = Delivery {
-        qos: Qos::AtLeastOnce,
-        retain: true,
-    };
+    const DELIVERY: Delivery = Delivery::STATE;
 }
 
 /// `meteomesh/v1/system/ping` — anyone may ask every node to answer; used by
@@ -49,10 +46,7 @@ pub struct Ping {
 
 impl BusMessage for Ping {
     const FILTER: &'static str = PING;
-    const DELIVERY: Delivery = Delivery {
-        qos: Qos::AtMostOnce,
-        retain: false,
-    };
+    const DELIVERY: Delivery = Delivery::EPHEMERAL;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,10 +57,7 @@ pub struct Pong {
 
 impl BusMessage for Pong {
     const FILTER: &'static str = PONG;
-    const DELIVERY: Delivery = Delivery {
-        qos: Qos::AtMostOnce,
-        retain: false,
-    };
+    const DELIVERY: Delivery = Delivery::EPHEMERAL;
 }
 
 /// `meteomesh/v1/system/presence/{username}` — internal, RETAINED: how many sessions a
@@ -83,8 +74,5 @@ pub struct LocalPresence {
 
 impl BusMessage for LocalPresence {
     const FILTER: &'static str = "meteomesh/v1/system/presence/+";
-    const DELIVERY: Delivery = Delivery {
-        qos: Qos::AtLeastOnce,
-        retain: true,
-    };
+    const DELIVERY: Delivery = Delivery::STATE;
 }

@@ -27,10 +27,7 @@ pub struct SubscriptionsChanged {
 
 impl BusMessage for SubscriptionsChanged {
     const FILTER: &'static str = SUBSCRIPTIONS_CHANGED;
-    const DELIVERY: Delivery = Delivery {
-        qos: Qos::AtLeastOnce,
-        retain: false,
-    };
+    const DELIVERY: Delivery = Delivery::EVENT;
 }
 
 /// `meteomesh/v1/weather/observed` — internal: current conditions at one grid cell
@@ -50,8 +47,5 @@ pub struct WeatherObserved {
 
 impl BusMessage for WeatherObserved {
     const FILTER: &'static str = WEATHER_OBSERVED;
-    const DELIVERY: Delivery = Delivery {
-        qos: Qos::AtLeastOnce,
-        retain: false,
-    };
+    const DELIVERY: Delivery = Delivery::EVENT;
 }

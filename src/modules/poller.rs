@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::{BusClient, BusError, Incoming};
 use crate::config::WeatherConfig;
-use crate::contract::{BusMessage, SubscriptionsChanged, WEATHER_OBSERVED, WeatherObserved};
+use crate::contract::{SubscriptionsChanged, WEATHER_OBSERVED, WeatherObserved};
 use crate::domain::time::system_now;
 use crate::domain::weather::Coord;
 use crate::metrics::Metrics;
@@ -102,12 +102,7 @@ pub async fn start(
         ctx.shutdown.clone(),
     );
     let (client, session) = bus.client("poller", None);
-    let changes = client
-        .subscribe(
-            SubscriptionsChanged::FILTER,
-            SubscriptionsChanged::DELIVERY.qos,
-        )
-        .await?;
+    let changes = client.subscribe_to::<SubscriptionsChanged>().await?;
     let (commands, command_rx) = mpsc::channel(8);
     let health = Arc::new(Mutex::new(ProviderHealth {
         provider: provider.name().to_owned(),

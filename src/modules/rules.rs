@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::{BusClient, BusError, Incoming};
 use crate::config::WeatherConfig;
 use crate::contract::{
-    self, AlertEvent, AlertState, BusMessage, Change, Qos, SubscriptionStateMsg,
-    SubscriptionsChanged, WeatherObserved,
+    self, AlertEvent, AlertState, Change, Qos, SubscriptionStateMsg, SubscriptionsChanged,
+    WeatherObserved,
 };
 use crate::domain::subscription::{ConstraintState, Kind, Subscription, cell};
 use crate::domain::time::{now_ms, rfc3339_ms};
@@ -234,15 +234,8 @@ pub async fn start(ctx: &ModuleCtx<'_>, cfg: &WeatherConfig) -> Result<JoinHandl
     );
     let hysteresis = cfg.hysteresis;
     let (client, session) = bus.client("rules", None);
-    let observations = client
-        .subscribe(WeatherObserved::FILTER, WeatherObserved::DELIVERY.qos)
-        .await?;
-    let changes = client
-        .subscribe(
-            SubscriptionsChanged::FILTER,
-            SubscriptionsChanged::DELIVERY.qos,
-        )
-        .await?;
+    let observations = client.subscribe_to::<WeatherObserved>().await?;
+    let changes = client.subscribe_to::<SubscriptionsChanged>().await?;
     // The poller starts next and publishes at once; be listening by then.
     if !client
         .wait_subscribed(std::time::Duration::from_secs(5))

@@ -93,8 +93,8 @@ pub async fn start(
             NodeStatus::DELIVERY.retain,
         )),
     );
-    let pings = client.subscribe(Ping::FILTER, Ping::DELIVERY.qos).await?;
-    let pongs = client.subscribe(Pong::FILTER, Pong::DELIVERY.qos).await?;
+    let pings = client.subscribe_to::<Ping>().await?;
+    let pongs = client.subscribe_to::<Pong>().await?;
     let service = SystemService {
         client: client.clone(),
         node_id: node_id.into(),

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::{BusError, Incoming};
 use crate::config::{NotifierConfig, TelegramConfig};
-use crate::contract::{AlertEvent, BusMessage, SlaEvent};
+use crate::contract::{AlertEvent, SlaEvent};
 use crate::domain::time::now_ms;
 use crate::domain::validation::FieldError;
 use crate::metrics::Metrics;
@@ -170,12 +170,8 @@ pub async fn start(
         }),
     };
     let (client, session) = bus.consumer("notifier");
-    let alerts = client
-        .subscribe(AlertEvent::FILTER, AlertEvent::DELIVERY.qos)
-        .await?;
-    let sla_events = client
-        .subscribe(SlaEvent::FILTER, SlaEvent::DELIVERY.qos)
-        .await?;
+    let alerts = client.subscribe_to::<AlertEvent>().await?;
+    let sla_events = client.subscribe_to::<SlaEvent>().await?;
     // Modules started after this one may publish at once; be listening by then.
     if !client.wait_subscribed(SUBSCRIBE_WAIT).await {
         tracing::warn!("the notifier's bus subscriptions are not confirmed yet; continuing");

@@ -1,7 +1,13 @@
 //! Owns the embedded rmqtt broker: its listeners (public TCP and WebSocket, and one
 //! loopback listener reserved for meteomesh's own modules), their limits, the
 //! authentication hook (which also counts each user's sessions, for presence), retained
-//! messages, and the traffic counters in metrics.
+//! messages, and the traffic counters in metrics. Its parts: the login and ACL hooks
+//! ([`auth`]), the session registry ([`sessions`]) and the guard against connections
+//! that never send CONNECT (`connect_guard`).
+
+pub(super) mod auth;
+mod connect_guard;
+pub(super) mod sessions;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
@@ -16,11 +22,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::BusError;
-use super::auth::{Accounts, AuthHandler, Policy, UserAuthenticator};
-use super::connect_guard::{self, GuardLimits, Handshaken};
-use super::sessions::{PresenceChange, SessionRegistry};
 use crate::config::{BusConfig, BusUser};
 use crate::metrics::Metrics;
+use auth::{Accounts, AuthHandler, Policy, UserAuthenticator};
+use connect_guard::{GuardLimits, Handshaken};
+use sessions::{PresenceChange, SessionRegistry};
 
 const TCP_LISTENER_ID: u16 = 1;
 const WS_LISTENER_ID: u16 = 2;
