@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: unit tests and the integration tests in tests/, which start
-# the real server on loopback ports and, for external-broker mode, Debian's Mosquitto.
+# Runs the whole test suite: unit tests and the integration tests (one binary, tests/it/),
+# which start the real server on loopback ports and, for external-broker mode, Debian's
+# Mosquitto. Benchmarks in benches/ are only built here (cargo bench runs them).
 # The browser test is separate: scripts/test-browser.sh.
 #
 #   scripts/test.sh              # everything
-#   scripts/test.sh --test bus   # extra arguments go to `cargo test`
+#   scripts/test.sh bus::        # extra arguments go to `cargo test` (here a filter)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -102,10 +102,10 @@ fn client_address(peer: SocketAddr, headers: &hyper::HeaderMap, trusted: &[IpAdd
         .map_or(peer, |ip| SocketAddr::new(ip, 0))
 }
 
-/// The answer to a client over its per-address cap.
 /// How long a stop lets requests in flight finish (the whole stop has 5 s).
 pub const DRAIN: Duration = Duration::from_secs(1);
 
+/// The answer to a client over its per-address cap.
 const BUSY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
         retry-after: 1\r\nconnection: close\r\ncontent-length: 89\r\n\r\n\
         {\"error\":{\"code\":\"too_many_requests\",\"message\":\"too many connections from this address\"}}";

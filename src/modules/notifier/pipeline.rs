@@ -63,7 +63,6 @@ impl NotifierService {
             return Ok(());
         }
         let now = now_ms();
-        let event = event.clone();
         let admins = self.inner.db.notify().admin_recipients().await?;
         let deliveries: Vec<NewDelivery> = admins
             .into_iter()
@@ -72,11 +71,14 @@ impl NotifierService {
                     format!("sla:{}:{:?}:{}:{admin}", event.name, event.state, event.at),
                     Some(admin),
                     chat,
-                    render::sla_event(&event, &tz),
+                    render::sla_event(event, &tz),
                     now,
                 )
             })
             .collect();
+        if deliveries.is_empty() {
+            return Ok(());
+        }
         let queued = self.inner.db.notify().enqueue(&deliveries, &[]).await?;
         if queued > 0 {
             self.inner.wake.notify_one();
