@@ -11,6 +11,7 @@ use axum::Form;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
 use super::html::{Nav, alert, escape, page};
@@ -215,24 +216,63 @@ pub(crate) fn check_csrf(headers: &HeaderMap, form: &HashMap<String, String>) ->
     }
 }
 
-/// A form post that needs a session: the CSRF check passed, the signed-in user, this
-/// browser's CSRF token and the fields. Otherwise the handler never runs and the answer
-/// is 403, a redirect to login, or the form's own rejection.
-pub(crate) struct SignedInForm {
-    pub auth: Authenticated,
-    pub token: String,
-    pub form: HashMap<String, String>,
+/// Reads a posted form, checks its CSRF token (and Origin), and types its fields as `F`:
+/// a field the form lacks is empty (`#[serde(default)]` on `F`), one it does not know is
+/// ignored, so a browser's extra buttons never break a page.
+async fn checked_form<F: DeserializeOwned>(
+    req: Request,
+    state: &AppState,
+) -> Result<(HeaderMap, F), Response> {
+    let headers = req.headers().clone();
+    let Form(fields) = Form::<HashMap<String, String>>::from_request(req, state)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    check_csrf(&headers, &fields).map_err(IntoResponse::into_response)?;
+    let object: serde_json::Map<String, serde_json::Value> = fields
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    let form = serde_json::from_value(serde_json::Value::Object(object)).map_err(|_| {
+        Page::html(
+            StatusCode::BAD_REQUEST,
+            "<p>That form does not belong to this page.</p>".to_owned(),
+        )
+        .into_response()
+    })?;
+    Ok((headers, form))
 }
 
-impl FromRequest<AppState> for SignedInForm {
+/// A form post without a session (sign-in, registration): the CSRF check passed and the
+/// fields typed as `F`.
+pub(crate) struct CheckedForm<F> {
+    pub headers: HeaderMap,
+    pub form: F,
+}
+
+impl<F: DeserializeOwned + Send> FromRequest<AppState> for CheckedForm<F> {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
-        let headers = req.headers().clone();
-        let Form(form) = Form::<HashMap<String, String>>::from_request(req, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        check_csrf(&headers, &form).map_err(IntoResponse::into_response)?;
+        let (headers, form) = checked_form(req, state).await?;
+        Ok(CheckedForm { headers, form })
+    }
+}
+
+/// A form post that needs a session: the CSRF check passed, the signed-in user, this
+/// browser's CSRF token and the fields (typed as `F`; pages not yet typed read them as a
+/// map). Otherwise the handler never runs and the answer is 403, a redirect to login,
+/// or the form's own rejection.
+pub(crate) struct SignedInForm<F = HashMap<String, String>> {
+    pub auth: Authenticated,
+    pub token: String,
+    pub form: F,
+}
+
+impl<F: DeserializeOwned + Send> FromRequest<AppState> for SignedInForm<F> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let (headers, form) = checked_form(req, state).await?;
         let auth = current_user(state, &headers)
             .await
             .ok_or_else(|| Page::redirect("/login").into_response())?;

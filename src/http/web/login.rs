@@ -1,9 +1,7 @@
 //! The sign-in page (and `/`, which sends a visitor to it or to the account).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use axum::Form;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -52,23 +50,23 @@ pub async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> im
     .maybe_cookie(set)
 }
 
+/// The sign-in form.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+pub struct LoginForm {
+    username: String,
+    password: String,
+}
+
 pub async fn login_submit(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    CheckedForm { headers, form }: CheckedForm<LoginForm>,
 ) -> impl IntoResponse {
-    if let Err(p) = check_csrf(&headers, &form) {
-        return p;
-    }
     let (token, _) = csrf(&state, &headers);
-    let username = field(&form, "username");
+    let username = form.username.as_str();
     let client = LoginClient::http(peer.ip(), device_cookie(&headers));
-    match state
-        .auth
-        .login(username, field(&form, "password"), &client)
-        .await
-    {
+    match state.auth.login(username, &form.password, &client).await {
         Ok(issued) => Page::redirect("/account")
             .cookie(session_cookie(&state, &issued))
             .cookie(device_cookie_header(&state, &issued)),

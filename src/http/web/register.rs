@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 
-use axum::Form;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -14,9 +13,18 @@ use crate::modules::auth::AuthError;
 
 use super::kit::*;
 
+/// The registration form.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+pub struct RegisterForm {
+    username: String,
+    password: String,
+    telegram_chat_id: String,
+}
+
 fn register_form(
     csrf: &str,
-    form: &HashMap<String, String>,
+    form: &RegisterForm,
     errors: &HashMap<String, String>,
     general: Option<&str>,
 ) -> String {
@@ -28,7 +36,7 @@ fn register_form(
 <p class="hint">Already registered? <a href="/login">Log in</a></p></div>"#,
         general = general.map(|e| alert("error", e)).unwrap_or_default(),
         csrf = csrf_input(csrf),
-        user = Field::text("username", "Username", field(form, "username"))
+        user = Field::text("username", "Username", &form.username)
             .autocomplete("username")
             .required()
             .error(err("username"))
@@ -41,7 +49,7 @@ fn register_form(
         chat = Field::text(
             "telegram_chat_id",
             "Telegram chat id (optional)",
-            field(form, "telegram_chat_id")
+            &form.telegram_chat_id
         )
         .error(err("telegram_chat_id"))
         .hint("For alerts by Telegram; you can add it later.")
@@ -64,7 +72,7 @@ pub async fn register_page(State(state): State<AppState>, headers: HeaderMap) ->
     let (token, set) = csrf(&state, &headers);
     let nav = Nav::anonymous(&token);
     let body = if state.auth.open_registration() {
-        register_form(&token, &HashMap::new(), &HashMap::new(), None)
+        register_form(&token, &RegisterForm::default(), &HashMap::new(), None)
     } else {
         format!(
             r#"<div class="card"><h1>Create an account</h1>{}</div>"#,
@@ -79,15 +87,11 @@ pub async fn register_page(State(state): State<AppState>, headers: HeaderMap) ->
 
 pub async fn register_submit(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    CheckedForm { headers, form }: CheckedForm<RegisterForm>,
 ) -> impl IntoResponse {
-    if let Err(p) = check_csrf(&headers, &form) {
-        return p;
-    }
     let (token, _) = csrf(&state, &headers);
     let nav = Nav::anonymous(&token);
-    let chat = match chat_id(field(&form, "telegram_chat_id")) {
+    let chat = match chat_id(&form.telegram_chat_id) {
         Ok(c) => c,
         Err(message) => {
             let errors = HashMap::from([("telegram_chat_id".to_owned(), message)]);
@@ -103,13 +107,7 @@ pub async fn register_submit(
     };
     match state
         .auth
-        .register(
-            field(&form, "username"),
-            field(&form, "password"),
-            chat,
-            Role::User,
-            false,
-        )
+        .register(&form.username, &form.password, chat, Role::User, false)
         .await
     {
         Ok(issued) => {
