@@ -228,11 +228,10 @@ async fn checked_form<F: DeserializeOwned>(
         .await
         .map_err(IntoResponse::into_response)?;
     check_csrf(&headers, &fields).map_err(IntoResponse::into_response)?;
-    let object: serde_json::Map<String, serde_json::Value> = fields
-        .into_iter()
-        .map(|(k, v)| (k, serde_json::Value::String(v)))
-        .collect();
-    let form = serde_json::from_value(serde_json::Value::Object(object)).map_err(|_| {
+    let fields = serde::de::value::MapDeserializer::<_, serde::de::value::Error>::new(
+        fields.into_iter(),
+    );
+    let form = F::deserialize(fields).map_err(|_| {
         Page::html(
             StatusCode::BAD_REQUEST,
             "<p>That form does not belong to this page.</p>".to_owned(),
