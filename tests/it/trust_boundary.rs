@@ -1446,3 +1446,88 @@ async fn connections_that_never_send_connect_are_closed() {
     assert_eq!(pong, [0xD0, 0]);
     t.app.shutdown().await.unwrap();
 }
+
+/// A peer's `names` envelope is input like any other: one that is not a claim list, names
+/// that are not usernames (other spellings, paths, too long), and claims that say they
+/// come from this very node or from nowhere are all dropped; only a well-formed claim of
+/// another node is kept. The node keeps serving throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_name_claims_from_a_peer_are_dropped() {
+    use common::mesh::{LINK_PASSWORD, MeshNode, status, wait_status};
+    use meteomesh::contract::{Envelope, TAG_NAMES, Target, mesh_link};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = MeshNode::new(&dir.path().join("a"), &[], "");
+    tokio::task::block_in_place(|| node.start());
+    let (alice, _) = register(node.http(), "alice", PW).await;
+    let own = status(node.http(), &alice).await["node"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let mut link = MqttClient::connect(mqtt_options(
+        node.mqtt_addr(),
+        "evil-link",
+        Some(("meteomesh-link", LINK_PASSWORD)),
+    ))
+    .await;
+    let mut n = 0;
+    let mut send = |origin: &str, data: serde_json::Value| {
+        n += 1;
+        let env = Envelope {
+            id: format!("{origin}:{n}"),
+            origin: origin.to_owned(),
+            hops: 0,
+            ttl: 4,
+            from: String::new(),
+            to: Target::All,
+            tag: TAG_NAMES.to_owned(),
+            data,
+            reply: None,
+        };
+        serde_json::to_vec(&env).unwrap()
+    };
+    let topic = mesh_link("evil");
+    let claim = |name: &str| json!({"name": name, "since": 1});
+    let hostile = [
+        send("evil", json!("not a claim list")),
+        send("evil", json!({"names": 42})),
+        send(
+            "evil",
+            json!({"names": [claim("Alice"), claim("../etc/passwd"), claim("x"),
+                             claim(&"a".repeat(200)), claim("al ice"), claim("")]}),
+        ),
+        send(&own, json!({"names": [claim("carol")]})),
+        send("", json!({"names": [claim("dave")]})),
+    ];
+    for payload in hostile {
+        link.publish(&topic, QoS::AtLeastOnce, false, &payload)
+            .await;
+    }
+    // A well-formed claim last: once it counts, every envelope before it (same link,
+    // in order) has been handled.
+    let valid = send("evil", json!({"names": [claim("bob")]}));
+    link.publish(&topic, QoS::AtLeastOnce, false, &valid).await;
+    let s = wait_status(node.http(), &alice, "the valid claim counted", |s| {
+        s["names_held_elsewhere"].as_i64() >= Some(1)
+    })
+    .await;
+    assert_eq!(
+        s["names_held_elsewhere"], 1,
+        "only bob is held elsewhere: {s:#}"
+    );
+
+    // bob is taken; the names in the dropped claims are not.
+    let r = post_json(
+        node.http(),
+        "/api/v1/auth/register",
+        &json!({"username": "bob", "password": PW}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    let _ = register(node.http(), "carol", PW).await;
+    let _ = register(node.http(), "dave", PW).await;
+    let r = api(node.http(), "GET", "/api/v1/me", Some(&alice), "").await;
+    assert_eq!(r.status, 200, "alice keeps her name: {}", r.body);
+    assert_eq!(get(node.http(), "/healthz").await.status, 200);
+}

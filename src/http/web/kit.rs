@@ -228,9 +228,8 @@ async fn checked_form<F: DeserializeOwned>(
         .await
         .map_err(IntoResponse::into_response)?;
     check_csrf(&headers, &fields).map_err(IntoResponse::into_response)?;
-    let fields = serde::de::value::MapDeserializer::<_, serde::de::value::Error>::new(
-        fields.into_iter(),
-    );
+    let fields =
+        serde::de::value::MapDeserializer::<_, serde::de::value::Error>::new(fields.into_iter());
     let form = F::deserialize(fields).map_err(|_| {
         Page::html(
             StatusCode::BAD_REQUEST,
