@@ -2,8 +2,10 @@
 //! (WAL, busy timeout, foreign keys, `synchronous=NORMAL`), running the numbered
 //! migrations, and running every statement off the async executor.
 //!
-//! Other modules reach SQL only through [`Db::call`] and the per-aggregate files here.
-//! It publishes and consumes nothing on the bus.
+//! Other modules reach it only through typed repositories, one per aggregate file
+//! (`db.users()`, `db.notify()`, ...), each method its own transaction; the raw
+//! connection (`Db::call`) is private to this module. It publishes and consumes nothing
+//! on the bus.
 
 pub mod boards;
 pub mod mesh;
@@ -105,7 +107,7 @@ pub struct Db {
     observer: Option<Observer>,
 }
 
-/// Told the duration and success of every [`Db::call`] (for metrics).
+/// Told the duration and success of every database operation (for metrics).
 pub type Observer = Arc<dyn Fn(Duration, bool) + Send + Sync>;
 
 impl std::fmt::Debug for Db {

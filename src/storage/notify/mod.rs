@@ -1,7 +1,7 @@
 //! Owns the notification tables: the alert journal (`alert_log`, written by the rules in
 //! the transaction that changes the alert state) here; the delivery `outbox`
-//! ([`outbox`]), per-user delivery preferences ([`prefs`]) and Telegram chats and link
-//! codes ([`chats`]).
+//! (`outbox`), per-user delivery preferences (`prefs`) and Telegram chats and link
+//! codes (`chats`).
 //!
 //! Times are Unix milliseconds.
 
