@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{BrokerListeners, Bus, BusClient, BusError};
+use crate::bus::{BrokerListeners, Bus, BusError};
 use crate::config::{BusUser, Config, ProviderKind, WeatherConfig};
 use crate::http;
 use crate::metrics::Metrics;
@@ -301,20 +301,6 @@ fn provider(config: &WeatherConfig) -> Arc<dyn Provider> {
             config.request_timeout,
         )),
     }
-}
-
-/// Disconnects a publish-only module client once `shutdown` fires (modules with a loop
-/// of their own do this at the end of it).
-fn close_on_shutdown(
-    client: BusClient,
-    session: JoinHandle<()>,
-    shutdown: CancellationToken,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        shutdown.cancelled().await;
-        client.disconnect().await;
-        let _ = session.await;
-    })
 }
 
 /// Keeps the last wall-clock time seen in the database (every 10 minutes and at stop),

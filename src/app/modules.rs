@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{AppError, Tasks, close_on_shutdown, provider, record_seen};
+use super::{AppError, Tasks, provider, record_seen};
 use crate::config::{BusMode, Config};
 use crate::http::AppState;
 use crate::modules::auth::AuthService;
@@ -28,7 +28,7 @@ pub(super) async fn start_modules(
     tasks.spawn("auth-pruner", auth.clone().run_pruner(ctx.shutdown.clone()));
     tasks.add(
         "auth",
-        close_on_shutdown(auth_client, auth_session, ctx.shutdown.clone()),
+        auth_client.close_on_shutdown(auth_session, ctx.shutdown.clone()),
     );
 
     let (subscriptions, subscriptions_task) = subscriptions::start(ctx, &config.weather).await?;

@@ -307,6 +307,21 @@ impl BusClient {
         .is_ok()
     }
 
+    /// A task that disconnects this client once `shutdown` fires and waits for its
+    /// session to end: for a client that only publishes (a loop of its own does this at
+    /// its end instead).
+    pub fn close_on_shutdown(
+        self,
+        session: JoinHandle<()>,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            self.disconnect().await;
+            let _ = session.await;
+        })
+    }
+
     /// Sends DISCONNECT (so no last will fires) and stops the event loops.
     pub async fn disconnect(&self) {
         for session in self.shared.sessions() {

@@ -286,13 +286,10 @@ pub async fn start(
     let (client, session) = ctx.bus.publisher("subscriptions");
     let service =
         SubscriptionService::new(ctx.db.clone(), client.clone(), cfg, ctx.metrics.clone()).await?;
-    let shutdown = ctx.shutdown.clone();
-    let task = tokio::spawn(async move {
-        shutdown.cancelled().await;
-        client.disconnect().await;
-        let _ = session.await;
-    });
-    Ok((service, task))
+    Ok((
+        service,
+        client.close_on_shutdown(session, ctx.shutdown.clone()),
+    ))
 }
 
 impl SubscriptionService {
