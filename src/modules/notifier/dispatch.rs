@@ -93,10 +93,11 @@ impl Dispatcher {
             paused_until: now,
         };
         let mut refill = true;
-        let mut stopping = false;
-        let mut give_up = Instant::now() + IDLE;
+        // Set at the stop: when requests still in flight are abandoned.
+        let mut give_up: Option<Instant> = None;
         loop {
             let mut wake_at = Instant::now() + IDLE;
+            let stopping = give_up.is_some();
             if !stopping {
                 if refill || st.queue.is_empty() {
                     match self.refill(&mut st).await {
@@ -128,10 +129,9 @@ impl Dispatcher {
                 _ = self.wake.notified(), if !stopping => refill = true,
                 _ = tokio::time::sleep_until(wake_at.into()), if !stopping => refill = true,
                 _ = shutdown.cancelled(), if !stopping => {
-                    stopping = true;
-                    give_up = Instant::now() + STOP_GRACE;
+                    give_up = Some(Instant::now() + STOP_GRACE);
                 }
-                _ = tokio::time::sleep_until(give_up.into()), if stopping => {
+                _ = tokio::time::sleep_until(give_up.unwrap_or(wake_at).into()), if stopping => {
                     tracing::warn!(requests = tasks.len(), "Telegram did not answer in time; the messages stay queued");
                     break;
                 }

@@ -137,7 +137,11 @@ impl NotifierService {
         }
         let telegram = self.inner.api.is_some();
         let now = now_ms();
-        let user_ids: Vec<i64> = events.iter().map(|e| e.user_id).collect();
+        let user_ids: Vec<i64> = events
+            .iter()
+            .filter(|e| e.notify)
+            .map(|e| e.user_id)
+            .collect();
         let recipients = if telegram {
             self.inner.db.notify().recipients(&user_ids).await?
         } else {
