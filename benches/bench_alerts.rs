@@ -258,18 +258,8 @@ async fn bench_alert_pipeline() {
     app.shutdown().await.unwrap();
 }
 
-/// `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without
-/// it, and then it only checks that it was built.
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        return;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    common::run_benchmark(async {
         bench_alert_pipeline().await;
     });
 }

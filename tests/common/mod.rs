@@ -39,7 +39,7 @@ pub fn test_config(dir: &Path) -> Config {
     c.http.listen = loopback0();
     c.bus.tcp_listen = loopback0();
     c.bus.ws_listen = loopback0();
-    c.storage.path = dir.join("data").join("meteomesh.db");
+    c.storage.path = test_db_path(dir);
     // Weather providers point at a closed loopback port unless a test serves a fake.
     c.weather.open_meteo_url = DEAD_URL.into();
     c.weather.geocoding_url = DEAD_URL.into();
@@ -550,7 +550,7 @@ pub fn wait_child(child: &mut Child) -> std::process::ExitStatus {
 /// A TOML config file for child processes: loopback port 0, database in `dir`.
 pub fn write_test_config(dir: &Path, extra: &str) -> PathBuf {
     let path = dir.join("meteomesh-test.toml");
-    let db = dir.join("data").join("meteomesh.db");
+    let db = test_db_path(dir);
     let text = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = \"{}\"\n\n[weather]\nopen_meteo_url = \"{DEAD_URL}\"\ngeocoding_url = \"{DEAD_URL}\"\nopenweathermap_url = \"{DEAD_URL}\"\n\n[bus]\ntcp_listen = \"127.0.0.1:0\"\nws_listen = \"127.0.0.1:0\"\n\n[[bus.users]]\nusername = \"{SERVICE_USER}\"\npassword = \"{SERVICE_PASSWORD}\"\n{extra}",
         db.display()
@@ -570,4 +570,24 @@ pub fn with_connection<T>(
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(meteomesh::storage::StorageError::from)?;
     f(&mut conn)
+}
+
+/// Runs a benchmark's `main` future on the runtime the tests use (2 workers). `cargo bench`
+/// passes `--bench`; `cargo test --all-targets` runs a benchmark binary without it, and
+/// then it only checks that it was built.
+pub fn run_benchmark(benchmark: impl std::future::Future<Output = ()>) {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(benchmark);
+}
+
+/// Where [`test_config`] and [`write_test_config`] put the database under `dir`.
+pub fn test_db_path(dir: &Path) -> PathBuf {
+    dir.join("data").join("meteomesh.db")
 }

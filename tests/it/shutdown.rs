@@ -48,12 +48,8 @@ fn stops_cleanly(p: ServeProcess, state: &str) -> Vec<String> {
     log
 }
 
-fn db_path(dir: &Path) -> std::path::PathBuf {
-    dir.join("data").join("meteomesh.db")
-}
-
 fn count(dir: &Path, sql: &str) -> i64 {
-    rusqlite::Connection::open(db_path(dir))
+    rusqlite::Connection::open(test_db_path(dir))
         .unwrap()
         .query_row(sql, [], |r| r.get(0))
         .unwrap()
@@ -220,7 +216,7 @@ async fn sigterm_with_telegram_hanging_keeps_the_alert_queued() {
     ];
     let p = start(dir.path(), &envs);
     let (token, user) = register(p.http, "alice", PW).await;
-    rusqlite::Connection::open(db_path(dir.path()))
+    rusqlite::Connection::open(test_db_path(dir.path()))
         .unwrap()
         .execute(
             "UPDATE users SET telegram_chat_id = 42, telegram_chat_confirmed = 1 WHERE id = ?1",

@@ -152,7 +152,7 @@ fn sigterm_exits_zero_with_a_clean_database() {
     assert!(status.success(), "exit {status:?}; log: {log:?}");
     assert!(log.iter().any(|l| l.contains("stopped cleanly")), "{log:?}");
 
-    let db = dir.path().join("data").join("meteomesh.db");
+    let db = test_db_path(dir.path());
     let c = Connection::open(&db).unwrap();
     assert_eq!(pragma(&c, "integrity_check"), "ok");
     // The WAL was checkpointed into the main file on the way out.
