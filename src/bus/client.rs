@@ -61,6 +61,30 @@ impl std::fmt::Debug for ConnectOptions {
     }
 }
 
+/// Messages of one contract type, decoded as they are taken. A payload that does not
+/// decode comes out as an `Err` naming its topic, so each consumer decides how loudly
+/// to drop it (a user's malformed ping is not worth a warning; a malformed observation is).
+pub struct Inbox<M> {
+    messages: mpsc::Receiver<Incoming>,
+    kind: std::marker::PhantomData<fn() -> M>,
+}
+
+impl<M: BusMessage> Inbox<M> {
+    /// The next message; `None` once the client has stopped.
+    pub async fn recv(&mut self) -> Option<Result<M, BusError>> {
+        Some(self.messages.recv().await?.decode())
+    }
+
+    /// Up to `limit` messages that are already waiting (at least one, waiting for it),
+    /// appended to `batch`; 0 once the client has stopped.
+    pub async fn recv_many(&mut self, batch: &mut Vec<Result<M, BusError>>, limit: usize) -> usize {
+        let mut raw = Vec::with_capacity(limit.min(SUBSCRIPTION_BUFFER));
+        let n = self.messages.recv_many(&mut raw, limit).await;
+        batch.extend(raw.iter().map(Incoming::decode));
+        n
+    }
+}
+
 /// One raw incoming message.
 #[derive(Debug, Clone)]
 pub struct Incoming {
@@ -277,9 +301,15 @@ impl BusClient {
         Ok(rx)
     }
 
-    /// Subscribes to every topic message `M` travels on, at its delivery's QoS.
-    pub async fn subscribe_to<M: BusMessage>(&self) -> Result<mpsc::Receiver<Incoming>, BusError> {
-        self.subscribe(M::FILTER, M::DELIVERY.qos).await
+    /// Subscribes to every topic message `M` travels on, at its delivery's QoS; the
+    /// inbox hands out decoded messages. Consumers that route by topic (the mesh) use
+    /// [`Self::subscribe`] and decode themselves.
+    pub async fn subscribe_to<M: BusMessage>(&self) -> Result<Inbox<M>, BusError> {
+        let messages = self.subscribe(M::FILTER, M::DELIVERY.qos).await?;
+        Ok(Inbox {
+            messages,
+            kind: std::marker::PhantomData,
+        })
     }
 
     /// Waits until the consuming session is connected and the broker has acknowledged

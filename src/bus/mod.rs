@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 pub use broker::auth::{INTERNAL_USERNAME, Refusal, UserAuthenticator};
 pub use broker::sessions::UserSession;
 pub use broker::{BrokerListeners, RESERVED_SESSIONS};
-pub use client::{BusClient, ConnectOptions, Incoming, Sessions};
+pub use client::{BusClient, ConnectOptions, Inbox, Incoming, Sessions};
 
 use crate::config::{BrokerUrl, BusConfig, BusMode, BusUser};
 use crate::contract::{self, AccountChange, AccountEvent, BusMessage};
@@ -254,15 +254,15 @@ async fn publish_presence(
 async fn enforce_account_changes(
     broker: Arc<EmbeddedBroker>,
     client: BusClient,
-    mut events: tokio::sync::mpsc::Receiver<Incoming>,
+    mut events: Inbox<AccountEvent>,
     session: JoinHandle<()>,
 ) {
     let mut sweep = tokio::time::interval(Duration::from_secs(30));
     loop {
         tokio::select! {
             msg = events.recv() => {
-                let Some(msg) = msg else { break };
-                let Ok(event) = msg.decode::<AccountEvent>() else {
+                let Some(event) = msg else { break };
+                let Ok(event) = event else {
                     tracing::warn!("ignoring malformed account event");
                     continue;
                 };

@@ -3,15 +3,15 @@
 //! through typed messages on the bus.
 
 pub mod auth;
-pub mod board;
-pub mod host_metrics;
-pub mod mesh;
+pub(crate) mod board;
+pub(crate) mod host_metrics;
+pub(crate) mod mesh;
 pub mod notifier;
-pub mod poller;
-pub mod rules;
-pub mod sla;
-pub mod subscriptions;
-pub mod system;
+pub(crate) mod poller;
+pub(crate) mod rules;
+pub(crate) mod sla;
+pub(crate) mod subscriptions;
+pub(crate) mod system;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{BusClient, BusError, Incoming};
+use crate::bus::{BusClient, BusError, Inbox};
 use crate::config::WeatherConfig;
 use crate::contract::{SubscriptionsChanged, WEATHER_OBSERVED, WeatherObserved};
 use crate::domain::time::system_now;
@@ -138,7 +138,7 @@ struct Poller {
 impl Poller {
     async fn run(
         mut self,
-        mut changes: mpsc::Receiver<Incoming>,
+        mut changes: Inbox<SubscriptionsChanged>,
         mut commands: mpsc::Receiver<oneshot::Sender<CycleReport>>,
         session: JoinHandle<()>,
         shutdown: CancellationToken,

@@ -16,11 +16,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{BusClient, BusError, Incoming};
+use crate::bus::{BusClient, BusError, Inbox};
 use crate::config::WeatherConfig;
 use crate::contract::{
     self, AlertEvent, AlertState, Change, Qos, SubscriptionStateMsg, SubscriptionsChanged,
@@ -267,14 +266,14 @@ struct Rules {
 impl Rules {
     async fn run(
         self,
-        mut observations: mpsc::Receiver<Incoming>,
-        mut changes: mpsc::Receiver<Incoming>,
+        mut observations: Inbox<WeatherObserved>,
+        mut changes: Inbox<SubscriptionsChanged>,
         session: JoinHandle<()>,
         shutdown: CancellationToken,
     ) {
         loop {
             tokio::select! {
-                Some(msg) = observations.recv() => match msg.decode::<WeatherObserved>() {
+                Some(obs) = observations.recv() => match obs {
                     Ok(obs) => {
                         if let Err(e) = self.on_observation(obs).await {
                             tracing::error!(error = %e, "evaluating an observation failed");
@@ -282,7 +281,7 @@ impl Rules {
                     }
                     Err(e) => tracing::warn!(error = %e, "ignoring malformed observation"),
                 },
-                Some(msg) = changes.recv() => match msg.decode::<SubscriptionsChanged>() {
+                Some(change) = changes.recv() => match change {
                     Ok(change) => {
                         if let Err(e) = self.on_change(change).await {
                             tracing::error!(error = %e, "publishing subscription state failed");

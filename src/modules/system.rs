@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{BusClient, BusError, Incoming};
+use crate::bus::{BusClient, BusError, Inbox};
 use crate::contract::{self, BusMessage, NodeState, NodeStatus, Ping, Pong};
 use crate::modules::ModuleCtx;
 
@@ -120,8 +120,8 @@ pub async fn start(
 
 async fn run(
     service: SystemService,
-    mut pings: tokio::sync::mpsc::Receiver<Incoming>,
-    mut pongs: tokio::sync::mpsc::Receiver<Incoming>,
+    mut pings: Inbox<Ping>,
+    mut pongs: Inbox<Pong>,
     status_topic: String,
     started_at: u64,
     session: JoinHandle<()>,
@@ -129,9 +129,9 @@ async fn run(
 ) {
     loop {
         tokio::select! {
-            Some(msg) = pings.recv() => answer_ping(&service, &msg).await,
-            Some(msg) = pongs.recv() => {
-                if let Ok(pong) = msg.decode::<Pong>()
+            Some(ping) = pings.recv() => answer_ping(&service, ping).await,
+            Some(pong) = pongs.recv() => {
+                if let Ok(pong) = pong
                     && let Some(tx) = service.lock_pending().remove(&pong.id)
                 {
                     let _ = tx.send(());
@@ -157,8 +157,8 @@ async fn run(
     let _ = session.await;
 }
 
-async fn answer_ping(service: &SystemService, msg: &Incoming) {
-    let ping = match msg.decode::<Ping>() {
+async fn answer_ping(service: &SystemService, ping: Result<Ping, BusError>) {
+    let ping = match ping {
         Ok(p) if !p.id.is_empty() && p.id.len() <= MAX_PING_ID_LEN => p,
         Ok(_) => {
             tracing::debug!("ignoring ping with an empty or over-long id");

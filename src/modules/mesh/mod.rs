@@ -32,8 +32,6 @@ use crate::contract::{self, Heartbeat, NodeAdvert, OnlineUser, SendRequest, Send
 use crate::modules::ModuleCtx;
 use crate::storage::StorageError;
 
-pub use node::check_request;
-
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
     #[error("the mesh is not running on this node")]

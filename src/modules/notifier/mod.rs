@@ -20,8 +20,8 @@
 mod dispatch;
 mod link;
 mod pipeline;
-pub mod render;
-pub mod schedule;
+pub(crate) mod render;
+pub(crate) mod schedule;
 mod settings;
 pub mod telegram;
 
@@ -30,11 +30,11 @@ pub use settings::validate;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{BusError, Incoming};
+use crate::bus::{BusError, Inbox};
 use crate::config::{NotifierConfig, TelegramConfig};
 use crate::contract::{AlertEvent, SlaEvent};
 use crate::domain::time::now_ms;

@@ -9,8 +9,8 @@ impl NotifierService {
     /// on a timer in [`Self::maintain`], it takes journal entries it never received.
     pub(super) async fn consume(
         &self,
-        mut alerts: mpsc::Receiver<Incoming>,
-        mut sla_events: mpsc::Receiver<Incoming>,
+        mut alerts: Inbox<AlertEvent>,
+        mut sla_events: Inbox<SlaEvent>,
         shutdown: CancellationToken,
     ) {
         if let Err(e) = self.take_journal(0).await {
@@ -25,7 +25,7 @@ impl NotifierService {
                     }
                     let events: Vec<AlertEvent> = batch
                         .drain(..)
-                        .filter_map(|m| match m.decode::<AlertEvent>() {
+                        .filter_map(|m| match m {
                             Ok(e) => Some(e),
                             Err(e) => {
                                 tracing::warn!(error = %e, "ignoring malformed alert event");
@@ -44,7 +44,7 @@ impl NotifierService {
                         tracing::error!(error = %e, "writing alerts to the outbox failed");
                     }
                 }
-                Some(msg) = sla_events.recv() => match msg.decode::<SlaEvent>() {
+                Some(event) = sla_events.recv() => match event {
                     Ok(event) => {
                         if let Err(e) = self.notify_admins(&event).await {
                             tracing::error!(error = %e, "queueing an SLA notice failed");

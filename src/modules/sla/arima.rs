@@ -43,7 +43,6 @@ pub struct Fit {
     /// Mean of the (d = 0) series; 0 when d = 1.
     pub mean: f64,
     pub sigma2: f64,
-    pub loglik: f64,
     pub aic: f64,
     /// Predicted state a(n+1|n) of the demeaned, differenced series.
     state: Vec<f64>,
@@ -317,7 +316,6 @@ pub fn fit(y: &[f64], order: Order) -> Result<Fit, ArimaError> {
             theta: vec![0.0; order.q],
             mean: if with_mean { sample_mean } else { 0.0 },
             sigma2: 0.0,
-            loglik: f64::INFINITY,
             aic: f64::NEG_INFINITY,
             state: vec![0.0; order.p.max(order.q + 1)],
             last,
@@ -356,7 +354,6 @@ pub fn fit(y: &[f64], order: Order) -> Result<Fit, ArimaError> {
         theta,
         mean,
         sigma2,
-        loglik: ll,
         aic: -2.0 * ll + 2.0 * k as f64,
         state,
         last,
