@@ -90,6 +90,7 @@ async fn bench_alert_pipeline() {
                     max_temp_c: Some(30.0),
                     rain: true,
                     snow: false,
+                    ice: false,
                     notify_on_clear: true,
                     for_observations: 1,
                     enabled: true,

@@ -72,6 +72,51 @@ pub struct WeatherConfig {
     /// How long geocoding answers are kept.
     #[serde(with = "humantime_serde")]
     pub geocoding_cache_ttl: Duration,
+    /// Readings older than this decide nothing (neither raise nor clear).
+    pub max_observation_age: ObservationAge,
+}
+
+/// `"auto"` (twice the provider's update interval) or a duration such as `"45m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum ObservationAge {
+    Auto,
+    Fixed(Duration),
+}
+
+impl TryFrom<String> for ObservationAge {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s == "auto" {
+            return Ok(ObservationAge::Auto);
+        }
+        humantime::parse_duration(&s)
+            .map(ObservationAge::Fixed)
+            .map_err(|e| format!("`{s}` is neither \"auto\" nor a duration like \"45m\": {e}"))
+    }
+}
+
+impl Serialize for ObservationAge {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ObservationAge::Auto => s.serialize_str("auto"),
+            ObservationAge::Fixed(d) => {
+                s.serialize_str(&humantime::format_duration(*d).to_string())
+            }
+        }
+    }
+}
+
+impl ProviderKind {
+    /// How often the provider's current conditions change: Open-Meteo's `current` block
+    /// is 15-minute data; OpenWeatherMap's stations and model update about every 10
+    /// minutes.
+    pub fn update_interval(self) -> Duration {
+        match self {
+            ProviderKind::OpenMeteo => Duration::from_secs(15 * 60),
+            ProviderKind::OpenWeatherMap => Duration::from_secs(10 * 60),
+        }
+    }
 }
 
 impl Default for WeatherConfig {
@@ -90,11 +135,20 @@ impl Default for WeatherConfig {
             max_subscriptions_per_user: 50,
             hysteresis: 0.5,
             geocoding_cache_ttl: Duration::from_secs(30 * 24 * 60 * 60),
+            max_observation_age: ObservationAge::Auto,
         }
     }
 }
 
 impl WeatherConfig {
+    /// The age past which a reading decides nothing.
+    pub fn max_observation_age(&self) -> Duration {
+        match self.max_observation_age {
+            ObservationAge::Auto => 2 * self.provider.update_interval(),
+            ObservationAge::Fixed(d) => d,
+        }
+    }
+
     /// Checks the section; the error names the key and how to fix it.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let w = self;
@@ -144,6 +198,14 @@ impl WeatherConfig {
             return Err(ConfigError::invalid(
                 "weather.max_subscriptions_per_user",
                 "must be at least 1",
+            ));
+        }
+        if let ObservationAge::Fixed(d) = w.max_observation_age
+            && d < Duration::from_secs(60)
+        {
+            return Err(ConfigError::invalid(
+                "weather.max_observation_age",
+                "must be \"auto\" or at least 1m (providers update every 10–15 minutes)",
             ));
         }
         if !(0.0..=5.0).contains(&w.hysteresis) {

@@ -34,6 +34,14 @@ pub struct AlertEvent {
     /// The subscription's threshold in °C (temperature constraints only).
     pub threshold_c: Option<f64>,
     pub weather_code: Option<u16>,
+    /// The observed condition in words for rain, snow and ice ("freezing rain").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// The place's temperature (°C) and precipitation (mm) in the reading that decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_c: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precipitation_mm: Option<f64>,
     /// RFC 3339: when this episode started, and when this event happened.
     pub started_at: String,
     pub at: String,
@@ -75,6 +83,12 @@ pub struct SubscriptionStateMsg {
     pub violated: Vec<crate::domain::subscription::Kind>,
     /// The last conditions seen (absent before the first observation).
     pub conditions: Option<crate::domain::weather::Conditions>,
+    /// RFC 3339: when the provider observed `conditions`.
+    #[serde(default)]
+    pub observed_at: Option<String>,
+    /// `conditions` are older than `weather.max_observation_age`: they decide nothing.
+    #[serde(default)]
+    pub stale: bool,
     /// RFC 3339 time of the last evaluation.
     pub updated_at: String,
 }

@@ -1,5 +1,5 @@
 //! The vocabulary of subscriptions: a place watched for constraints (too cold, too hot,
-//! rain, snow), its grid cell, and the edge-detection state of each constraint.
+//! rain, snow, ice), its grid cell, and the edge-detection state of each constraint.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,7 @@ pub struct Subscription {
     pub max_temp_c: Option<f64>,
     pub rain: bool,
     pub snow: bool,
+    pub ice: bool,
     pub notify_on_clear: bool,
     pub for_observations: u32,
     pub enabled: bool,
@@ -36,10 +37,17 @@ pub enum Kind {
     TooHot,
     Rain,
     Snow,
+    Ice,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::TooCold, Kind::TooHot, Kind::Rain, Kind::Snow];
+    pub const ALL: [Kind; 5] = [
+        Kind::TooCold,
+        Kind::TooHot,
+        Kind::Rain,
+        Kind::Snow,
+        Kind::Ice,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -47,6 +55,7 @@ impl Kind {
             Kind::TooHot => "too_hot",
             Kind::Rain => "rain",
             Kind::Snow => "snow",
+            Kind::Ice => "ice",
         }
     }
 

@@ -58,6 +58,9 @@ pub struct SubscriptionInput {
     pub rain: bool,
     #[serde(default)]
     pub snow: bool,
+    /// Freezing drizzle, freezing rain or sleet.
+    #[serde(default)]
+    pub ice: bool,
     #[serde(default = "yes")]
     pub notify_on_clear: bool,
     /// Consecutive observations before an alert is raised or cleared.
@@ -98,6 +101,7 @@ pub struct SubscriptionView {
     pub max_temp: Option<f64>,
     pub rain: bool,
     pub snow: bool,
+    pub ice: bool,
     pub notify_on_clear: bool,
     pub for_observations: u32,
     pub enabled: bool,
@@ -144,6 +148,7 @@ impl SubscriptionView {
             max_temp: s.max_temp_c.map(|c| from_celsius(c, units)),
             rain: s.rain,
             snow: s.snow,
+            ice: s.ice,
             notify_on_clear: s.notify_on_clear,
             for_observations: s.for_observations,
             enabled: s.enabled,
@@ -174,10 +179,11 @@ pub fn validate(input: &SubscriptionInput, user: &User) -> Result<Subscription, 
         .filter(|n| !n.is_empty())
         .map(str::to_owned)
         .unwrap_or_else(|| format!("{:.2}, {:.2}", p.lat, p.lon));
-    if place_name.chars().count() > 100 {
+    // Room for "name, region, country" as the place search gives it.
+    if place_name.chars().count() > 200 {
         errors.push(FieldError::new(
             "place.name",
-            "must be at most 100 characters",
+            "must be at most 200 characters",
         ));
     }
     let label = input
@@ -217,10 +223,15 @@ pub fn validate(input: &SubscriptionInput, user: &User) -> Result<Subscription, 
     {
         errors.push(FieldError::new("max_temp", "must be above min_temp"));
     }
-    if input.min_temp.is_none() && input.max_temp.is_none() && !input.rain && !input.snow {
+    if input.min_temp.is_none()
+        && input.max_temp.is_none()
+        && !input.rain
+        && !input.snow
+        && !input.ice
+    {
         errors.push(FieldError::new(
             "constraints",
-            "set at least one of min_temp, max_temp, rain, snow",
+            "set at least one of min_temp, max_temp, rain, snow, ice",
         ));
     }
     if !(1..=10).contains(&input.for_observations) {
@@ -245,6 +256,7 @@ pub fn validate(input: &SubscriptionInput, user: &User) -> Result<Subscription, 
         max_temp_c: max,
         rain: input.rain,
         snow: input.snow,
+        ice: input.ice,
         notify_on_clear: input.notify_on_clear,
         for_observations: input.for_observations,
         enabled: input.enabled,

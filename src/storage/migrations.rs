@@ -269,6 +269,24 @@ const MIGRATIONS: &[M<'static>] = &[
             PRIMARY KEY (name, home)
         ) STRICT;",
     ),
+    // 12: an `ice` constraint (freezing drizzle, freezing rain, sleet). SQLite cannot
+    // change a CHECK, so alert_state is copied into a table that accepts the new kind.
+    M::up(
+        "ALTER TABLE subscriptions ADD COLUMN ice INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE alert_state_v12 (
+            subscription_id INTEGER NOT NULL REFERENCES subscriptions(id) ON DELETE CASCADE,
+            kind            TEXT NOT NULL
+                            CHECK (kind IN ('too_cold', 'too_hot', 'rain', 'snow', 'ice')),
+            violated        INTEGER NOT NULL,
+            since           INTEGER,
+            streak          INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (subscription_id, kind)
+        ) STRICT;
+        INSERT INTO alert_state_v12 SELECT subscription_id, kind, violated, since, streak
+            FROM alert_state;
+        DROP TABLE alert_state;
+        ALTER TABLE alert_state_v12 RENAME TO alert_state;",
+    ),
 ];
 
 /// The schema version this binary writes.

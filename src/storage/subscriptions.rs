@@ -11,7 +11,8 @@ use crate::domain::subscription::{ConstraintState, Kind, Subscription, cell};
 pub struct Subscriptions<'a>(pub(in crate::storage) &'a super::Db);
 
 const COLUMNS: &str = "id, user_id, label, place_name, latitude, longitude, timezone, min_temp_c, \
-     max_temp_c, rain, snow, notify_on_clear, for_observations, enabled, created_at, updated_at";
+     max_temp_c, rain, snow, notify_on_clear, for_observations, enabled, created_at, updated_at, \
+     ice";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Subscription> {
     Ok(Subscription {
@@ -31,6 +32,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Subscription> {
         enabled: r.get(13)?,
         created_at: r.get(14)?,
         updated_at: r.get(15)?,
+        ice: r.get(16)?,
     })
 }
 
@@ -53,8 +55,8 @@ pub fn insert(
     tx.execute(
         "INSERT INTO subscriptions (user_id, label, place_name, latitude, longitude, cell_lat,
              cell_lon, timezone, min_temp_c, max_temp_c, rain, snow, notify_on_clear,
-             for_observations, enabled, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16)",
+             for_observations, enabled, created_at, updated_at, ice)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17)",
         params![
             s.user_id,
             s.label,
@@ -71,7 +73,8 @@ pub fn insert(
             s.notify_on_clear,
             s.for_observations,
             s.enabled,
-            s.created_at
+            s.created_at,
+            s.ice
         ],
     )?;
     let id = tx.last_insert_rowid();
@@ -88,7 +91,7 @@ pub fn update(conn: &mut Connection, s: &Subscription) -> Result<(), StorageErro
         "UPDATE subscriptions SET label = ?2, place_name = ?3, latitude = ?4, longitude = ?5,
              cell_lat = ?6, cell_lon = ?7, timezone = ?8, min_temp_c = ?9, max_temp_c = ?10,
              rain = ?11, snow = ?12, notify_on_clear = ?13, for_observations = ?14,
-             enabled = ?15, updated_at = ?16
+             enabled = ?15, updated_at = ?16, ice = ?17
          WHERE id = ?1",
         params![
             s.id,
@@ -106,7 +109,8 @@ pub fn update(conn: &mut Connection, s: &Subscription) -> Result<(), StorageErro
             s.notify_on_clear,
             s.for_observations,
             s.enabled,
-            s.updated_at
+            s.updated_at,
+            s.ice
         ],
     )?;
     tx.execute("DELETE FROM alert_state WHERE subscription_id = ?1", [s.id])?;

@@ -64,6 +64,7 @@ impl From<Current> for Conditions {
                 .weather_code
                 .filter(|v| (0.0..=u16::MAX as f64).contains(v))
                 .map(|v| v as u16),
+            weather_codes: Vec::new(),
             observed_at: c.time,
         }
     }
@@ -113,7 +114,12 @@ pub fn parse(body: &str, expected: usize) -> Result<Vec<Conditions>, ProviderErr
         let slot = out
             .get_mut(index)
             .ok_or_else(|| ProviderError::Parse(format!("location_id {index} out of range")))?;
-        *slot = place.current.map(Conditions::from).unwrap_or_default();
+        // Without `current` the answer says nothing about now: a failed poll, never a
+        // reading of all-unknown values that would replace the last good one.
+        let current = place
+            .current
+            .ok_or_else(|| ProviderError::Parse(format!("no `current` block for place {index}")))?;
+        *slot = Conditions::from(current);
     }
     Ok(out)
 }
@@ -165,5 +171,13 @@ mod tests {
         assert_eq!(got[1].rain_mm, Some(2.0));
         assert!(parse(two, 3).is_err());
         assert!(parse("{not json", 1).is_err());
+    }
+
+    #[test]
+    fn an_answer_without_current_is_a_failed_poll() {
+        let no_current = r#"{"latitude":37.5,"longitude":15.08,"generationtime_ms":0.02,"utc_offset_seconds":0,"timezone":"GMT","elevation":7.0}"#;
+        assert!(matches!(parse(no_current, 1), Err(ProviderError::Parse(_))));
+        let one_of_two = r#"[{"current":{"temperature_2m":1.5}},{"location_id":1}]"#;
+        assert!(matches!(parse(one_of_two, 2), Err(ProviderError::Parse(_))));
     }
 }

@@ -2,7 +2,7 @@
 
 Prints its port on the first line, then serves until killed: every place is 3 °C and
 dry; a search for "catania" finds Catania."""
-import http.server, json, socketserver, sys, urllib.parse
+import http.server, json, socketserver, sys, time, urllib.parse
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -16,9 +16,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             body = {"results": results} if results else {}
         elif url.path == "/v1/forecast":
             lats = q.get("latitude", [""])[0].split(",")
+            # Open-Meteo stamps `current` with the start of the present 15-minute interval (UTC).
+            now = int(time.time())
+            stamp = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(now - now % 900))
             items = []
             for i, lat in enumerate(lats):
-                item = {"latitude": float(lat), "current": {"time": "2026-11-22T15:00", "interval": 900,
+                item = {"latitude": float(lat), "current": {"time": stamp, "interval": 900,
                         "temperature_2m": 3.0, "precipitation": 0.0, "rain": 0.0, "showers": 0.0,
                         "snowfall": 0.0, "weather_code": 3}}
                 if i:

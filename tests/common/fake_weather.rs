@@ -26,6 +26,8 @@ pub struct State {
     pub requests: Vec<String>,
     /// While set, every request is answered with this status (the provider is down).
     pub down: Option<u16>,
+    /// The whole OpenWeatherMap answer for every place (`dt` added when absent).
+    pub owm: Option<Value>,
 }
 
 #[derive(Clone)]
@@ -34,9 +36,19 @@ pub struct FakeWeather {
     pub state: Arc<Mutex<State>>,
 }
 
+/// A `current` block without `time`: the fake stamps each answer with the start of the
+/// present 15-minute interval, as Open-Meteo does. Set `time` to serve old data.
 pub fn current(temp: Option<f64>) -> Value {
-    json!({"time": "2026-11-22T15:00", "interval": 900, "temperature_2m": temp,
+    json!({"interval": 900, "temperature_2m": temp,
            "precipitation": 0.0, "rain": 0.0, "showers": 0.0, "snowfall": 0.0, "weather_code": 3})
+}
+
+/// Open-Meteo's `current.time` for `at` (UTC, `timezone=GMT`): the start of its
+/// 15-minute interval, without seconds or offset.
+pub fn interval_start(at: jiff::Timestamp) -> String {
+    let s = at.as_second();
+    let start = jiff::Timestamp::from_second(s - s.rem_euclid(900)).unwrap();
+    start.strftime("%Y-%m-%dT%H:%M").to_string()
 }
 
 fn query(path: &str) -> HashMap<String, String> {
@@ -156,15 +168,21 @@ fn normal(s: &State, path: &str) -> (u16, String, Option<Duration>) {
             .zip(&lons)
             .enumerate()
             .map(|(i, (lat, lon))| {
-                let current = s
+                let mut current = s
                     .places
                     .get(&format!("{lat},{lon}"))
                     .or(s.default.as_ref())
                     .cloned()
                     .unwrap_or(Value::Null);
+                if current.is_object() && current.get("time").is_none() {
+                    current["time"] = json!(interval_start(jiff::Timestamp::now()));
+                }
                 let mut item = json!({"latitude": lat.parse::<f64>().unwrap_or(0.0),
-                                      "longitude": lon.parse::<f64>().unwrap_or(0.0),
-                                      "current": current});
+                                      "longitude": lon.parse::<f64>().unwrap_or(0.0)});
+                // Null: an answer without the `current` block.
+                if !current.is_null() {
+                    item["current"] = current;
+                }
                 if i > 0 {
                     item["location_id"] = json!(i);
                 }
@@ -185,8 +203,16 @@ fn normal(s: &State, path: &str) -> (u16, String, Option<Duration>) {
             .and_then(|c| c.get("temperature_2m"))
             .cloned()
             .unwrap_or(Value::Null);
+        // An OpenWeatherMap answer, unless the test scripted one (`owm`).
+        if let Some(body) = &s.owm {
+            let mut body = body.clone();
+            if body.get("dt").is_none() {
+                body["dt"] = json!(jiff::Timestamp::now().as_second());
+            }
+            return (200, body.to_string(), None);
+        }
         let body = json!({"weather": [{"id": 803, "main": "Clouds"}], "main": {"temp": temp},
-                          "dt": 1795357949, "cod": 200});
+                          "dt": jiff::Timestamp::now().as_second(), "cod": 200});
         return (200, body.to_string(), None);
     }
     if path.starts_with("/v1/search") {

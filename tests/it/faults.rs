@@ -153,16 +153,18 @@ async fn storage_max_size_caps_the_database_like_a_full_disk() {
     let (token, _) = register(http, "alice", PW).await;
     app.shutdown().await.unwrap();
 
-    // Restarted with the smallest cap: the file as it is now, nothing more.
+    // Restarted with the smallest cap: the file as it is now, nothing more (its free
+    // pages, e.g. from a migration that rebuilt a table, still fill first).
     config.storage.max_size = Some(64 * 1024);
+    config.weather.max_subscriptions_per_user = 1000;
     config.validate().unwrap();
     let app = start_ready(&config).await;
     let http = app.addresses.http.unwrap();
     let mut created = 0;
     let mut refusal = None;
-    for i in 0..50 {
+    for i in 0..1000 {
         let body = json!({"label": format!("place number {i} with a long label to fill pages quickly"),
-                          "place": {"lat": 40.0 + i as f64 / 10.0, "lon": 9}, "max_temp": 30});
+                          "place": {"lat": 40.0 + i as f64 / 100.0, "lon": 9}, "max_temp": 30});
         let r = post_subscription(http, &token, &body.to_string()).await;
         if r.status == 201 {
             created += 1;
@@ -171,7 +173,7 @@ async fn storage_max_size_caps_the_database_like_a_full_disk() {
             break;
         }
     }
-    let r = refusal.expect("50 subscriptions fitted under a cap of the current size");
+    let r = refusal.expect("1,000 subscriptions fitted under a cap of the current size");
     assert_eq!(r.status, 507, "{}", r.body);
     assert_eq!(r.json()["error"]["code"], "storage_full");
     let r = api(http, "GET", "/api/v1/subscriptions", Some(&token), "").await;

@@ -121,3 +121,76 @@ async fn error_shapes() {
     assert!(!m.contains("nothing-here"));
     t.app.shutdown().await.unwrap();
 }
+
+/// The names a family struct under `src/metrics/` registers: the first string argument
+/// of a constructor (`Opts::new("x", ..)`, `IntGauge::new("x", ..)`, `gauge(registry, "x", ..)`).
+fn registered_metric_names() -> std::collections::BTreeSet<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics");
+    let mut names = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for (i, _) in text.match_indices('(') {
+            let rest = text[i + 1..].trim_start();
+            let rest = rest.strip_prefix("registry,").unwrap_or(rest).trim_start();
+            let Some(literal) = rest.strip_prefix('"') else {
+                continue;
+            };
+            let Some((name, after)) = literal.split_once('"') else {
+                continue;
+            };
+            let is_name = name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if is_name && after.trim_start().starts_with(',') {
+                names.insert(name.to_owned());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn the_documented_metrics_are_the_registered_ones() {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/http-api.md"),
+    )
+    .unwrap();
+    let start = doc.find("- `GET /metrics`").unwrap();
+    let end = start + doc[start..].find("\n## ").unwrap();
+    let documented: std::collections::BTreeSet<String> = doc[start..end]
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|code| code.split('{').next().unwrap().to_owned())
+        .filter(|n| {
+            n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+        .collect();
+    let registered = registered_metric_names();
+    assert!(registered.len() > 40, "{registered:?}");
+    let undocumented: Vec<&String> = registered.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "not in docs/http-api.md: {undocumented:?}"
+    );
+    // Label values and the prefix are the only other words in the list.
+    let words = [
+        "meteomesh_",
+        "unmatched",
+        "will",
+        "client_id",
+        "sessions",
+        "connect_timeout",
+        "too_many_pending",
+    ];
+    let unknown: Vec<&String> = documented
+        .difference(&registered)
+        .filter(|n| !words.contains(&n.as_str()))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "documented but not registered: {unknown:?}"
+    );
+}

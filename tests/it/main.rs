@@ -27,4 +27,5 @@ mod supervisor;
 mod trust_boundary;
 mod users_cli;
 mod weather;
+mod weather_answers;
 mod web;

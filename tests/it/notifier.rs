@@ -126,7 +126,7 @@ async fn alert_from_the_weather_reaches_telegram() {
         "POST",
         "/api/v1/subscriptions",
         Some(&token),
-        &json!({"label": "Home <& \"garden\">", "min_temp": 3,
+        &json!({"label": "Home <& \"garden\">", "min_temp": 3, "ice": true,
                 "place": {"name": "Catania", "lat": 37.49, "lon": 15.07, "timezone": "Europe/Rome"}})
         .to_string(),
     )
@@ -150,19 +150,44 @@ async fn alert_from_the_weather_reaches_telegram() {
     assert_eq!(
         sent[0].text,
         format!(
-            "⚠️ <b>Home &lt;&amp; &quot;garden&quot;&gt;</b>: too cold\n1.5 °C (minimum 3.0 °C)\nCatania · {local}"
+            "⚠️ <b>Home &lt;&amp; &quot;garden&quot;&gt;</b>: too cold\n1.5 °C (minimum 3.0 °C)\n\
+             Now 1.5 °C, no precipitation\nCatania · {local}"
+        )
+    );
+    // Freezing rain: the message names what is falling and how much, and the place now.
+    let mut freezing = common::fake_weather::current(Some(-0.4));
+    freezing["precipitation"] = json!(1.2);
+    freezing["rain"] = json!(1.2);
+    freezing["weather_code"] = json!(67);
+    weather.lock().default = Some(freezing);
+    poll_weather(t.http, &token).await;
+    let event: Value =
+        serde_json::from_slice(&mqtt.next_publish(|t| t.ends_with("/alerts")).await.payload)
+            .unwrap();
+    assert_eq!(event["constraint"], "ice");
+    tg.wait_until(WAIT, |s| s.sent.len() == 2).await;
+    let at: jiff::Timestamp = event["at"].as_str().unwrap().parse().unwrap();
+    let local = at
+        .to_zoned(jiff::tz::TimeZone::get("Europe/Rome").unwrap())
+        .strftime("%-d %b %H:%M %Z")
+        .to_string();
+    assert_eq!(
+        tg.sent()[1].text,
+        format!(
+            "⚠️ <b>Home &lt;&amp; &quot;garden&quot;&gt;</b>: ice (freezing rain)\n\
+             Now -0.4 °C, 1.2 mm precipitation\nCatania · {local}"
         )
     );
     wait_metric(
         &t,
         "meteomesh_notifications_total{channel=\"telegram\",outcome=\"delivered\"}",
-        1.0,
+        2.0,
     )
     .await;
     wait_metric(
         &t,
         "meteomesh_notifications_total{channel=\"mqtt\",outcome=\"delivered\"}",
-        1.0,
+        2.0,
     )
     .await;
     // The token is never logged or shown: the metrics and the API carry no trace of it.

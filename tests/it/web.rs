@@ -465,6 +465,49 @@ async fn my_alerts_page_needs_a_session_and_a_csrf_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_place_picked_from_the_search_keeps_its_region_and_country() {
+    let fake = common::fake_weather::FakeWeather::start().await;
+    let url = fake.url();
+    let t = TestApp::start_with(|c| c.weather.geocoding_url = url).await;
+    let mut b = Browser::new(t.http);
+    b.get("/register").await;
+    let csrf = b.csrf();
+    let r = b
+        .post(
+            "/register",
+            &[("csrf", &csrf), ("username", "erin"), ("password", PW)],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let page = b.get("/alerts?q=Catania").await;
+    let picked = page
+        .body
+        .split(r#"name="place" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a search result to pick")
+        .to_owned();
+    assert!(picked.ends_with("|Catania, Sicily, Italy"), "{picked}");
+    let r = b
+        .post(
+            "/alerts",
+            &[
+                ("csrf", &csrf),
+                ("action", "create"),
+                ("place", &picked),
+                ("ice", "on"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Catania, Sicily, Italy"));
+    assert!(r.body.contains("ice (freezing rain, sleet)"), "{}", r.body);
+    t.app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_card_sends_tests_links_and_saves_settings() {
     use common::fake_telegram::FakeTelegram;
     let tg = FakeTelegram::start().await;

@@ -34,6 +34,7 @@ fn kind_label(k: Kind) -> &'static str {
         Kind::TooHot => "too hot",
         Kind::Rain => "rain",
         Kind::Snow => "snow",
+        Kind::Ice => "ice",
     }
 }
 
@@ -51,6 +52,9 @@ fn status_card(s: &SubscriptionStatus, units: Units, csrf: &str) -> String {
     }
     if sub.snow {
         rules.push("snow".into());
+    }
+    if sub.ice {
+        rules.push("ice (freezing rain, sleet)".into());
     }
     let now = match (&s.conditions, s.observed_at) {
         (Some(c), Some(at)) => {
@@ -151,7 +155,6 @@ fn create_form(v: &View<'_>) -> String {
     let picked = field(v.form, "place");
     let mut places = String::new();
     for (i, c) in v.candidates.iter().enumerate() {
-        let value = format!("{}|{}|{}|{}", c.lat, c.lon, c.timezone, c.name);
         let desc = [
             Some(c.name.as_str()),
             c.admin1.as_deref(),
@@ -161,6 +164,8 @@ fn create_form(v: &View<'_>) -> String {
         .flatten()
         .collect::<Vec<_>>()
         .join(", ");
+        // The stored name keeps region and country: there are many Springfields.
+        let value = format!("{}|{}|{}|{desc}", c.lat, c.lon, c.timezone);
         let checked = if picked == value || (picked.is_empty() && i == 0) {
             " checked"
         } else {
@@ -208,7 +213,8 @@ fn create_form(v: &View<'_>) -> String {
 <fieldset><legend>Place</legend>{places}{coords}</fieldset>
 {label}{min}{max}
 <label class="choice"><input type="checkbox" name="rain" id="f-rain"{rain}> Alert on rain</label>
-<label class="choice"><input type="checkbox" name="snow" id="f-snow"{snow}> Alert on snow</label>{cons}
+<label class="choice"><input type="checkbox" name="snow" id="f-snow"{snow}> Alert on snow</label>
+<label class="choice"><input type="checkbox" name="ice" id="f-ice"{ice}> Alert on ice (freezing drizzle, freezing rain, sleet)</label>{cons}
 <button type="submit">Add alert</button></form></div>"#,
         csrf = csrf_input(v.csrf),
         q = escape(v.query),
@@ -232,6 +238,7 @@ fn create_form(v: &View<'_>) -> String {
         .render(),
         rain = check("rain"),
         snow = check("snow"),
+        ice = check("ice"),
         cons = err("constraints")
             .map(|e| format!(
                 r#"<p class="field-error" id="f-constraints-error">{}</p>"#,
@@ -428,6 +435,7 @@ pub async fn alerts_submit(
                 max_temp: nums.get("max_temp").copied().flatten(),
                 rain: field(&form, "rain") == "on",
                 snow: field(&form, "snow") == "on",
+                ice: field(&form, "ice") == "on",
                 notify_on_clear: true,
                 for_observations: 1,
                 enabled: true,

@@ -43,7 +43,34 @@ fn what(kind: Kind) -> &'static str {
         Kind::TooHot => "too hot",
         Kind::Rain => "rain",
         Kind::Snow => "snow",
+        Kind::Ice => "ice",
     }
+}
+
+/// "too cold", "rain", or for precipitation the observed condition: "freezing rain"
+/// stays as it is when it names the constraint, "ice (freezing rain)" when not.
+fn headline(e: &AlertEvent) -> String {
+    let what = what(e.constraint);
+    match (e.state, e.condition.as_deref()) {
+        (AlertState::Cleared, _) => format!("no longer {what}"),
+        (AlertState::Raised, Some(c)) if c.contains(what) => escape(c),
+        (AlertState::Raised, Some(c)) => format!("{what} ({})", escape(c)),
+        (AlertState::Raised, None) => what.to_owned(),
+    }
+}
+
+/// "Now 0.4 °C, 1.2 mm precipitation" — the place in the reading that decided.
+fn now_line(e: &AlertEvent, units: Units) -> Option<String> {
+    let temp = e.temperature_c.map(|t| temperature(t, units));
+    let precipitation = e.precipitation_mm.map(|p| {
+        if p > 0.0 {
+            format!("{} precipitation", amount(Kind::Rain, p, units))
+        } else {
+            "no precipitation".to_owned()
+        }
+    });
+    let parts: Vec<String> = temp.into_iter().chain(precipitation).collect();
+    (!parts.is_empty()).then(|| format!("Now {}", parts.join(", ")))
 }
 
 /// "1.5 °C (minimum 3.0 °C)" — the value and, for temperatures, the threshold.
@@ -74,14 +101,14 @@ fn local(rfc3339: &str, tz: &str, pattern: &str) -> String {
 
 /// One alert as its own message.
 pub fn alert(e: &AlertEvent, tz: &str, units: Units) -> String {
-    let (icon, headline) = match e.state {
-        AlertState::Raised => ("⚠️", what(e.constraint).to_owned()),
-        AlertState::Cleared => ("✅", format!("no longer {}", what(e.constraint))),
+    let icon = match e.state {
+        AlertState::Raised => "⚠️",
+        AlertState::Cleared => "✅",
     };
-    let mut text = format!("{icon} <b>{}</b>: {headline}", name(&e.label));
-    if let Some(d) = detail(e, units) {
+    let mut text = format!("{icon} <b>{}</b>: {}", name(&e.label), headline(e));
+    for line in detail(e, units).into_iter().chain(now_line(e, units)) {
         text.push('\n');
-        text.push_str(&d);
+        text.push_str(&line);
     }
     text.push_str(&format!(
         "\n{} · {}",
@@ -93,14 +120,11 @@ pub fn alert(e: &AlertEvent, tz: &str, units: Units) -> String {
 
 /// One line of a digest.
 fn digest_line(e: &AlertEvent, tz: &str, units: Units) -> String {
-    let headline = match e.state {
-        AlertState::Raised => what(e.constraint).to_owned(),
-        AlertState::Cleared => format!("no longer {}", what(e.constraint)),
-    };
     let mut line = format!(
-        "• {} <b>{}</b>: {headline}",
+        "• {} <b>{}</b>: {}",
         local(&e.at, tz, "%H:%M"),
-        name(&e.label)
+        name(&e.label),
+        headline(e)
     );
     if let Some(d) = detail(e, units) {
         line.push_str(", ");
@@ -202,6 +226,9 @@ mod tests {
             value: Some(1.5),
             threshold_c: Some(3.0),
             weather_code: Some(3),
+            condition: None,
+            temperature_c: None,
+            precipitation_mm: None,
             started_at: "2026-11-22T13:00:00Z".into(),
             at: "2026-11-22T13:05:00Z".into(),
             notify: true,
@@ -239,6 +266,36 @@ mod tests {
             alert(&e, "UTC", Units::Metric),
             "⚠️ <b>Home &lt;&amp; &quot;garden&quot;&gt;</b>: rain\nCatania · 22 Nov 13:05 UTC"
         );
+    }
+
+    #[test]
+    fn precipitation_alerts_say_what_is_falling_and_how_the_place_is_now() {
+        let mut e = event(AlertState::Raised);
+        e.constraint = Kind::Ice;
+        e.value = None;
+        e.threshold_c = None;
+        e.condition = Some("freezing rain".into());
+        e.temperature_c = Some(-0.4);
+        e.precipitation_mm = Some(1.2);
+        assert_eq!(
+            alert(&e, "Europe/Rome", Units::Metric),
+            "⚠️ <b>Home &lt;&amp; &quot;garden&quot;&gt;</b>: ice (freezing rain)\n\
+             Now -0.4 °C, 1.2 mm precipitation\nCatania · 22 Nov 14:05 CET"
+        );
+        // A weather code raised it and nothing was measured: no "0.0 mm".
+        e.constraint = Kind::Rain;
+        e.condition = Some("thunderstorm with rain".into());
+        e.precipitation_mm = Some(0.0);
+        let text = alert(&e, "UTC", Units::Imperial);
+        assert!(
+            text.contains(": thunderstorm with rain\nNow 31.3 °F, no precipitation\n"),
+            "{text}"
+        );
+        assert!(!text.contains("0.0"), "{text}");
+        e.state = AlertState::Cleared;
+        assert!(alert(&e, "UTC", Units::Metric).contains(": no longer rain\n"));
+        let (digest, _) = digest(&[event(AlertState::Raised), e], "UTC", Units::Metric);
+        assert!(digest.contains("no longer rain"), "{digest}");
     }
 
     #[test]

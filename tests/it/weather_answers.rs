@@ -1,0 +1,262 @@
+//! The providers' real answers end to end: OpenWeatherMap's list of conditions, Open-Meteo
+//! readings that are partly unknown, without `current` or old, and the ice constraint —
+//! against the fakes, seen by a real MQTT client on the user's alert topic.
+
+use crate::common;
+
+use common::fake_weather::{FakeWeather, current, interval_start};
+use common::*;
+use rumqttc::QoS;
+use serde_json::{Value, json};
+
+const PW: &str = "correct-horse-1";
+
+async fn app_with(
+    fake: &FakeWeather,
+    edit: impl FnOnce(&mut meteomesh::config::Config),
+) -> TestApp {
+    let url = fake.url();
+    TestApp::start_with(|c| {
+        c.weather.open_meteo_url = url.clone();
+        c.weather.geocoding_url = url.clone();
+        c.weather.openweathermap_url = url.clone();
+        edit(c);
+    })
+    .await
+}
+
+async fn subscribe(t: &TestApp, token: &str, body: Value) -> Value {
+    let r = post_subscription(t.http, token, &body.to_string()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.json()
+}
+
+/// An MQTT client logged in as the user, on their alert topic.
+async fn alerts_of(t: &TestApp, user: &str, token: &str, id: i64) -> MqttClient {
+    let mut c = MqttClient::connect(mqtt_options(
+        t.mqtt.unwrap(),
+        &format!("{user}-alerts"),
+        Some((user, token)),
+    ))
+    .await;
+    c.subscribe(&format!("meteomesh/v1/users/{id}/alerts"), QoS::AtLeastOnce)
+        .await;
+    c
+}
+
+async fn next_alert(c: &mut MqttClient) -> Value {
+    let p = c.next_publish(|t| t.ends_with("/alerts")).await;
+    serde_json::from_slice(&p.payload).unwrap()
+}
+
+fn event(v: &Value) -> (&str, &str) {
+    (
+        v["constraint"].as_str().unwrap(),
+        v["state"].as_str().unwrap(),
+    )
+}
+
+/// An OpenWeatherMap answer in its real shape (fields it always sends, `rain` absent
+/// unless given) with these conditions.
+fn owm(conditions: &[(u16, &str, &str)], rain_1h: Option<f64>) -> Value {
+    let weather: Vec<Value> = conditions
+        .iter()
+        .map(|(id, main, description)| {
+            json!({"id": id, "main": main, "description": description, "icon": "10n"})
+        })
+        .collect();
+    let mut body = json!({"coord": {"lon": -93.2923, "lat": 37.2153}, "weather": weather,
+        "base": "stations", "main": {"temp": 0.6, "feels_like": -3.1, "temp_min": 0.2,
+        "temp_max": 1.1, "pressure": 1012, "humidity": 96}, "visibility": 4828,
+        "wind": {"speed": 3.09, "deg": 40}, "clouds": {"all": 100},
+        "sys": {"type": 2, "id": 2004412, "country": "US"}, "timezone": -21600,
+        "id": 4409896, "name": "Springfield", "cod": 200});
+    if let Some(mm) = rain_1h {
+        body["rain"] = json!({"1h": mm});
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openweathermap_reads_every_listed_condition() {
+    let fake = FakeWeather::start().await;
+    let t = app_with(&fake, |c| {
+        c.weather.provider = meteomesh::config::ProviderKind::OpenWeatherMap;
+        c.weather.openweathermap_api_key = meteomesh::config::Secret::new("test-key");
+    })
+    .await;
+    let (token, id) = register(t.http, "alice", PW).await;
+    subscribe(
+        &t,
+        &token,
+        json!({"place": {"lat": 37.22, "lon": -93.29}, "rain": true, "ice": true}),
+    )
+    .await;
+    let mut alerts = alerts_of(&t, "alice", &token, id).await;
+    let poll_with = async |body: Value| {
+        fake.lock().owm = Some(body);
+        let report = poll_weather(t.http, &token).await;
+        assert_eq!(report["observations"], 1, "{report}");
+    };
+    poll_with(owm(&[(500, "Rain", "light rain")], Some(0.3))).await;
+    let raised = next_alert(&mut alerts).await;
+    assert_eq!(event(&raised), ("rain", "raised"));
+    assert_eq!(raised["value"], 0.3);
+    // Mist first, rain second, no `rain` key: still raining (weather[0] alone said
+    // "no longer rain").
+    poll_with(owm(
+        &[(701, "Mist", "mist"), (500, "Rain", "light rain")],
+        None,
+    ))
+    .await;
+    // Freezing rain after mist: ice, and still rain.
+    poll_with(owm(
+        &[(701, "Mist", "mist"), (511, "Rain", "freezing rain")],
+        None,
+    ))
+    .await;
+    let ice = next_alert(&mut alerts).await;
+    assert_eq!(
+        event(&ice),
+        ("ice", "raised"),
+        "nothing came between: {ice}"
+    );
+    assert_eq!(ice["condition"], "light freezing rain");
+    assert!(ice["value"].is_null(), "a code raised it, no amount: {ice}");
+    // A thunderstorm without rain (211) is neither rain nor ice.
+    poll_with(owm(&[(211, "Thunderstorm", "thunderstorm")], None)).await;
+    let mut cleared = [next_alert(&mut alerts).await, next_alert(&mut alerts).await];
+    cleared.sort_by_key(|v| v["constraint"].as_str().unwrap().to_owned());
+    assert_eq!(
+        cleared.iter().map(event).collect::<Vec<_>>(),
+        vec![("ice", "cleared"), ("rain", "cleared")]
+    );
+    t.app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_missing_or_old_readings_decide_nothing() {
+    let fake = FakeWeather::start().await;
+    let t = app_with(&fake, |_| {}).await;
+    let (token, id) = register(t.http, "alice", PW).await;
+    subscribe(
+        &t,
+        &token,
+        json!({"place": {"lat": 45.46, "lon": 9.19}, "rain": true, "max_temp": 30}),
+    )
+    .await;
+    let mut alerts = alerts_of(&t, "alice", &token, id).await;
+    let set = |c: Value| fake.lock().default = Some(c);
+    let mut raining = current(Some(12.0));
+    raining["rain"] = json!(0.6);
+    raining["precipitation"] = json!(0.6);
+    raining["weather_code"] = json!(61);
+    set(raining);
+    poll_weather(t.http, &token).await;
+    let raised = next_alert(&mut alerts).await;
+    assert_eq!(event(&raised), ("rain", "raised"));
+    assert_eq!(raised["condition"], "light rain");
+    assert_eq!(
+        (
+            raised["temperature_c"].as_f64(),
+            raised["precipitation_mm"].as_f64()
+        ),
+        (Some(12.0), Some(0.6))
+    );
+
+    // rain null, showers 0.0, code null: it may still rain.
+    let mut partly = current(Some(12.0));
+    partly["rain"] = Value::Null;
+    partly["weather_code"] = Value::Null;
+    set(partly);
+    poll_weather(t.http, &token).await;
+
+    // No `current` block at all: a failed poll, nothing published.
+    set(Value::Null);
+    let report = poll_weather(t.http, &token).await;
+    assert_eq!(
+        (
+            report["observations"].as_u64(),
+            report["failed_places"].as_u64()
+        ),
+        (Some(0), Some(1)),
+        "{report}"
+    );
+
+    // Dry and hot, but observed two hours ago: neither clears the rain nor raises heat.
+    let mut old = current(Some(35.0));
+    old["time"] = json!(interval_start(
+        jiff::Timestamp::now() - jiff::SignedDuration::from_hours(2)
+    ));
+    set(old);
+    poll_weather(t.http, &token).await;
+
+    // Fresh, dry and mild: the rain clears, and that is the next event.
+    set(current(Some(20.0)));
+    poll_weather(t.http, &token).await;
+    let cleared = next_alert(&mut alerts).await;
+    assert_eq!(event(&cleared), ("rain", "cleared"), "{cleared}");
+    assert_eq!(
+        cleared["temperature_c"], 20.0,
+        "cleared by the fresh reading, not an earlier one: {cleared}"
+    );
+    t.app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_subscription_is_not_alerted_from_old_data() {
+    let fake = FakeWeather::start().await;
+    let t = app_with(&fake, |_| {}).await;
+    let (token, id) = register(t.http, "alice", PW).await;
+    let place = json!({"lat": 41.9, "lon": 12.5});
+    subscribe(
+        &t,
+        &token,
+        json!({"place": place, "min_temp": -20, "label": "first"}),
+    )
+    .await;
+    // The provider serves an hour-old reading of 40 °C; it is stored as the place's latest.
+    let mut old = current(Some(40.0));
+    old["time"] = json!(interval_start(
+        jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1)
+    ));
+    fake.lock().default = Some(old);
+    poll_weather(t.http, &token).await;
+    let state_topic = format!("meteomesh/v1/users/{id}/subscriptions/+/state");
+    let mut watcher = MqttClient::connect(mqtt_options(
+        t.mqtt.unwrap(),
+        "watcher",
+        Some(("alice", &token)),
+    ))
+    .await;
+    watcher.subscribe(&state_topic, QoS::AtLeastOnce).await;
+    let mut alerts = alerts_of(&t, "alice", &token, id).await;
+    // A new subscription is evaluated at once against that stored reading: too old.
+    let hot = subscribe(
+        &t,
+        &token,
+        json!({"place": place, "max_temp": 30, "label": "hot"}),
+    )
+    .await;
+    let topic = hot["state_topic"].as_str().unwrap().to_owned();
+    let state: Value = loop {
+        let p = watcher.next_publish(|t| t == topic).await;
+        let v: Value = serde_json::from_slice(&p.payload).unwrap();
+        if !v["conditions"].is_null() {
+            break v;
+        }
+    };
+    assert_eq!(state["stale"], true, "{state}");
+    assert_eq!(state["violated"], json!([]), "{state}");
+    assert!(state["observed_at"].as_str().is_some(), "{state}");
+    // The first alert comes from fresh data, with its value.
+    fake.lock().default = Some(current(Some(33.0)));
+    poll_weather(t.http, &token).await;
+    let raised = next_alert(&mut alerts).await;
+    assert_eq!(
+        (event(&raised), raised["value"].as_f64()),
+        (("too_hot", "raised"), Some(33.0))
+    );
+    assert_eq!(raised["label"], "hot");
+    t.app.shutdown().await.unwrap();
+}
