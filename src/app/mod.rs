@@ -292,12 +292,12 @@ fn provider(config: &WeatherConfig) -> Arc<dyn Provider> {
         ProviderKind::OpenMeteo => Arc::new(OpenMeteo::new(
             &config.open_meteo_url,
             config.batch_size,
+            config.open_meteo_api_key.expose(),
             config.request_timeout,
         )),
         ProviderKind::OpenWeatherMap => Arc::new(OpenWeatherMap::new(
             &config.openweathermap_url,
             config.openweathermap_api_key.expose(),
-            config.openweathermap_calls_per_minute,
             config.request_timeout,
         )),
     }

@@ -47,7 +47,8 @@ impl Serialize for ProviderKind {
 pub struct WeatherConfig {
     /// "open-meteo" (default, no key) or "openweathermap" (needs `openweathermap_api_key`).
     pub provider: ProviderKind,
-    /// How often every subscribed place is fetched.
+    /// How often every subscribed place is fetched: never more often than the
+    /// provider's data changes, and less often when the quota cannot carry the places.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
     /// Places per Open-Meteo request (at most 1000).
@@ -62,9 +63,17 @@ pub struct WeatherConfig {
     pub geocoding_url: String,
     pub openweathermap_url: String,
     pub openweathermap_api_key: Secret,
-    /// Calls per minute the OpenWeatherMap plan allows (free: 60); calls are spaced out
-    /// to stay under it.
+    /// Open-Meteo's limits (each place of a request counts as one call; 0 = none): the
+    /// free tier's by default, a customer plan's with `open_meteo_api_key`.
+    pub open_meteo_calls_per_minute: u32,
+    pub open_meteo_calls_per_hour: u32,
+    pub open_meteo_calls_per_day: u32,
+    /// Key of an Open-Meteo customer plan (sent as `apikey`; use the customer URL).
+    pub open_meteo_api_key: Secret,
+    /// Calls per minute the OpenWeatherMap plan allows (free: 60; 0 = none).
     pub openweathermap_calls_per_minute: u32,
+    /// Calls per month the OpenWeatherMap plan allows (free: 1,000,000; 0 = none).
+    pub openweathermap_calls_per_month: u32,
     /// Subscriptions one user may have.
     pub max_subscriptions_per_user: usize,
     /// °C a temperature must move back past a threshold before its alert clears.
@@ -123,7 +132,7 @@ impl Default for WeatherConfig {
     fn default() -> Self {
         WeatherConfig {
             provider: ProviderKind::OpenMeteo,
-            poll_interval: Duration::from_secs(10 * 60),
+            poll_interval: Duration::from_secs(15 * 60),
             batch_size: 100,
             request_timeout: Duration::from_secs(15),
             max_backoff: Duration::from_secs(15 * 60),
@@ -131,7 +140,12 @@ impl Default for WeatherConfig {
             geocoding_url: "https://geocoding-api.open-meteo.com".into(),
             openweathermap_url: "https://api.openweathermap.org".into(),
             openweathermap_api_key: Secret::default(),
+            open_meteo_calls_per_minute: 600,
+            open_meteo_calls_per_hour: 5_000,
+            open_meteo_calls_per_day: 10_000,
+            open_meteo_api_key: Secret::default(),
             openweathermap_calls_per_minute: 60,
+            openweathermap_calls_per_month: 1_000_000,
             max_subscriptions_per_user: 50,
             hysteresis: 0.5,
             geocoding_cache_ttl: Duration::from_secs(30 * 24 * 60 * 60),
@@ -188,11 +202,50 @@ impl WeatherConfig {
                 "is required with provider = \"openweathermap\"",
             ));
         }
-        if w.openweathermap_calls_per_minute == 0 {
-            return Err(ConfigError::invalid(
-                "weather.openweathermap_calls_per_minute",
-                "must be at least 1",
-            ));
+        // One request weighs up to a batch (Open-Meteo) or one place: it must fit in
+        // every limit, or it could never be sent.
+        let (batch, limits): (usize, &[(&str, u32)]) = match w.provider {
+            ProviderKind::OpenMeteo => (
+                w.batch_size,
+                &[
+                    (
+                        "weather.open_meteo_calls_per_minute",
+                        w.open_meteo_calls_per_minute,
+                    ),
+                    (
+                        "weather.open_meteo_calls_per_hour",
+                        w.open_meteo_calls_per_hour,
+                    ),
+                    (
+                        "weather.open_meteo_calls_per_day",
+                        w.open_meteo_calls_per_day,
+                    ),
+                ],
+            ),
+            ProviderKind::OpenWeatherMap => (
+                1,
+                &[
+                    (
+                        "weather.openweathermap_calls_per_minute",
+                        w.openweathermap_calls_per_minute,
+                    ),
+                    (
+                        "weather.openweathermap_calls_per_month",
+                        w.openweathermap_calls_per_month,
+                    ),
+                ],
+            ),
+        };
+        for (key, limit) in limits {
+            if *limit != 0 && (*limit as usize) <= batch {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "({limit}) must be more than the calls of one request ({batch}: each \
+                         place counts); raise it, set 0 for no limit, or lower weather.batch_size"
+                    ),
+                ));
+            }
         }
         if w.max_subscriptions_per_user == 0 {
             return Err(ConfigError::invalid(

@@ -51,14 +51,12 @@ impl Conditions {
     /// offset read as UTC (Open-Meteo with `timezone=GMT` answers "2026-11-22T15:00").
     pub fn observed_at_ms(&self) -> Option<i64> {
         let s = self.observed_at.as_deref()?;
-        if let Ok(t) = s.parse::<jiff::Timestamp>() {
-            return Some(t.as_millisecond());
-        }
-        let civil = s.parse::<jiff::civil::DateTime>().ok()?;
-        civil
-            .to_zoned(jiff::tz::TimeZone::UTC)
+        // The timestamp parser only (no civil-time parser in the binary): a time without
+        // an offset is read with "Z" appended.
+        s.parse::<jiff::Timestamp>()
+            .or_else(|_| format!("{s}Z").parse::<jiff::Timestamp>())
             .ok()
-            .map(|z| z.timestamp().as_millisecond())
+            .map(|t| t.as_millisecond())
     }
 }
 

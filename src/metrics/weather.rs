@@ -11,6 +11,8 @@ pub struct WeatherMetrics {
     pub provider_duration: HistogramVec,
     pub places_polled: IntGauge,
     pub observations: IntCounter,
+    pub poll_interval: IntGauge,
+    pub places_max: IntGauge,
 }
 
 impl WeatherMetrics {
@@ -54,11 +56,29 @@ impl WeatherMetrics {
             )
             .expect("valid"),
         );
+        let poll_interval = register(
+            registry,
+            IntGauge::new(
+                "weather_poll_interval_seconds",
+                "Seconds between two fetches of each place: the configured interval, or longer when the provider's quota cannot carry every place at it.",
+            )
+            .expect("valid"),
+        );
+        let places_max = register(
+            registry,
+            IntGauge::new(
+                "weather_places_max",
+                "Places the provider's quota carries at the configured interval.",
+            )
+            .expect("valid"),
+        );
         WeatherMetrics {
             provider_calls,
             provider_duration,
             places_polled,
             observations,
+            poll_interval,
+            places_max,
         }
     }
 }

@@ -62,7 +62,10 @@ impl Geocoder {
             200 => serde_json::from_str::<Answer>(&body)
                 .map(|a| a.results)
                 .map_err(|e| ProviderError::Parse(e.to_string())),
-            429 => Err(ProviderError::RateLimited { retry_after: None }),
+            429 => Err(ProviderError::RateLimited {
+                retry_after: None,
+                reason: "geocoding request limit exceeded".into(),
+            }),
             500..=599 => Err(ProviderError::Unavailable(format!("HTTP {status}"))),
             _ => Err(ProviderError::Refused {
                 status,

@@ -6,6 +6,7 @@
 mod geocoding;
 pub mod open_meteo;
 pub mod openweathermap;
+pub mod quota;
 
 use std::time::Duration;
 
@@ -18,9 +19,13 @@ pub use openweathermap::OpenWeatherMap;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum ProviderError {
-    /// 429: slow down. `retry_after` when the provider says how long.
-    #[error("rate limited by the provider")]
-    RateLimited { retry_after: Option<Duration> },
+    /// 429: slow down. `retry_after` when the provider says how long; `reason` as the
+    /// provider words it ("Daily API request limit exceeded").
+    #[error("rate limited by the provider: {reason}")]
+    RateLimited {
+        retry_after: Option<Duration>,
+        reason: String,
+    },
     /// 5xx or a dropped connection: worth retrying later.
     #[error("provider unavailable: {0}")]
     Unavailable(String),
@@ -59,6 +64,10 @@ pub trait Provider: Send + Sync {
     fn name(&self) -> &'static str;
     /// Most places one `fetch` call may carry.
     fn max_batch(&self) -> usize;
+    /// What one place of a request counts against the quota.
+    fn weight_per_place(&self) -> f64 {
+        1.0
+    }
     /// Conditions for `places`, in the same order.
     fn fetch(&self, places: &[Coord]) -> Result<Vec<Conditions>, ProviderError>;
 }

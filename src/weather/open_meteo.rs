@@ -17,8 +17,13 @@ pub const MAX_BATCH: usize = 1000;
 pub struct OpenMeteo {
     url: String,
     batch: usize,
+    /// A customer plan's key, sent as `apikey`.
+    api_key: String,
     agent: ureq::Agent,
 }
+
+/// Variables in one request (`CURRENT`): up to 10 count as one call per place.
+const VARIABLES: usize = 6;
 
 #[derive(Deserialize)]
 struct Place {
@@ -72,10 +77,11 @@ impl From<Current> for Conditions {
 
 impl OpenMeteo {
     /// `url` is the forecast endpoint base, e.g. `https://api.open-meteo.com`.
-    pub fn new(url: &str, batch: usize, timeout: Duration) -> OpenMeteo {
+    pub fn new(url: &str, batch: usize, api_key: &str, timeout: Duration) -> OpenMeteo {
         OpenMeteo {
             url: base(url).to_owned(),
             batch: batch.clamp(1, MAX_BATCH),
+            api_key: api_key.to_owned(),
             agent: agent(timeout),
         }
     }
@@ -83,12 +89,17 @@ impl OpenMeteo {
     fn request_url(&self, places: &[Coord]) -> String {
         let lats: Vec<String> = places.iter().map(|p| coord(p.lat)).collect();
         let lons: Vec<String> = places.iter().map(|p| coord(p.lon)).collect();
-        format!(
+        let mut url = format!(
             "{}/v1/forecast?latitude={}&longitude={}&current={CURRENT}&timezone=GMT",
             self.url,
             lats.join(","),
             lons.join(",")
-        )
+        );
+        if !self.api_key.is_empty() {
+            url.push_str("&apikey=");
+            url.push_str(&self.api_key);
+        }
+        url
     }
 }
 
@@ -133,21 +144,34 @@ impl Provider for OpenMeteo {
         self.batch
     }
 
+    /// Per the API's terms, more than 10 variables count fractionally more (15 = 1.5).
+    fn weight_per_place(&self) -> f64 {
+        (VARIABLES as f64 / 10.0).max(1.0)
+    }
+
     fn fetch(&self, places: &[Coord]) -> Result<Vec<Conditions>, ProviderError> {
         if places.is_empty() {
             return Ok(Vec::new());
         }
         let (status, body) = get(&self.agent, &self.request_url(places))?;
+        let reason = || {
+            serde_json::from_str::<ErrorBody>(&body)
+                .ok()
+                .and_then(|e| e.reason)
+                .unwrap_or_else(|| format!("HTTP {status}"))
+        };
         match status {
             200 => parse(&body, places.len()),
-            429 => Err(ProviderError::RateLimited { retry_after: None }),
+            // "Minutely/Hourly/Daily API request limit exceeded": the poller waits for
+            // that window to pass.
+            429 => Err(ProviderError::RateLimited {
+                retry_after: None,
+                reason: reason(),
+            }),
             500..=599 => Err(ProviderError::Unavailable(format!("HTTP {status}"))),
             _ => Err(ProviderError::Refused {
                 status,
-                reason: serde_json::from_str::<ErrorBody>(&body)
-                    .ok()
-                    .and_then(|e| e.reason)
-                    .unwrap_or_else(|| format!("HTTP {status}")),
+                reason: reason(),
             }),
         }
     }

@@ -1,5 +1,4 @@
-//! OpenWeatherMap 2.5 current weather, one place per request (paced to the plan's
-//! calls per minute), `units=metric`. `cod` is
+//! OpenWeatherMap 2.5 current weather, one place per request, `units=metric`. `cod` is
 //! a number on success and a string on errors; `rain.1h`/`snow.1h` are absent when
 //! there is none. `weather` lists every condition (often several, e.g. mist and rain);
 //! each is mapped to a WMO code so the rules see one vocabulary.
@@ -15,9 +14,6 @@ pub struct OpenWeatherMap {
     url: String,
     api_key: String,
     agent: ureq::Agent,
-    /// Least time between two calls (the free plan allows 60 per minute).
-    pace: Duration,
-    last_call: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Deserialize)]
@@ -136,7 +132,12 @@ pub fn parse(status: u16, body: &str) -> Result<Conditions, ProviderError> {
     };
     match (status, cod) {
         (200, 200) => {}
-        (429, _) | (_, 429) => return Err(ProviderError::RateLimited { retry_after: None }),
+        (429, _) | (_, 429) => {
+            return Err(ProviderError::RateLimited {
+                retry_after: None,
+                reason: reason(),
+            });
+        }
         (500..=599, _) => return Err(ProviderError::Unavailable(reason())),
         _ => {
             return Err(ProviderError::Refused {
@@ -173,33 +174,14 @@ pub fn parse(status: u16, body: &str) -> Result<Conditions, ProviderError> {
 }
 
 impl OpenWeatherMap {
-    /// `url` is the API base, e.g. `https://api.openweathermap.org`.
-    pub fn new(
-        url: &str,
-        api_key: &str,
-        calls_per_minute: u32,
-        timeout: Duration,
-    ) -> OpenWeatherMap {
+    /// `url` is the API base, e.g. `https://api.openweathermap.org`. Calls are paced
+    /// by the poller (`weather::quota`), not here.
+    pub fn new(url: &str, api_key: &str, timeout: Duration) -> OpenWeatherMap {
         OpenWeatherMap {
             url: base(url).to_owned(),
             api_key: api_key.to_owned(),
             agent: agent(timeout),
-            pace: Duration::from_secs(60) / calls_per_minute.max(1),
-            last_call: std::sync::Mutex::new(None),
         }
-    }
-
-    /// Sleeps (this is a blocking client) until the next call keeps to the pace.
-    fn wait_turn(&self) {
-        let mut last = self.last_call.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(at) = *last {
-            let next = at + self.pace;
-            let now = std::time::Instant::now();
-            if next > now {
-                std::thread::sleep(next - now);
-            }
-        }
-        *last = Some(std::time::Instant::now());
     }
 }
 
@@ -216,7 +198,6 @@ impl Provider for OpenWeatherMap {
         places
             .iter()
             .map(|p| {
-                self.wait_turn();
                 let url = format!(
                     "{}/data/2.5/weather?lat={}&lon={}&units=metric&appid={}",
                     self.url,

@@ -295,6 +295,11 @@ async fn a_provider_down_for_days_backs_off_counts_and_holds_memory_flat() {
                 ("METEOMESH__WEATHER__OPEN_METEO_URL", url.as_str()),
                 ("METEOMESH__WEATHER__MAX_BACKOFF", "5ms"),
                 ("METEOMESH__WEATHER__REQUEST_TIMEOUT", "2s"),
+                // Two days of cycles in seconds: without limits, or the quota would
+                // (rightly) pace the 3,600 calls over hours.
+                ("METEOMESH__WEATHER__OPEN_METEO_CALLS_PER_MINUTE", "0"),
+                ("METEOMESH__WEATHER__OPEN_METEO_CALLS_PER_HOUR", "0"),
+                ("METEOMESH__WEATHER__OPEN_METEO_CALLS_PER_DAY", "0"),
             ],
         )
     });

@@ -177,6 +177,7 @@ async fn sigterm_mid_poll_with_openweathermap_pacing() {
                 "0123456789abcdef0123456789abcdef",
             ),
             ("METEOMESH__WEATHER__OPENWEATHERMAP_CALLS_PER_MINUTE", "60"),
+            ("METEOMESH__WEATHER__OPENWEATHERMAP_CALLS_PER_MONTH", "0"),
         ],
     );
     let (token, _) = register(p.http, "alice", PW).await;

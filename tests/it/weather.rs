@@ -233,20 +233,6 @@ async fn provider_failures_back_off_and_recover() {
     )
     .await;
 
-    // 429 (Open-Meteo sends no Retry-After): backed off, then the retry succeeds.
-    fake.force(Forced::Status(
-        429,
-        r#"{"error":true,"reason":"Minutely API request limit exceeded"}"#.into(),
-    ));
-    let report = poll(&t, &token).await;
-    assert_eq!(
-        (
-            report["provider_calls"].as_u64(),
-            report["observations"].as_u64()
-        ),
-        (Some(2), Some(1)),
-        "{report}"
-    );
     // A timeout is retried too.
     fake.force(Forced::Delay(Duration::from_secs(3)));
     let report = poll(&t, &token).await;
@@ -284,9 +270,49 @@ async fn provider_failures_back_off_and_recover() {
             .contains("Latitude must be in range"),
         "{v}"
     );
-    // And it recovers.
+    // And it recovers; the last error is cleared.
     poll(&t, &token).await;
-    assert_eq!(get(t.http, "/readyz").await.json()["weather"]["ok"], true);
+    let weather = get(t.http, "/readyz").await.json()["weather"].clone();
+    assert_eq!(
+        (&weather["ok"], &weather["last_error"]),
+        (&json!(true), &Value::Null),
+        "{weather}"
+    );
+    // 429 "Minutely ... exceeded" (Open-Meteo sends no Retry-After): no retry, no more
+    // calls until that minute has passed, and /readyz says until when and why.
+    fake.force(Forced::Status(
+        429,
+        r#"{"error":true,"reason":"Minutely API request limit exceeded. Please try again in one minute."}"#.into(),
+    ));
+    let report = poll(&t, &token).await;
+    assert_eq!(
+        (
+            report["provider_calls"].as_u64(),
+            report["deferred_places"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{report}"
+    );
+    let weather = get(t.http, "/readyz").await.json()["weather"].clone();
+    let until = weather["paused_until"].as_i64().unwrap();
+    let now = jiff::Timestamp::now().as_second();
+    assert!(
+        until > now && until <= now + 61 && until % 60 == 1,
+        "{weather}"
+    );
+    assert!(
+        weather["last_error"].as_str().unwrap().contains("Minutely"),
+        "{weather}"
+    );
+    let report = poll(&t, &token).await;
+    assert_eq!(
+        (
+            report["provider_calls"].as_u64(),
+            report["deferred_places"].as_u64()
+        ),
+        (Some(0), Some(1)),
+        "paused: {report}"
+    );
     let m = get(t.http, "/metrics").await.body;
     for needle in [
         "meteomesh_weather_provider_calls_total{outcome=\"rate_limited\",provider=\"open-meteo\"} 1",
@@ -304,8 +330,10 @@ async fn openweathermap_one_call_per_place_and_string_cod_errors() {
     let t = app_with(&fake, |c| {
         c.weather.provider = meteomesh::config::ProviderKind::OpenWeatherMap;
         c.weather.openweathermap_api_key = meteomesh::config::Secret::new("test-key");
-        // 600 per minute: 100 ms apart, so the pacing is visible but quick.
+        // 600 per minute and no monthly limit: 100 ms apart, so the pacing is visible
+        // but quick.
         c.weather.openweathermap_calls_per_minute = 600;
+        c.weather.openweathermap_calls_per_month = 0;
     })
     .await;
     let (token, id) = register(t.http, "alice", PW).await;

@@ -83,6 +83,9 @@ async fn openweathermap_reads_every_listed_condition() {
     let t = app_with(&fake, |c| {
         c.weather.provider = meteomesh::config::ProviderKind::OpenWeatherMap;
         c.weather.openweathermap_api_key = meteomesh::config::Secret::new("test-key");
+        // A paid plan's limits: the quota does not slow this test down.
+        c.weather.openweathermap_calls_per_minute = 600;
+        c.weather.openweathermap_calls_per_month = 0;
     })
     .await;
     let (token, id) = register(t.http, "alice", PW).await;
@@ -258,5 +261,59 @@ async fn a_new_subscription_is_not_alerted_from_old_data() {
         (("too_hot", "raised"), Some(33.0))
     );
     assert_eq!(raised["label"], "hot");
+    t.app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_are_told_when_the_quota_cannot_carry_the_interval() {
+    let fake = FakeWeather::start().await;
+    let t = app_with(&fake, |c| {
+        // A tight plan: 200 calls a day, 10 places a request.
+        c.weather.open_meteo_calls_per_day = 200;
+        c.weather.batch_size = 10;
+        c.weather.max_subscriptions_per_user = 100;
+    })
+    .await;
+    let (token, _) = register(t.http, "alice", PW).await;
+    for i in 0..50 {
+        subscribe(
+            &t,
+            &token,
+            json!({"place": {"lat": 40.0 + i as f64 / 10.0, "lon": 9}, "max_temp": 30}),
+        )
+        .await;
+    }
+    // The new places are fetched a moment later; the quota is worked out first.
+    let deadline = std::time::Instant::now() + WAIT;
+    let weather = loop {
+        let w = get(t.http, "/readyz").await.json()["weather"].clone();
+        if w["quota_warning"].is_string() {
+            break w;
+        }
+        assert!(std::time::Instant::now() < deadline, "{w}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    // (200 − 10) a day carries 1 place every 15 minutes; 50 need 6 h 18 m 56 s each.
+    assert_eq!(weather["interval_seconds"], 22_736, "{weather}");
+    let warning = weather["quota_warning"].as_str().unwrap();
+    assert!(
+        warning.contains("50 places cannot be fetched every 15m")
+            && warning.contains("every 6h 18m 56s instead"),
+        "{warning}"
+    );
+    let m = get(t.http, "/metrics").await.body;
+    assert!(
+        m.contains("meteomesh_weather_poll_interval_seconds 22736"),
+        "{m}"
+    );
+    assert!(m.contains("meteomesh_weather_places_max 1"), "{m}");
+    // Only the first request went out: the second would break the daily limit's pace.
+    assert_eq!(
+        fake.requests()
+            .iter()
+            .filter(|p| p.starts_with("/v1/forecast"))
+            .count(),
+        1
+    );
     t.app.shutdown().await.unwrap();
 }
