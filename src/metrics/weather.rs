@@ -1,7 +1,7 @@
 //! Polling the weather provider.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 use super::register;
@@ -13,6 +13,7 @@ pub struct WeatherMetrics {
     pub observations: IntCounter,
     pub poll_interval: IntGauge,
     pub places_max: IntGauge,
+    pub last_success: IntGaugeVec,
 }
 
 impl WeatherMetrics {
@@ -72,7 +73,19 @@ impl WeatherMetrics {
             )
             .expect("valid"),
         );
+        let last_success = register(
+            registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "weather_last_success_timestamp_seconds",
+                    "Unix time of the provider's last successful answer.",
+                ),
+                &["provider"],
+            )
+            .expect("valid"),
+        );
         WeatherMetrics {
+            last_success,
             provider_calls,
             provider_duration,
             places_polled,

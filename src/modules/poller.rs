@@ -58,8 +58,9 @@ pub struct CycleReport {
 pub struct ProviderHealth {
     pub provider: String,
     pub ok: bool,
-    /// Unix seconds of the last successful call.
+    /// Unix seconds of the last successful call, and its age when asked.
     pub last_success: Option<i64>,
+    pub last_success_age_seconds: Option<i64>,
     pub last_error: Option<String>,
     pub consecutive_failures: u32,
     /// Unix seconds until which no call is made (after a 429, or resting after failures).
@@ -88,10 +89,13 @@ impl PollerHandle {
     }
 
     pub fn health(&self) -> ProviderHealth {
-        self.health
+        let mut health = self
+            .health
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        health.last_success_age_seconds = health.last_success.map(|t| system_now() - t);
+        health
     }
 }
 
@@ -485,8 +489,14 @@ impl Poller {
         let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(_) => {
+                let now = system_now();
                 h.ok = true;
-                h.last_success = Some(system_now());
+                h.last_success = Some(now);
+                self.metrics
+                    .weather
+                    .last_success
+                    .with_label_values(&[name])
+                    .set(now);
                 h.consecutive_failures = 0;
                 h.paused_until = None;
             }

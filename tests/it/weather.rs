@@ -278,6 +278,17 @@ async fn provider_failures_back_off_and_recover() {
         (&json!(true), &Value::Null),
         "{weather}"
     );
+    assert!(
+        (0..5).contains(&weather["last_success_age_seconds"].as_i64().unwrap()),
+        "{weather}"
+    );
+    let m = get(t.http, "/metrics").await.body;
+    let last = metric_value(
+        &m,
+        "meteomesh_weather_last_success_timestamp_seconds{provider=\"open-meteo\"}",
+    )
+    .unwrap();
+    assert_eq!(last as i64, weather["last_success"].as_i64().unwrap());
     // 429 "Minutely ... exceeded" (Open-Meteo sends no Retry-After): no retry, no more
     // calls until that minute has passed, and /readyz says until when and why.
     fake.force(Forced::Status(
