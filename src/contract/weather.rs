@@ -49,3 +49,26 @@ impl BusMessage for WeatherObserved {
     const FILTER: &'static str = WEATHER_OBSERVED;
     const DELIVERY: Delivery = Delivery::EVENT;
 }
+
+/// `meteomesh/v1/system/weather` — internal: the weather service needs an
+/// administrator's eye. Published by the poller when the provider's quota stops (or
+/// starts again) carrying every place at `weather.poll_interval`; consumed by the
+/// notifier, which tells every administrator with a Telegram chat.
+pub const WEATHER_NOTICES: &str = "meteomesh/v1/system/weather";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeatherNotice {
+    pub provider: String,
+    /// What cannot be met, and what can; `None` when every place fits again.
+    pub warning: Option<String>,
+    pub places: usize,
+    /// Seconds between two fetches of each place now.
+    pub interval_seconds: u64,
+    /// Unix seconds.
+    pub at: i64,
+}
+
+impl BusMessage for WeatherNotice {
+    const FILTER: &'static str = WEATHER_NOTICES;
+    const DELIVERY: Delivery = Delivery::EVENT;
+}

@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::{BusClient, BusError, Inbox};
 use crate::config::WeatherConfig;
-use crate::contract::{SubscriptionsChanged, WEATHER_OBSERVED, WeatherObserved};
+use crate::contract::{
+    SubscriptionsChanged, WEATHER_NOTICES, WEATHER_OBSERVED, WeatherNotice, WeatherObserved,
+};
 use crate::domain::time::system_now;
 use crate::domain::weather::{Conditions, Coord};
 use crate::metrics::Metrics;
@@ -256,7 +258,11 @@ impl Poller {
                 return CycleReport::default();
             }
         };
-        self.check_quota(cells.len());
+        if let Some(notice) = self.check_quota(cells.len())
+            && let Err(e) = self.client.publish(WEATHER_NOTICES, &notice).await
+        {
+            tracing::warn!(error = %e, "cannot publish the quota notice");
+        }
         if !only_new {
             self.metrics.weather.places_polled.set(cells.len() as i64);
         }
@@ -321,8 +327,9 @@ impl Poller {
     }
 
     /// Works out whether the quota carries `places` at the configured interval, and
-    /// says so (log on change, `/readyz`, metrics) when it does not.
-    fn check_quota(&mut self, places: usize) {
+    /// says so (log, `/readyz`, metrics) when it does not; returns a notice for the
+    /// administrators when that starts or ends.
+    fn check_quota(&mut self, places: usize) -> Option<WeatherNotice> {
         let per_place = self.provider.weight_per_place();
         let interval =
             self.plan
@@ -347,21 +354,26 @@ impl Poller {
             .places_max
             .set(places_max.min(i64::MAX as usize) as i64);
         let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let turned = warning.is_some() != h.quota_warning.is_some();
         if warning != h.quota_warning {
             match &warning {
                 Some(w) => tracing::warn!("{w}"),
-                None if h.quota_warning.is_some() => {
-                    tracing::info!(
-                        places,
-                        "the quota carries every place at the configured interval again"
-                    )
-                }
-                None => {}
+                None => tracing::info!(
+                    places,
+                    "the quota carries every place at the configured interval again"
+                ),
             }
         }
         h.interval_seconds = interval.as_secs();
         h.places_max = places_max;
-        h.quota_warning = warning;
+        h.quota_warning = warning.clone();
+        turned.then(|| WeatherNotice {
+            provider: self.provider.name().to_owned(),
+            warning,
+            places,
+            interval_seconds: interval.as_secs(),
+            at: system_now(),
+        })
     }
 
     /// Seconds on the pacer's clock.

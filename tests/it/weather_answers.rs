@@ -267,14 +267,17 @@ async fn a_new_subscription_is_not_alerted_from_old_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_are_told_when_the_quota_cannot_carry_the_interval() {
     let fake = FakeWeather::start().await;
+    let tg = common::fake_telegram::FakeTelegram::start().await;
     let t = app_with(&fake, |c| {
+        tg.configure(c);
         // A tight plan: 200 calls a day, 10 places a request.
         c.weather.open_meteo_calls_per_day = 200;
         c.weather.batch_size = 10;
         c.weather.max_subscriptions_per_user = 100;
     })
     .await;
-    let (token, _) = register(t.http, "alice", PW).await;
+    let (token, admin) = register(t.http, "alice", PW).await;
+    set_proven_chat(&t, admin, 77);
     for i in 0..50 {
         subscribe(
             &t,
@@ -300,6 +303,18 @@ async fn admins_are_told_when_the_quota_cannot_carry_the_interval() {
         warning.contains("50 places cannot be fetched every 15m")
             && warning.contains("every 6h 18m 56s instead"),
         "{warning}"
+    );
+    // The administrator hears it on Telegram, once.
+    tg.wait_until(WAIT, |s| !s.sent.is_empty()).await;
+    let sent = tg.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].chat_id, 77);
+    assert!(
+        sent[0]
+            .text
+            .starts_with("⚠️ <b>Weather quota</b> (open-meteo): 50 places cannot"),
+        "{}",
+        sent[0].text
     );
     let m = get(t.http, "/metrics").await.body;
     assert!(

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::{BusError, Inbox};
 use crate::config::{NotifierConfig, TelegramConfig};
-use crate::contract::{AlertEvent, SlaEvent};
+use crate::contract::{AlertEvent, SlaEvent, WeatherNotice};
 use crate::domain::time::now_ms;
 use crate::domain::validation::FieldError;
 use crate::metrics::Metrics;
@@ -172,6 +172,7 @@ pub async fn start(
     let (client, session) = bus.consumer("notifier");
     let alerts = client.subscribe_to::<AlertEvent>().await?;
     let sla_events = client.subscribe_to::<SlaEvent>().await?;
+    let weather_notices = client.subscribe_to::<WeatherNotice>().await?;
     // Modules started after this one may publish at once; be listening by then.
     if !client.wait_subscribed(SUBSCRIBE_WAIT).await {
         tracing::warn!("the notifier's bus subscriptions are not confirmed yet; continuing");
@@ -180,7 +181,9 @@ pub async fn start(
     let consumer = service.clone();
     let stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {
-        consumer.consume(alerts, sla_events, stop).await;
+        consumer
+            .consume(alerts, sla_events, weather_notices, stop)
+            .await;
         client.disconnect().await;
         let _ = session.await;
     }));

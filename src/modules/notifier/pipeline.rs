@@ -11,6 +11,7 @@ impl NotifierService {
         &self,
         mut alerts: Inbox<AlertEvent>,
         mut sla_events: Inbox<SlaEvent>,
+        mut weather_notices: Inbox<WeatherNotice>,
         shutdown: CancellationToken,
     ) {
         if let Err(e) = self.take_journal(0).await {
@@ -46,19 +47,38 @@ impl NotifierService {
                 }
                 Some(event) = sla_events.recv() => match event {
                     Ok(event) => {
-                        if let Err(e) = self.notify_admins(&event).await {
+                        let key = format!("sla:{}:{:?}:{}", event.name, event.state, event.at);
+                        let notified = self.notify_admins(&key, |tz| render::sla_event(&event, tz));
+                        if let Err(e) = notified.await {
                             tracing::error!(error = %e, "queueing an SLA notice failed");
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "ignoring malformed SLA event"),
+                },
+                Some(notice) = weather_notices.recv() => match notice {
+                    Ok(notice) => {
+                        let key = format!("weather:{}:{}", notice.warning.is_some(), notice.at);
+                        let notified =
+                            self.notify_admins(&key, |tz| render::weather_notice(&notice, tz));
+                        if let Err(e) = notified.await {
+                            tracing::error!(error = %e, "queueing a weather notice failed");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "ignoring malformed weather notice"),
                 },
                 _ = shutdown.cancelled() => break,
             }
         }
     }
 
-    /// Tells every administrator with a Telegram chat about an SLA transition.
-    async fn notify_admins(&self, event: &SlaEvent) -> Result<(), StorageError> {
+    /// Tells every administrator with a Telegram chat (an SLA transition, a quota that
+    /// cannot carry the places): `text` renders it in the administrator's time zone;
+    /// `key` names the event, so a duplicate is queued once.
+    async fn notify_admins(
+        &self,
+        key: &str,
+        text: impl Fn(&str) -> String,
+    ) -> Result<(), StorageError> {
         if self.inner.api.is_none() {
             return Ok(());
         }
@@ -67,13 +87,7 @@ impl NotifierService {
         let deliveries: Vec<NewDelivery> = admins
             .into_iter()
             .map(|(admin, chat, tz)| {
-                notice(
-                    format!("sla:{}:{:?}:{}:{admin}", event.name, event.state, event.at),
-                    Some(admin),
-                    chat,
-                    render::sla_event(event, &tz),
-                    now,
-                )
+                notice(format!("{key}:{admin}"), Some(admin), chat, text(&tz), now)
             })
             .collect();
         if deliveries.is_empty() {

@@ -3,7 +3,7 @@
 //! than Telegram's 4096 characters. Texts are pure functions of the outbox row and the
 //! user's settings, so a duplicate after a crash is byte-identical and easy to spot.
 
-use crate::contract::{AlertEvent, AlertState, SlaEvent, SlaState};
+use crate::contract::{AlertEvent, AlertState, SlaEvent, SlaState, WeatherNotice};
 use crate::domain::subscription::Kind;
 pub use crate::domain::text::escape;
 use crate::domain::user::Units;
@@ -208,6 +208,26 @@ pub fn fit(text: String) -> String {
     }
     out.push_str("\n…");
     out
+}
+
+/// The weather quota cannot carry every place at the configured interval (or can again).
+pub fn weather_notice(n: &WeatherNotice, tz: &str) -> String {
+    let at = jiff::Timestamp::from_second(n.at)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let when = local(&at, tz, "%-d %b %H:%M %Z");
+    match &n.warning {
+        Some(w) => format!(
+            "⚠️ <b>Weather quota</b> ({}): {}\n{when}",
+            escape(&n.provider),
+            escape(w)
+        ),
+        None => format!(
+            "✅ <b>Weather quota</b> ({}): all {} places are fetched at the configured interval again\n{when}",
+            escape(&n.provider),
+            n.places
+        ),
+    }
 }
 
 #[cfg(test)]
