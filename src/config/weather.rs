@@ -83,6 +83,10 @@ pub struct WeatherConfig {
     pub geocoding_cache_ttl: Duration,
     /// Readings older than this decide nothing (neither raise nor clear).
     pub max_observation_age: ObservationAge,
+    /// A place without a fresh reading for this long: its users are told (and told
+    /// again when data returns).
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
 }
 
 /// `"auto"` (twice the provider's update interval) or a duration such as `"45m"`.
@@ -150,6 +154,7 @@ impl Default for WeatherConfig {
             hysteresis: 0.5,
             geocoding_cache_ttl: Duration::from_secs(30 * 24 * 60 * 60),
             max_observation_age: ObservationAge::Auto,
+            stale_after: Duration::from_secs(3600),
         }
     }
 }
@@ -259,6 +264,12 @@ impl WeatherConfig {
             return Err(ConfigError::invalid(
                 "weather.max_observation_age",
                 "must be \"auto\" or at least 1m (providers update every 10–15 minutes)",
+            ));
+        }
+        if w.stale_after.is_zero() {
+            return Err(ConfigError::invalid(
+                "weather.stale_after",
+                "must be more than 0 (e.g. \"1h\")",
             ));
         }
         if !(0.0..=5.0).contains(&w.hysteresis) {

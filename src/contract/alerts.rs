@@ -42,6 +42,10 @@ pub struct AlertEvent {
     pub temperature_c: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precipitation_mm: Option<f64>,
+    /// RFC 3339: when the provider observed the reading that decided (for `no_data`,
+    /// the last reading there is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<String>,
     /// RFC 3339: when this episode started, and when this event happened.
     pub started_at: String,
     pub at: String,

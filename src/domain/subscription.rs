@@ -38,15 +38,19 @@ pub enum Kind {
     Rain,
     Snow,
     Ice,
+    /// Not set by the user: every subscription has it. Its place has had no fresh
+    /// reading for `weather.stale_after`.
+    NoData,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::TooCold,
         Kind::TooHot,
         Kind::Rain,
         Kind::Snow,
         Kind::Ice,
+        Kind::NoData,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +60,7 @@ impl Kind {
             Kind::Rain => "rain",
             Kind::Snow => "snow",
             Kind::Ice => "ice",
+            Kind::NoData => "no_data",
         }
     }
 

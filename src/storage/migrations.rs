@@ -287,6 +287,23 @@ const MIGRATIONS: &[M<'static>] = &[
         DROP TABLE alert_state;
         ALTER TABLE alert_state_v12 RENAME TO alert_state;",
     ),
+    // 13: `no_data` — a subscription's place has had no fresh reading for a while; the
+    // user is told once, and again when data returns. The same copy as in 12.
+    M::up(
+        "CREATE TABLE alert_state_v13 (
+            subscription_id INTEGER NOT NULL REFERENCES subscriptions(id) ON DELETE CASCADE,
+            kind            TEXT NOT NULL CHECK (kind IN
+                                ('too_cold', 'too_hot', 'rain', 'snow', 'ice', 'no_data')),
+            violated        INTEGER NOT NULL,
+            since           INTEGER,
+            streak          INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (subscription_id, kind)
+        ) STRICT;
+        INSERT INTO alert_state_v13 SELECT subscription_id, kind, violated, since, streak
+            FROM alert_state;
+        DROP TABLE alert_state;
+        ALTER TABLE alert_state_v13 RENAME TO alert_state;",
+    ),
 ];
 
 /// The schema version this binary writes.

@@ -266,6 +266,27 @@ pub fn save_observation(
 }
 
 /// The latest conditions (JSON) and their time for a grid cell.
+/// The last readings, received before `before` (Unix seconds), of places where an enabled
+/// subscription has not been told yet that its data is old: (cell, conditions JSON,
+/// received_at).
+pub fn stale_observations(
+    conn: &Connection,
+    before: i64,
+) -> Result<Vec<((i64, i64), String, i64)>, StorageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT o.cell_lat, o.cell_lon, o.conditions, o.received_at FROM observations o
+         WHERE o.received_at < ?1 AND EXISTS (
+             SELECT 1 FROM subscriptions s
+             LEFT JOIN alert_state a ON a.subscription_id = s.id AND a.kind = 'no_data'
+             WHERE s.cell_lat = o.cell_lat AND s.cell_lon = o.cell_lon AND s.enabled = 1
+               AND coalesce(a.violated, 0) = 0)",
+    )?;
+    let rows = stmt.query_map([before], |r| {
+        Ok(((r.get(0)?, r.get(1)?), r.get(2)?, r.get(3)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 pub fn latest_observation(
     conn: &Connection,
     (cell_lat, cell_lon): (i64, i64),
@@ -359,6 +380,15 @@ impl Subscriptions<'_> {
     ) -> Result<Option<(String, i64)>, StorageError> {
         self.0
             .call(move |conn| latest_observation(conn, (cell_lat, cell_lon)))
+            .await
+    }
+
+    pub async fn stale_observations(
+        &self,
+        before: i64,
+    ) -> Result<Vec<((i64, i64), String, i64)>, StorageError> {
+        self.0
+            .call(move |conn| stale_observations(conn, before))
             .await
     }
 

@@ -186,10 +186,11 @@ async fn unknown_missing_or_old_readings_decide_nothing() {
         "{report}"
     );
 
-    // Dry and hot, but observed two hours ago: neither clears the rain nor raises heat.
+    // Dry and hot, but observed 35–50 minutes ago (past the 30-minute age, short of the
+    // hour without data): neither clears the rain nor raises heat.
     let mut old = current(Some(35.0));
     old["time"] = json!(interval_start(
-        jiff::Timestamp::now() - jiff::SignedDuration::from_hours(2)
+        jiff::Timestamp::now() - jiff::SignedDuration::from_mins(35)
     ));
     set(old);
     poll_weather(t.http, &token).await;
@@ -218,10 +219,11 @@ async fn a_new_subscription_is_not_alerted_from_old_data() {
         json!({"place": place, "min_temp": -20, "label": "first"}),
     )
     .await;
-    // The provider serves an hour-old reading of 40 °C; it is stored as the place's latest.
+    // The provider serves a 35–50-minute-old reading of 40 °C (past the 30-minute age);
+    // it is stored as the place's latest.
     let mut old = current(Some(40.0));
     old["time"] = json!(interval_start(
-        jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1)
+        jiff::Timestamp::now() - jiff::SignedDuration::from_mins(35)
     ));
     fake.lock().default = Some(old);
     poll_weather(t.http, &token).await;
@@ -330,5 +332,43 @@ async fn admins_are_told_when_the_quota_cannot_carry_the_interval() {
             .count(),
         1
     );
+    t.app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_are_told_once_when_their_place_has_no_fresh_data_and_when_it_returns() {
+    let fake = FakeWeather::start().await;
+    let t = app_with(&fake, |c| {
+        c.weather.stale_after = std::time::Duration::from_secs(3);
+    })
+    .await;
+    let (token, id) = register(t.http, "alice", PW).await;
+    subscribe(
+        &t,
+        &token,
+        json!({"place": {"lat": 45.07, "lon": 7.69}, "max_temp": 30, "label": "turin"}),
+    )
+    .await;
+    let mut alerts = alerts_of(&t, "alice", &token, id).await;
+    // A reading stamped to the second, so it is fresh for the 3 s this test allows.
+    let fresh = || {
+        let mut c = current(Some(20.0));
+        c["time"] = json!(jiff::Timestamp::now().to_string());
+        c
+    };
+    fake.lock().default = Some(fresh());
+    poll_weather(t.http, &token).await;
+    // The provider goes down; no reading arrives, and the rules notice the age alone.
+    fake.lock().down = Some(503);
+    let stale = next_alert(&mut alerts).await;
+    assert_eq!(event(&stale), ("no_data", "raised"), "{stale}");
+    assert_eq!(stale["label"], "turin");
+    assert!(stale["observed_at"].as_str().is_some(), "{stale}");
+    // Back: the first fresh reading says so, and nothing was said in between.
+    fake.lock().down = None;
+    fake.lock().default = Some(fresh());
+    poll_weather(t.http, &token).await;
+    let back = next_alert(&mut alerts).await;
+    assert_eq!(event(&back), ("no_data", "cleared"), "{back}");
     t.app.shutdown().await.unwrap();
 }

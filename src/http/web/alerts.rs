@@ -35,6 +35,7 @@ fn kind_label(k: Kind) -> &'static str {
         Kind::Rain => "rain",
         Kind::Snow => "snow",
         Kind::Ice => "ice",
+        Kind::NoData => "no fresh data",
     }
 }
 

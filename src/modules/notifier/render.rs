@@ -44,6 +44,7 @@ fn what(kind: Kind) -> &'static str {
         Kind::Rain => "rain",
         Kind::Snow => "snow",
         Kind::Ice => "ice",
+        Kind::NoData => "no fresh weather data",
     }
 }
 
@@ -52,6 +53,9 @@ fn what(kind: Kind) -> &'static str {
 fn headline(e: &AlertEvent) -> String {
     let what = what(e.constraint);
     match (e.state, e.condition.as_deref()) {
+        (AlertState::Cleared, _) if e.constraint == Kind::NoData => {
+            "fresh weather data again".to_owned()
+        }
         (AlertState::Cleared, _) => format!("no longer {what}"),
         (AlertState::Raised, Some(c)) if c.contains(what) => escape(c),
         (AlertState::Raised, Some(c)) => format!("{what} ({})", escape(c)),
@@ -106,7 +110,19 @@ pub fn alert(e: &AlertEvent, tz: &str, units: Units) -> String {
         AlertState::Cleared => "✅",
     };
     let mut text = format!("{icon} <b>{}</b>: {}", name(&e.label), headline(e));
-    for line in detail(e, units).into_iter().chain(now_line(e, units)) {
+    let lines: Vec<String> = if e.constraint == Kind::NoData {
+        // The last reading is old: say when it was, not what it said.
+        e.observed_at
+            .iter()
+            .map(|at| format!("last reading {}", local(at, tz, "%-d %b %H:%M %Z")))
+            .collect()
+    } else {
+        detail(e, units)
+            .into_iter()
+            .chain(now_line(e, units))
+            .collect()
+    };
+    for line in lines {
         text.push('\n');
         text.push_str(&line);
     }
@@ -249,6 +265,7 @@ mod tests {
             condition: None,
             temperature_c: None,
             precipitation_mm: None,
+            observed_at: None,
             started_at: "2026-11-22T13:00:00Z".into(),
             at: "2026-11-22T13:05:00Z".into(),
             notify: true,
@@ -316,6 +333,23 @@ mod tests {
         assert!(alert(&e, "UTC", Units::Metric).contains(": no longer rain\n"));
         let (digest, _) = digest(&[event(AlertState::Raised), e], "UTC", Units::Metric);
         assert!(digest.contains("no longer rain"), "{digest}");
+    }
+
+    #[test]
+    fn no_fresh_data_says_when_the_last_reading_was() {
+        let mut e = event(AlertState::Raised);
+        e.constraint = Kind::NoData;
+        e.value = None;
+        e.threshold_c = None;
+        e.temperature_c = Some(20.0);
+        e.observed_at = Some("2026-11-22T12:00:00Z".into());
+        assert_eq!(
+            alert(&e, "Europe/Rome", Units::Metric),
+            "⚠️ <b>Home &lt;&amp; &quot;garden&quot;&gt;</b>: no fresh weather data\n\
+             last reading 22 Nov 13:00 CET\nCatania · 22 Nov 14:05 CET"
+        );
+        e.state = AlertState::Cleared;
+        assert!(alert(&e, "UTC", Units::Metric).contains(": fresh weather data again\n"));
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct Reading<'a> {
     pub observed_ms: i64,
     /// Young enough to decide anything.
     pub fresh: bool,
+    /// Older than `weather.stale_after`: the place has no fresh data (`no_data`).
+    pub no_data: bool,
 }
 
 /// Whether `kind` is violated by `c`, given whether it was violated before (for
@@ -59,6 +61,8 @@ pub fn violated(
             .snow
             .then(|| precipitation(&[c.snowfall_cm], c, SNOW_CODES))?,
         Kind::Ice => sub.ice.then(|| precipitation(&[], c, ICE_CODES))?,
+        // Decided by the reading's age, in `evaluate`.
+        Kind::NoData => None,
     }
 }
 
@@ -89,6 +93,7 @@ pub fn kinds(sub: &Subscription) -> Vec<Kind> {
     if sub.ice {
         k.push(Kind::Ice);
     }
+    k.push(Kind::NoData);
     k
 }
 
@@ -134,7 +139,7 @@ fn value_of(kind: Kind, c: &Conditions) -> Option<f64> {
         Kind::TooCold | Kind::TooHot => c.temperature_c,
         Kind::Rain => Some(c.rain_mm.unwrap_or(0.0) + c.showers_mm.unwrap_or(0.0)),
         Kind::Snow => c.snowfall_cm,
-        Kind::Ice => None,
+        Kind::Ice | Kind::NoData => None,
     }
     .filter(|v| matches!(kind, Kind::TooCold | Kind::TooHot) || *v > 0.0)
 }
@@ -146,7 +151,7 @@ fn condition_of(kind: Kind, c: &Conditions) -> Option<String> {
         Kind::Rain => RAIN_CODES,
         Kind::Snow => SNOW_CODES,
         Kind::Ice => ICE_CODES,
-        Kind::TooCold | Kind::TooHot => return None,
+        Kind::TooCold | Kind::TooHot | Kind::NoData => return None,
     };
     c.code_in(codes).map(|code| describe(code).to_owned())
 }
@@ -172,8 +177,15 @@ pub fn evaluate(
     let mut violated_now = Vec::new();
     for kind in kinds(sub) {
         let prev = states.get(&kind).copied().unwrap_or_default();
-        let observed = violated(sub, kind, c, prev.violated, hysteresis).filter(|_| reading.fresh);
-        let (next, flipped) = step(prev, observed, sub.for_observations, now);
+        // Old readings decide nothing, except that there is no fresh data.
+        let (observed, needed) = match kind {
+            Kind::NoData => (Some(reading.no_data), 1),
+            _ => (
+                violated(sub, kind, c, prev.violated, hysteresis).filter(|_| reading.fresh),
+                sub.for_observations,
+            ),
+        };
+        let (next, flipped) = step(prev, observed, needed, now);
         if next != prev {
             changes.push((sub.id, kind, next));
         }
@@ -200,6 +212,7 @@ pub fn evaluate(
                 condition: condition_of(kind, c),
                 temperature_c: c.temperature_c,
                 precipitation_mm: c.precipitation_mm,
+                observed_at: Some(rfc3339_ms(reading.observed_ms)),
                 started_at: rfc3339_ms(started_at),
                 at: rfc3339_ms(now),
                 notify: state == AlertState::Raised || sub.notify_on_clear,
@@ -260,6 +273,7 @@ mod tests {
             conditions: c,
             observed_ms: 0,
             fresh: true,
+            no_data: false,
         }
     }
 
@@ -482,6 +496,7 @@ mod tests {
             conditions: &hot,
             observed_ms: 0,
             fresh: false,
+            no_data: false,
         };
         let o = evaluate(&s, &HashMap::new(), &stale, 0.5, 1);
         assert!(o.events.is_empty() && o.changes.is_empty());
@@ -495,9 +510,39 @@ mod tests {
             conditions: &mild,
             observed_ms: 0,
             fresh: false,
+            no_data: false,
         };
         let o = evaluate(&s, &states, &stale, 0.5, 2);
         assert!(o.events.is_empty(), "old mild data does not clear");
         assert_eq!(o.state.violated, vec![Kind::TooHot]);
+    }
+
+    #[test]
+    fn no_fresh_data_is_told_once_and_its_return_too() {
+        let s = sub();
+        let mild = temp(Some(20.0));
+        let reading = |no_data: bool| Reading {
+            conditions: &mild,
+            observed_ms: 0,
+            fresh: !no_data,
+            no_data,
+        };
+        let mut states = HashMap::new();
+        let mut events = Vec::new();
+        for (i, no_data) in [false, true, true, true, false].into_iter().enumerate() {
+            let o = evaluate(&s, &states, &reading(no_data), 0.5, i as i64);
+            for (_, k, st) in o.changes {
+                states.insert(k, st);
+            }
+            events.extend(o.events.iter().map(|e| (i, e.constraint, e.state)));
+        }
+        assert_eq!(
+            events,
+            vec![
+                (1, Kind::NoData, AlertState::Raised),
+                (4, Kind::NoData, AlertState::Cleared)
+            ],
+            "for_observations does not delay it, and it is told once"
+        );
     }
 }

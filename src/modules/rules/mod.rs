@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +43,7 @@ pub async fn start(ctx: &ModuleCtx<'_>, cfg: &WeatherConfig) -> Result<JoinHandl
     );
     let hysteresis = cfg.hysteresis;
     let max_age_ms = cfg.max_observation_age().as_millis() as i64;
+    let stale_after = cfg.stale_after;
     let (client, session) = bus.client("rules", None);
     let observations = client.subscribe_to::<WeatherObserved>().await?;
     let changes = client.subscribe_to::<SubscriptionsChanged>().await?;
@@ -58,6 +59,7 @@ pub async fn start(ctx: &ModuleCtx<'_>, cfg: &WeatherConfig) -> Result<JoinHandl
         db,
         hysteresis,
         max_age_ms,
+        stale_after_ms: stale_after.as_millis().min(i64::MAX as u128) as i64,
         metrics,
     };
     Ok(tokio::spawn(rules.run(
@@ -74,6 +76,8 @@ struct Rules {
     hysteresis: f64,
     /// Readings older than this decide nothing.
     max_age_ms: i64,
+    /// Readings older than this mean the place has no fresh data.
+    stale_after_ms: i64,
     metrics: Arc<Metrics>,
 }
 
@@ -85,8 +89,19 @@ impl Rules {
         session: JoinHandle<()>,
         shutdown: CancellationToken,
     ) {
+        // Without new readings (the provider down) nothing else would notice that a
+        // place's data has grown old.
+        let every = (Duration::from_millis(self.stale_after_ms as u64) / 4)
+            .clamp(Duration::from_secs(1), Duration::from_secs(300));
+        let mut stale_check = tokio::time::interval(every);
+        stale_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = stale_check.tick() => {
+                    if let Err(e) = self.on_stale_check().await {
+                        tracing::error!(error = %e, "checking for places without fresh data failed");
+                    }
+                }
                 Some(obs) = observations.recv() => match obs {
                     Ok(obs) => {
                         if let Err(e) = self.on_observation(obs).await {
@@ -108,6 +123,20 @@ impl Rules {
         }
         self.client.disconnect().await;
         let _ = session.await;
+    }
+
+    /// Re-evaluates the places whose last reading arrived longer than `stale_after` ago
+    /// and whose users have not been told: their `no_data` is raised.
+    async fn on_stale_check(&self) -> Result<(), RulesError> {
+        let before = (now_ms() - self.stale_after_ms).div_euclid(1000);
+        let stale = self.db.subscriptions().stale_observations(before).await?;
+        for (cell, json, received_at) in stale {
+            if let Ok(conditions) = serde_json::from_str::<Conditions>(&json) {
+                self.evaluate_cell(cell, &conditions, received_at, None)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     async fn on_observation(&self, obs: WeatherObserved) -> Result<(), RulesError> {
@@ -146,6 +175,7 @@ impl Rules {
             conditions,
             observed_ms,
             fresh: now - observed_ms <= self.max_age_ms,
+            no_data: now - observed_ms > self.stale_after_ms,
         };
         // Timed: the evaluation itself, not the database or the bus around it.
         let started = Instant::now();
