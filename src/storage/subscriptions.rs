@@ -266,13 +266,16 @@ pub fn save_observation(
 }
 
 /// The latest conditions (JSON) and their time for a grid cell.
+/// A place's last stored reading: (grid cell, conditions JSON, received_at).
+pub type StoredReading = ((i64, i64), String, i64);
+
 /// The last readings, received before `before` (Unix seconds), of places where an enabled
 /// subscription has not been told yet that its data is old: (cell, conditions JSON,
 /// received_at).
 pub fn stale_observations(
     conn: &Connection,
     before: i64,
-) -> Result<Vec<((i64, i64), String, i64)>, StorageError> {
+) -> Result<Vec<StoredReading>, StorageError> {
     let mut stmt = conn.prepare_cached(
         "SELECT o.cell_lat, o.cell_lon, o.conditions, o.received_at FROM observations o
          WHERE o.received_at < ?1 AND EXISTS (
@@ -386,7 +389,7 @@ impl Subscriptions<'_> {
     pub async fn stale_observations(
         &self,
         before: i64,
-    ) -> Result<Vec<((i64, i64), String, i64)>, StorageError> {
+    ) -> Result<Vec<StoredReading>, StorageError> {
         self.0
             .call(move |conn| stale_observations(conn, before))
             .await
@@ -448,17 +451,23 @@ pub fn statuses_of_user(
     user_id: i64,
 ) -> Result<Vec<StoredStatus>, StorageError> {
     let tx = conn.transaction()?;
+    let out = statuses_in(&tx, user_id)?;
+    tx.commit()?;
+    Ok(out)
+}
+
+/// [`statuses_of_user`] inside a transaction the caller holds.
+pub fn statuses_in(conn: &Connection, user_id: i64) -> Result<Vec<StoredStatus>, StorageError> {
     let mut out = Vec::new();
-    for s in of_user(&tx, user_id)? {
-        let violated = violated_kinds(&tx, s.id)?;
-        let latest = latest_observation(&tx, (cell(s.lat), cell(s.lon)))?;
+    for s in of_user(conn, user_id)? {
+        let violated = violated_kinds(conn, s.id)?;
+        let latest = latest_observation(conn, (cell(s.lat), cell(s.lon)))?;
         out.push(StoredStatus {
             subscription: s,
             violated,
             latest,
         });
     }
-    tx.commit()?;
     Ok(out)
 }
 

@@ -7,7 +7,10 @@ use rusqlite::Connection;
 
 use super::StorageError;
 use super::meta::set_telegram_offset;
-use super::notify::{NewDelivery, insert_deliveries, set_chat, take_link_code, unlink_chat};
+use super::notify::{
+    NewDelivery, accounts_of_chat, insert_deliveries, set_chat, take_link_code, unlink_chat,
+};
+use super::subscriptions::{StoredStatus, statuses_in};
 
 /// The typed operations on the Telegram chat commands that link accounts, each in its own transaction (`db.telegram_link()`).
 pub struct TelegramLink<'a>(pub(in crate::storage) &'a super::Db);
@@ -21,6 +24,9 @@ pub enum LinkRequest {
     Hello,
     /// `/stop`: unlink every account from the chat.
     Unlink,
+    /// `/weather` (every subscription) or `/alerts` (only what is active): the state of
+    /// the linked accounts' subscriptions.
+    Status { alerts_only: bool },
 }
 
 /// One update of a batch; `request` is `None` for anything that is not a command
@@ -33,12 +39,30 @@ pub struct LinkUpdate {
 }
 
 /// What applying a request did, for the reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum LinkOutcome {
-    Linked { user_id: i64, username: String },
+    Linked {
+        user_id: i64,
+        username: String,
+    },
     UnknownCode,
     Hello,
-    Unlinked { usernames: Vec<String> },
+    Unlinked {
+        usernames: Vec<String>,
+    },
+    /// The linked accounts (none: the chat is not linked) with their subscriptions.
+    Status {
+        accounts: Vec<ChatAccount>,
+    },
+}
+
+/// An account linked to a chat, as `/weather` and `/alerts` show it.
+#[derive(Debug, Clone)]
+pub struct ChatAccount {
+    pub username: String,
+    pub units: String,
+    pub timezone: String,
+    pub subscriptions: Vec<StoredStatus>,
 }
 
 /// Applies `updates` and stores the next offset, in one transaction. `reply` turns an
@@ -68,6 +92,20 @@ pub fn apply_link_updates(
             LinkRequest::Hello => LinkOutcome::Hello,
             LinkRequest::Unlink => LinkOutcome::Unlinked {
                 usernames: unlink_chat(&tx, u.chat, now_ms)?,
+            },
+            // Only a chat that proved it belongs to an account learns anything.
+            LinkRequest::Status { .. } => LinkOutcome::Status {
+                accounts: accounts_of_chat(&tx, u.chat)?
+                    .into_iter()
+                    .map(|(id, username, units, timezone)| {
+                        Ok(ChatAccount {
+                            username,
+                            units,
+                            timezone,
+                            subscriptions: statuses_in(&tx, id)?,
+                        })
+                    })
+                    .collect::<Result<_, StorageError>>()?,
             },
         };
         replies.push(reply(u, &outcome));

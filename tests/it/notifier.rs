@@ -656,3 +656,74 @@ async fn journal_entries_the_notifier_never_saw_are_sent_after_a_restart() {
         .unwrap();
     assert_eq!(handled, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_answers_weather_and_alerts_to_linked_chats_only() {
+    let tg = FakeTelegram::start().await;
+    let weather = FakeWeather::start().await;
+    weather.set_temp(Some(1.5));
+    let wurl = weather.url();
+    let t = app_with(&tg, |c| {
+        c.telegram.link = true;
+        c.telegram.poll_timeout = Duration::from_secs(2);
+        c.weather.open_meteo_url = wurl;
+    })
+    .await;
+    let (token, id) = user(&t, "alice", Some(4242)).await;
+    let mut mqtt = MqttClient::connect(mqtt_options(
+        t.mqtt.unwrap(),
+        "alice-alerts",
+        Some(("alice", &token)),
+    ))
+    .await;
+    mqtt.subscribe(&format!("meteomesh/v1/users/{id}/alerts"), QoS::AtLeastOnce)
+        .await;
+    for body in [
+        json!({"label": "home", "min_temp": 3, "place": {"name": "Catania", "lat": 37.49, "lon": 15.07}}),
+        json!({"label": "<b>cabin</b>", "max_temp": 30, "place": {"name": "Etna", "lat": 37.75, "lon": 15.0}}),
+    ] {
+        let r = post_subscription(t.http, &token, &body.to_string()).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    poll_weather(t.http, &token).await;
+    // The rules have evaluated once the alert is out (and Telegram has it).
+    mqtt.next_publish(|t| t.ends_with("/alerts")).await;
+    tg.wait_until(WAIT, |s| s.sent.len() == 1).await;
+
+    tg.push_update(4242, "/weather");
+    tg.push_update(4242, "/alerts@meteomesh_bot");
+    // A chat that is not linked learns nothing.
+    tg.push_update(999, "/weather");
+    tg.wait_until(WAIT, |s| s.sent.len() == 4).await;
+    let sent = tg.sent();
+    let to = |chat: i64| -> Vec<&str> {
+        sent[1..]
+            .iter()
+            .filter(|m| m.chat_id == chat)
+            .map(|m| m.text.as_str())
+            .collect()
+    };
+    let linked = to(4242);
+    assert_eq!(linked.len(), 2, "{linked:?}");
+    let now = linked.iter().find(|t| t.starts_with("🌤")).unwrap();
+    assert!(
+        now.contains("• <b>home</b> — Catania: 1.5 °C, no precipitation, overcast (")
+            && now.contains(") ⚠️ too cold")
+            && now.contains("• <b>&lt;b&gt;cabin&lt;/b&gt;</b> — Etna: 1.5 °C"),
+        "{now}"
+    );
+    let active = linked.iter().find(|t| t.starts_with("⚠️")).unwrap();
+    assert_eq!(
+        *active,
+        "⚠️ <b>Active alerts</b>\n• <b>home</b> — Catania ⚠️ too cold"
+    );
+    let stranger = to(999);
+    assert_eq!(stranger.len(), 1);
+    assert!(
+        stranger[0].starts_with("This chat is not linked"),
+        "{}",
+        stranger[0]
+    );
+    assert!(!stranger[0].contains("Catania"));
+    t.app.shutdown().await.unwrap();
+}

@@ -1,6 +1,7 @@
 //! Owns linking Telegram chats to accounts: long-polls `getUpdates` and answers
 //! `/start <code>` (links the chat to the account that issued the code), `/start`
-//! (explains how), `/stop` (unlinks). Each batch of updates is applied with its replies
+//! (explains how), `/stop` (unlinks), and, to linked chats only, `/weather` (each
+//! subscription now) and `/alerts` (what is active). Each batch of updates is applied with its replies
 //! and the new offset in one transaction (`storage::telegram_link`), so an update is
 //! acted on once even across a crash; replies go through the outbox like everything else.
 
@@ -116,6 +117,8 @@ enum PollError {
 enum Command<'a> {
     Start(Option<&'a str>),
     Stop,
+    Weather,
+    Alerts,
 }
 
 fn command(text: &str) -> Option<Command<'_>> {
@@ -125,6 +128,8 @@ fn command(text: &str) -> Option<Command<'_>> {
     match head {
         "/start" => Some(Command::Start(words.next())),
         "/stop" => Some(Command::Stop),
+        "/weather" => Some(Command::Weather),
+        "/alerts" => Some(Command::Alerts),
         _ => None,
     }
 }
@@ -147,6 +152,8 @@ fn link_requests(updates: &[Update]) -> Vec<LinkUpdate> {
                         },
                         Command::Start(None) => LinkRequest::Hello,
                         Command::Stop => LinkRequest::Unlink,
+                        Command::Weather => LinkRequest::Status { alerts_only: false },
+                        Command::Alerts => LinkRequest::Status { alerts_only: true },
                     }),
             }
         })
@@ -155,7 +162,12 @@ fn link_requests(updates: &[Update]) -> Vec<LinkUpdate> {
 
 /// The outbox row answering one update.
 fn reply_notice(u: &LinkUpdate, outcome: &LinkOutcome, now: i64) -> NewDelivery {
-    let (user, text) = reply(outcome);
+    let (user, text) = match (outcome, &u.request) {
+        (LinkOutcome::Status { accounts }, Some(LinkRequest::Status { alerts_only })) => {
+            (None, super::render::chat_status(accounts, *alerts_only))
+        }
+        _ => reply(outcome),
+    };
     super::notice(format!("update:{}", u.update_id), user, u.chat, text, now)
 }
 
@@ -181,6 +193,7 @@ fn reply(outcome: &LinkOutcome) -> (Option<i64>, String) {
             None,
             "This chat is not linked to any meteomesh account.".to_owned(),
         ),
+        LinkOutcome::Status { accounts } => (None, super::render::chat_status(accounts, false)),
         LinkOutcome::Unlinked { usernames } => {
             let names: Vec<String> = usernames
                 .iter()

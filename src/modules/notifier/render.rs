@@ -6,7 +6,11 @@
 use crate::contract::{AlertEvent, AlertState, SlaEvent, SlaState, WeatherNotice};
 use crate::domain::subscription::Kind;
 pub use crate::domain::text::escape;
+use crate::domain::time::rfc3339_ms;
 use crate::domain::user::Units;
+use crate::domain::weather::{Conditions, describe};
+use crate::storage::subscriptions::StoredStatus;
+use crate::storage::telegram_link::ChatAccount;
 
 /// Telegram's limit for one message.
 pub const MAX_CHARS: usize = 4096;
@@ -224,6 +228,91 @@ pub fn fit(text: String) -> String {
     }
     out.push_str("\n…");
     out
+}
+
+/// `/weather` (every subscription with its place's last reading) or `/alerts` (only
+/// the active ones) for the accounts linked to a chat; none means the chat is not linked.
+pub fn chat_status(accounts: &[ChatAccount], alerts_only: bool) -> String {
+    if accounts.is_empty() {
+        return "This chat is not linked to a meteomesh account. Open your account page, press “Link Telegram” and send the code here with /start.".to_owned();
+    }
+    let mut lines = vec![
+        if alerts_only {
+            "⚠️ <b>Active alerts</b>"
+        } else {
+            "🌤 <b>Weather now</b>"
+        }
+        .to_owned(),
+    ];
+    for a in accounts {
+        let units = Units::parse(&a.units).unwrap_or(Units::Metric);
+        if accounts.len() > 1 {
+            lines.push(format!("<b>{}</b>", escape(&a.username)));
+        }
+        let shown: Vec<&StoredStatus> = a
+            .subscriptions
+            .iter()
+            .filter(|s| !alerts_only || !s.violated.is_empty())
+            .collect();
+        if shown.is_empty() {
+            lines.push(
+                if alerts_only {
+                    "No active alerts."
+                } else {
+                    "No alerts set up yet."
+                }
+                .to_owned(),
+            );
+        }
+        for s in shown {
+            let sub = &s.subscription;
+            let mut line = format!("• <b>{}</b> — {}", name(&sub.label), name(&sub.place_name));
+            if !alerts_only {
+                let latest = s
+                    .latest
+                    .as_ref()
+                    .and_then(|(json, _)| serde_json::from_str::<Conditions>(json).ok());
+                line.push_str(&match latest {
+                    Some(c) => format!(": {}", reading(&c, &a.timezone, units)),
+                    None => ": not checked yet".to_owned(),
+                });
+            }
+            if !s.violated.is_empty() {
+                let kinds: Vec<&str> = s.violated.iter().map(|k| what(*k)).collect();
+                line.push_str(&format!(" ⚠️ {}", kinds.join(", ")));
+            }
+            lines.push(line);
+        }
+    }
+    fit(lines.join("\n"))
+}
+
+/// "3.0 °C, no precipitation, overcast (13:00)".
+fn reading(c: &Conditions, tz: &str, units: Units) -> String {
+    let mut parts: Vec<String> = c
+        .temperature_c
+        .map(|t| temperature(t, units))
+        .into_iter()
+        .collect();
+    if let Some(p) = c.precipitation_mm {
+        parts.push(if p > 0.0 {
+            amount(Kind::Rain, p, units)
+        } else {
+            "no precipitation".to_owned()
+        });
+    }
+    if let Some(code) = c.weather_code {
+        parts.push(describe(code).to_owned());
+    }
+    let mut text = if parts.is_empty() {
+        "unknown".to_owned()
+    } else {
+        parts.join(", ")
+    };
+    if let Some(ms) = c.observed_at_ms() {
+        text.push_str(&format!(" ({})", local(&rfc3339_ms(ms), tz, "%H:%M")));
+    }
+    text
 }
 
 /// The weather quota cannot carry every place at the configured interval (or can again).

@@ -63,6 +63,21 @@ pub fn set_chat(
     Ok(())
 }
 
+/// Accounts whose confirmed chat is `chat_id`: (id, username, units, time zone).
+pub fn accounts_of_chat(
+    conn: &Connection,
+    chat_id: i64,
+) -> Result<Vec<(i64, String, String, String)>, StorageError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, username, units, timezone FROM users
+         WHERE telegram_chat_id = ?1 AND telegram_chat_confirmed ORDER BY username",
+    )?;
+    let rows = stmt.query_map([chat_id], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Removes `chat_id` from every account linked to it; returns their usernames.
 pub fn unlink_chat(conn: &Connection, chat_id: i64, now: i64) -> Result<Vec<String>, StorageError> {
     let mut stmt = conn.prepare(
