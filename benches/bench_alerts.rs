@@ -91,6 +91,7 @@ async fn bench_alert_pipeline() {
                     rain: true,
                     snow: false,
                     ice: false,
+                    remind_hours: 0,
                     notify_on_clear: true,
                     for_observations: 1,
                     enabled: true,

@@ -16,6 +16,8 @@ pub fn user_alerts(user_id: i64) -> String {
 pub enum AlertState {
     Raised,
     Cleared,
+    /// Still violated: the subscription asked to be reminded every `remind_hours`.
+    Reminder,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,13 +56,14 @@ pub struct AlertEvent {
 }
 
 impl AlertEvent {
-    /// `{id}:{raised|cleared}`: names this event (not the episode) across duplicates.
+    /// `{id}:{raised|cleared}` (`{id}:reminder:{at}`): names this event (not the
+    /// episode) across duplicates.
     pub fn key(&self) -> String {
-        let state = match self.state {
-            AlertState::Raised => "raised",
-            AlertState::Cleared => "cleared",
-        };
-        format!("{}:{state}", self.id)
+        match self.state {
+            AlertState::Raised => format!("{}:raised", self.id),
+            AlertState::Cleared => format!("{}:cleared", self.id),
+            AlertState::Reminder => format!("{}:reminder:{}", self.id, self.at),
+        }
     }
 }
 

@@ -22,6 +22,8 @@ pub struct Subscription {
     pub rain: bool,
     pub snow: bool,
     pub ice: bool,
+    /// Remind the user every this many hours while a constraint holds (0: never).
+    pub remind_hours: u32,
     pub notify_on_clear: bool,
     pub for_observations: u32,
     pub enabled: bool,
@@ -77,4 +79,6 @@ pub struct ConstraintState {
     pub since: Option<i64>,
     /// Consecutive observations that disagree with `violated` (towards a change).
     pub streak: u32,
+    /// When the user was last reminded that it still holds (Unix milliseconds).
+    pub reminded_at: Option<i64>,
 }

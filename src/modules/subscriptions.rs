@@ -61,6 +61,9 @@ pub struct SubscriptionInput {
     /// Freezing drizzle, freezing rain or sleet.
     #[serde(default)]
     pub ice: bool,
+    /// Remind every this many hours while a constraint holds (0: never; at most 168).
+    #[serde(default)]
+    pub remind_hours: u32,
     #[serde(default = "yes")]
     pub notify_on_clear: bool,
     /// Consecutive observations before an alert is raised or cleared.
@@ -102,6 +105,7 @@ pub struct SubscriptionView {
     pub rain: bool,
     pub snow: bool,
     pub ice: bool,
+    pub remind_hours: u32,
     pub notify_on_clear: bool,
     pub for_observations: u32,
     pub enabled: bool,
@@ -149,6 +153,7 @@ impl SubscriptionView {
             rain: s.rain,
             snow: s.snow,
             ice: s.ice,
+            remind_hours: s.remind_hours,
             notify_on_clear: s.notify_on_clear,
             for_observations: s.for_observations,
             enabled: s.enabled,
@@ -234,6 +239,12 @@ pub fn validate(input: &SubscriptionInput, user: &User) -> Result<Subscription, 
             "set at least one of min_temp, max_temp, rain, snow, ice",
         ));
     }
+    if input.remind_hours > 168 {
+        errors.push(FieldError::new(
+            "remind_hours",
+            "must be between 0 (never) and 168 (a week)",
+        ));
+    }
     if !(1..=10).contains(&input.for_observations) {
         errors.push(FieldError::new(
             "for_observations",
@@ -257,6 +268,7 @@ pub fn validate(input: &SubscriptionInput, user: &User) -> Result<Subscription, 
         rain: input.rain,
         snow: input.snow,
         ice: input.ice,
+        remind_hours: input.remind_hours,
         notify_on_clear: input.notify_on_clear,
         for_observations: input.for_observations,
         enabled: input.enabled,

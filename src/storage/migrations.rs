@@ -304,6 +304,11 @@ const MIGRATIONS: &[M<'static>] = &[
         DROP TABLE alert_state;
         ALTER TABLE alert_state_v13 RENAME TO alert_state;",
     ),
+    // 14: reminders while a constraint holds (0 = never), and when the last one went.
+    M::up(
+        "ALTER TABLE subscriptions ADD COLUMN remind_hours INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE alert_state ADD COLUMN reminded_at INTEGER;",
+    ),
 ];
 
 /// The schema version this binary writes.

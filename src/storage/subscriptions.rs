@@ -12,7 +12,7 @@ pub struct Subscriptions<'a>(pub(in crate::storage) &'a super::Db);
 
 const COLUMNS: &str = "id, user_id, label, place_name, latitude, longitude, timezone, min_temp_c, \
      max_temp_c, rain, snow, notify_on_clear, for_observations, enabled, created_at, updated_at, \
-     ice";
+     ice, remind_hours";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Subscription> {
     Ok(Subscription {
@@ -33,6 +33,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Subscription> {
         created_at: r.get(14)?,
         updated_at: r.get(15)?,
         ice: r.get(16)?,
+        remind_hours: r.get(17)?,
     })
 }
 
@@ -55,8 +56,9 @@ pub fn insert(
     tx.execute(
         "INSERT INTO subscriptions (user_id, label, place_name, latitude, longitude, cell_lat,
              cell_lon, timezone, min_temp_c, max_temp_c, rain, snow, notify_on_clear,
-             for_observations, enabled, created_at, updated_at, ice)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17)",
+             for_observations, enabled, created_at, updated_at, ice, remind_hours)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17,
+                 ?18)",
         params![
             s.user_id,
             s.label,
@@ -74,7 +76,8 @@ pub fn insert(
             s.for_observations,
             s.enabled,
             s.created_at,
-            s.ice
+            s.ice,
+            s.remind_hours
         ],
     )?;
     let id = tx.last_insert_rowid();
@@ -91,7 +94,7 @@ pub fn update(conn: &mut Connection, s: &Subscription) -> Result<(), StorageErro
         "UPDATE subscriptions SET label = ?2, place_name = ?3, latitude = ?4, longitude = ?5,
              cell_lat = ?6, cell_lon = ?7, timezone = ?8, min_temp_c = ?9, max_temp_c = ?10,
              rain = ?11, snow = ?12, notify_on_clear = ?13, for_observations = ?14,
-             enabled = ?15, updated_at = ?16, ice = ?17
+             enabled = ?15, updated_at = ?16, ice = ?17, remind_hours = ?18
          WHERE id = ?1",
         params![
             s.id,
@@ -110,7 +113,8 @@ pub fn update(conn: &mut Connection, s: &Subscription) -> Result<(), StorageErro
             s.for_observations,
             s.enabled,
             s.updated_at,
-            s.ice
+            s.ice,
+            s.remind_hours
         ],
     )?;
     tx.execute("DELETE FROM alert_state WHERE subscription_id = ?1", [s.id])?;
@@ -167,7 +171,8 @@ pub fn in_cell(
         .query_map([cell_lat, cell_lon], from_row)?
         .collect::<Result<_, _>>()?;
     let mut states = conn.prepare(
-        "SELECT kind, violated, since, streak FROM alert_state WHERE subscription_id = ?1",
+        "SELECT kind, violated, since, streak, reminded_at FROM alert_state
+         WHERE subscription_id = ?1",
     )?;
     let mut out = Vec::with_capacity(subs.len());
     for s in subs {
@@ -180,6 +185,7 @@ pub fn in_cell(
                         violated: r.get(1)?,
                         since: r.get(2)?,
                         streak: r.get(3)?,
+                        reminded_at: r.get(4)?,
                     },
                 ))
             })?
@@ -204,13 +210,21 @@ pub fn save_states(
     super::notify::record_alerts(&tx, events)?;
     {
         let mut stmt = tx.prepare(
-            "INSERT INTO alert_state (subscription_id, kind, violated, since, streak)
-             VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO alert_state (subscription_id, kind, violated, since, streak, reminded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (subscription_id, kind) DO UPDATE SET
-                 violated = excluded.violated, since = excluded.since, streak = excluded.streak",
+                 violated = excluded.violated, since = excluded.since, streak = excluded.streak,
+                 reminded_at = excluded.reminded_at",
         )?;
         for (id, kind, st) in changes {
-            stmt.execute(params![id, kind.as_str(), st.violated, st.since, st.streak])?;
+            stmt.execute(params![
+                id,
+                kind.as_str(),
+                st.violated,
+                st.since,
+                st.streak,
+                st.reminded_at
+            ])?;
         }
     }
     tx.commit()?;

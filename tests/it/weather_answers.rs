@@ -372,3 +372,56 @@ async fn users_are_told_once_when_their_place_has_no_fresh_data_and_when_it_retu
     assert_eq!(event(&back), ("no_data", "cleared"), "{back}");
     t.app.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_while_a_constraint_holds() {
+    let fake = FakeWeather::start().await;
+    let t = app_with(&fake, |_| {}).await;
+    let (token, id) = register(t.http, "alice", PW).await;
+    let sub = subscribe(
+        &t,
+        &token,
+        json!({"place": {"lat": 38.1, "lon": 13.36}, "max_temp": 30, "remind_hours": 1}),
+    )
+    .await;
+    assert_eq!(sub["remind_hours"], 1);
+    let sid = sub["id"].as_i64().unwrap();
+    let mut alerts = alerts_of(&t, "alice", &token, id).await;
+    fake.set_temp(Some(35.0));
+    poll_weather(t.http, &token).await;
+    let raised = next_alert(&mut alerts).await;
+    assert_eq!(event(&raised), ("too_hot", "raised"));
+    // Two hours pass since the last word (the stored state says so) and it is still hot:
+    // one reminder.
+    let two_hours_ago = jiff::Timestamp::now().as_millisecond() - 2 * 3_600_000;
+    with_connection(&t.db_path(), |c| {
+        c.execute(
+            "UPDATE alert_state SET reminded_at = ?1
+             WHERE subscription_id = ?2 AND kind = 'too_hot'",
+            rusqlite::params![two_hours_ago, sid],
+        )?;
+        Ok(())
+    })
+    .unwrap();
+    poll_weather(t.http, &token).await;
+    let reminder = next_alert(&mut alerts).await;
+    assert_eq!(event(&reminder), ("too_hot", "reminder"), "{reminder}");
+    assert_eq!(reminder["id"], raised["id"], "the same episode");
+    assert_eq!(reminder["notify"], true);
+    // Not again within the hour; the clear is the next event.
+    poll_weather(t.http, &token).await;
+    fake.set_temp(Some(20.0));
+    poll_weather(t.http, &token).await;
+    let cleared = next_alert(&mut alerts).await;
+    assert_eq!(event(&cleared), ("too_hot", "cleared"), "{cleared}");
+    // Validated: at most a week.
+    let r = post_subscription(
+        t.http,
+        &token,
+        &json!({"place": {"lat": 1, "lon": 1}, "rain": true, "remind_hours": 169}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("remind_hours"), "{}", r.body);
+    t.app.shutdown().await.unwrap();
+}

@@ -437,6 +437,7 @@ pub async fn alerts_submit(
                 rain: field(&form, "rain") == "on",
                 snow: field(&form, "snow") == "on",
                 ice: field(&form, "ice") == "on",
+                remind_hours: 0,
                 notify_on_clear: true,
                 for_observations: 1,
                 enabled: true,

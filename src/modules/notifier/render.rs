@@ -57,6 +57,13 @@ fn what(kind: Kind) -> &'static str {
 fn headline(e: &AlertEvent) -> String {
     let what = what(e.constraint);
     match (e.state, e.condition.as_deref()) {
+        (AlertState::Reminder, _) => {
+            let raised = AlertEvent {
+                state: AlertState::Raised,
+                ..e.clone()
+            };
+            format!("still {}", headline(&raised))
+        }
         (AlertState::Cleared, _) if e.constraint == Kind::NoData => {
             "fresh weather data again".to_owned()
         }
@@ -112,6 +119,7 @@ pub fn alert(e: &AlertEvent, tz: &str, units: Units) -> String {
     let icon = match e.state {
         AlertState::Raised => "⚠️",
         AlertState::Cleared => "✅",
+        AlertState::Reminder => "🔁",
     };
     let mut text = format!("{icon} <b>{}</b>: {}", name(&e.label), headline(e));
     let lines: Vec<String> = if e.constraint == Kind::NoData {
@@ -121,9 +129,12 @@ pub fn alert(e: &AlertEvent, tz: &str, units: Units) -> String {
             .map(|at| format!("last reading {}", local(at, tz, "%-d %b %H:%M %Z")))
             .collect()
     } else {
+        let since = (e.state == AlertState::Reminder)
+            .then(|| format!("since {}", local(&e.started_at, tz, "%-d %b %H:%M")));
         detail(e, units)
             .into_iter()
             .chain(now_line(e, units))
+            .chain(since)
             .collect()
     };
     for line in lines {
@@ -439,6 +450,17 @@ mod tests {
         );
         e.state = AlertState::Cleared;
         assert!(alert(&e, "UTC", Units::Metric).contains(": fresh weather data again\n"));
+    }
+
+    #[test]
+    fn a_reminder_says_it_still_holds_and_since_when() {
+        let mut e = event(AlertState::Reminder);
+        e.temperature_c = Some(1.5);
+        assert_eq!(
+            alert(&e, "Europe/Rome", Units::Metric),
+            "🔁 <b>Home &lt;&amp; &quot;garden&quot;&gt;</b>: still too cold\n\
+             1.5 °C (minimum 3.0 °C)\nNow 1.5 °C\nsince 22 Nov 14:00\nCatania · 22 Nov 14:05 CET"
+        );
     }
 
     #[test]

@@ -120,6 +120,7 @@ pub fn step(
             violated: true,
             since: Some(now),
             streak: 0,
+            reminded_at: None,
         };
         (next, Some(AlertState::Raised))
     } else {
@@ -127,6 +128,7 @@ pub fn step(
             violated: false,
             since: prev.since,
             streak: 0,
+            reminded_at: None,
         };
         (next, Some(AlertState::Cleared))
     }
@@ -185,7 +187,22 @@ pub fn evaluate(
                 sub.for_observations,
             ),
         };
-        let (next, flipped) = step(prev, observed, needed, now);
+        let (mut next, mut flipped) = step(prev, observed, needed, now);
+        // Still holding on a fresh reading: remind when the subscription asks for it.
+        let remind_ms = i64::from(sub.remind_hours) * 3_600_000;
+        if flipped.is_none()
+            && next.violated
+            && observed == Some(true)
+            && kind != Kind::NoData
+            && remind_ms > 0
+            && next
+                .reminded_at
+                .or(next.since)
+                .is_some_and(|last| now - last >= remind_ms)
+        {
+            next.reminded_at = Some(now);
+            flipped = Some(AlertState::Reminder);
+        }
         if next != prev {
             changes.push((sub.id, kind, next));
         }
@@ -215,7 +232,7 @@ pub fn evaluate(
                 observed_at: Some(rfc3339_ms(reading.observed_ms)),
                 started_at: rfc3339_ms(started_at),
                 at: rfc3339_ms(now),
-                notify: state == AlertState::Raised || sub.notify_on_clear,
+                notify: state != AlertState::Cleared || sub.notify_on_clear,
             });
         }
     }
@@ -253,6 +270,7 @@ mod tests {
             rain: true,
             snow: true,
             ice: false,
+            remind_hours: 0,
             notify_on_clear: true,
             for_observations: 1,
             enabled: true,
@@ -543,6 +561,48 @@ mod tests {
                 (4, Kind::NoData, AlertState::Cleared)
             ],
             "for_observations does not delay it, and it is told once"
+        );
+    }
+
+    #[test]
+    fn reminders_while_it_holds_and_not_after() {
+        let mut s = sub();
+        s.remind_hours = 2;
+        let hour = 3_600_000;
+        let mut states = HashMap::new();
+        let mut got = Vec::new();
+        for (at, t) in [
+            (0, 40.0),
+            (hour, 40.0),
+            (2 * hour, 40.0),
+            (3 * hour, 40.0),
+            (4 * hour, 41.0),
+            (5 * hour, 20.0),
+            (8 * hour, 20.0),
+        ] {
+            let c = temp(Some(t));
+            let o = evaluate(&s, &states, &fresh(&c), 0.5, at);
+            for (_, k, st) in o.changes {
+                states.insert(k, st);
+            }
+            got.extend(o.events.iter().map(|e| (at / hour, e.state, e.key())));
+        }
+        assert_eq!(
+            got,
+            vec![
+                (0, AlertState::Raised, "1-too_hot-0:raised".into()),
+                (
+                    2,
+                    AlertState::Reminder,
+                    format!("1-too_hot-0:reminder:{}", rfc3339_ms(2 * hour))
+                ),
+                (
+                    4,
+                    AlertState::Reminder,
+                    format!("1-too_hot-0:reminder:{}", rfc3339_ms(4 * hour))
+                ),
+                (5, AlertState::Cleared, "1-too_hot-0:cleared".into()),
+            ]
         );
     }
 }

@@ -212,11 +212,11 @@ impl Rules {
         }
         for (user_id, outcome) in outcomes {
             for event in &outcome.events {
-                let counter = match event.state {
-                    AlertState::Raised => &self.metrics.alerts.raised,
-                    AlertState::Cleared => &self.metrics.alerts.cleared,
-                };
-                counter.inc();
+                match event.state {
+                    AlertState::Raised => self.metrics.alerts.raised.inc(),
+                    AlertState::Cleared => self.metrics.alerts.cleared.inc(),
+                    AlertState::Reminder => {}
+                }
                 self.client
                     .publish(&contract::user_alerts(user_id), event)
                     .await?;
