@@ -111,6 +111,9 @@ pub struct SubscriptionView {
     pub enabled: bool,
     /// MQTT topic of the retained current state.
     pub state_topic: String,
+    /// The current state (in lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateView>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -158,6 +161,7 @@ impl SubscriptionView {
             for_observations: s.for_observations,
             enabled: s.enabled,
             state_topic: crate::contract::subscription_state(s.user_id, s.id),
+            state: None,
         }
     }
 }
@@ -283,8 +287,30 @@ pub struct SubscriptionStatus {
     pub subscription: Subscription,
     pub violated: Vec<Kind>,
     pub conditions: Option<crate::domain::weather::Conditions>,
-    /// Unix seconds of the latest observation of its place.
+    /// Unix seconds when the latest reading of its place was observed.
     pub observed_at: Option<i64>,
+}
+
+/// What the API shows of a subscription's state (in `GET /api/v1/subscriptions`).
+#[derive(Debug, Clone, Serialize)]
+pub struct StateView {
+    pub violated: Vec<Kind>,
+    /// RFC 3339: when the latest reading of its place was observed.
+    pub observed_at: Option<String>,
+    pub age_seconds: Option<i64>,
+}
+
+impl StateView {
+    pub fn new(s: &SubscriptionStatus) -> StateView {
+        StateView {
+            violated: s.violated.clone(),
+            observed_at: s
+                .observed_at
+                .and_then(|t| jiff::Timestamp::from_second(t).ok())
+                .map(|t| t.to_string()),
+            age_seconds: s.observed_at.map(|t| (system_now() - t).max(0)),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -373,11 +399,6 @@ impl SubscriptionService {
         Ok(stored)
     }
 
-    pub async fn list(&self, user: &User) -> Result<Vec<Subscription>, SubscriptionError> {
-        let id = user.id;
-        Ok(self.inner.db.subscriptions().of_user(id).await?)
-    }
-
     /// The user's subscriptions with their violated constraints and latest conditions.
     pub async fn list_with_status(
         &self,
@@ -393,7 +414,16 @@ impl SubscriptionService {
             .into_iter()
             .map(|s| {
                 let (conditions, observed_at) = match s.latest {
-                    Some((json, at)) => (serde_json::from_str(&json).ok(), Some(at)),
+                    Some((json, at)) => {
+                        let c: Option<crate::domain::weather::Conditions> =
+                            serde_json::from_str(&json).ok();
+                        // The provider's own time when it says; else when it arrived.
+                        let observed = c
+                            .as_ref()
+                            .and_then(|c| c.observed_at_ms())
+                            .map_or(at, |ms| ms.div_euclid(1000));
+                        (c, Some(observed))
+                    }
                     None => (None, None),
                 };
                 SubscriptionStatus {

@@ -409,10 +409,6 @@ impl Subscriptions<'_> {
             .await
     }
 
-    pub async fn of_user(&self, user_id: i64) -> Result<Vec<Subscription>, StorageError> {
-        self.0.call(move |conn| of_user(conn, user_id)).await
-    }
-
     pub async fn save_observation(
         &self,
         (cell_lat, cell_lon): (i64, i64),

@@ -263,6 +263,21 @@ async fn a_new_subscription_is_not_alerted_from_old_data() {
         (("too_hot", "raised"), Some(33.0))
     );
     assert_eq!(raised["label"], "hot");
+    // The API lists each subscription with its state and the reading's time and age.
+    let r = api(t.http, "GET", "/api/v1/subscriptions", Some(&token), "").await;
+    let listed = r.json();
+    let hot_state = &listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["label"] == "hot")
+        .unwrap()["state"];
+    assert_eq!(hot_state["violated"], json!(["too_hot"]), "{listed}");
+    assert!(hot_state["observed_at"].as_str().is_some(), "{listed}");
+    assert!(
+        (0..1000).contains(&hot_state["age_seconds"].as_i64().unwrap()),
+        "{listed}"
+    );
     t.app.shutdown().await.unwrap();
 }
 

@@ -468,7 +468,11 @@ async fn my_alerts_page_needs_a_session_and_a_csrf_token() {
 async fn a_place_picked_from_the_search_keeps_its_region_and_country() {
     let fake = common::fake_weather::FakeWeather::start().await;
     let url = fake.url();
-    let t = TestApp::start_with(|c| c.weather.geocoding_url = url).await;
+    let t = TestApp::start_with(|c| {
+        c.weather.geocoding_url = url.clone();
+        c.weather.open_meteo_url = url;
+    })
+    .await;
     let mut b = Browser::new(t.http);
     b.get("/register").await;
     let csrf = b.csrf();
@@ -504,6 +508,32 @@ async fn a_place_picked_from_the_search_keeps_its_region_and_country() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("Catania, Sicily, Italy"));
     assert!(r.body.contains("ice (freezing rain, sleet)"), "{}", r.body);
+    // Once fetched, the card says when the reading was observed, in the user's zone, and
+    // how old it is.
+    let token = post_json(
+        t.http,
+        "/api/v1/auth/login",
+        &serde_json::json!({"username": "erin", "password": PW}).to_string(),
+    )
+    .await
+    .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    poll_weather(t.http, &token).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let page = b.get("/alerts").await.body;
+        if page.contains(", observed ") {
+            assert!(
+                page.contains(" min ago)") || page.contains("(just now)"),
+                "{page}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     t.app.shutdown().await.unwrap();
 }
 

@@ -11,7 +11,7 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiAdmin, ApiJson, ApiPath, ApiQuery, ApiUser};
 use crate::modules::poller::CycleReport;
-use crate::modules::subscriptions::{SubscriptionInput, SubscriptionView};
+use crate::modules::subscriptions::{StateView, SubscriptionInput, SubscriptionView};
 use crate::weather::PlaceCandidate;
 
 #[derive(Deserialize)]
@@ -42,10 +42,13 @@ pub async fn list(
     State(state): State<AppState>,
     ApiUser(auth): ApiUser,
 ) -> Result<Json<Vec<SubscriptionView>>, ApiError> {
-    let subs = state.subscriptions.list(&auth.user).await?;
+    let subs = state.subscriptions.list_with_status(&auth.user).await?;
     Ok(Json(
         subs.iter()
-            .map(|s| SubscriptionView::new(s, auth.user.units))
+            .map(|s| SubscriptionView {
+                state: Some(StateView::new(s)),
+                ..SubscriptionView::new(&s.subscription, auth.user.units)
+            })
             .collect(),
     ))
 }

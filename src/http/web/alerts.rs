@@ -12,6 +12,7 @@ use axum::response::IntoResponse;
 use super::html::{Field, Nav, alert, escape, page};
 use super::kit::{Page, SignedInForm, csrf, csrf_input, current_user, field};
 use crate::domain::subscription::Kind;
+use crate::domain::time::system_now;
 use crate::domain::user::Units;
 use crate::http::AppState;
 use crate::http::error::ApiError;
@@ -19,6 +20,7 @@ use crate::modules::auth::Authenticated;
 use crate::modules::subscriptions::{
     PlaceInput, SubscriptionError, SubscriptionInput, SubscriptionStatus, from_celsius,
 };
+use crate::storage::users::User;
 use crate::weather::PlaceCandidate;
 
 fn unit(u: Units) -> &'static str {
@@ -39,7 +41,8 @@ fn kind_label(k: Kind) -> &'static str {
     }
 }
 
-fn status_card(s: &SubscriptionStatus, units: Units, csrf: &str) -> String {
+fn status_card(s: &SubscriptionStatus, user: &User, csrf: &str) -> String {
+    let units = user.units;
     let sub = &s.subscription;
     let mut rules = Vec::new();
     if let Some(c) = sub.min_temp_c {
@@ -63,10 +66,18 @@ fn status_card(s: &SubscriptionStatus, units: Units, csrf: &str) -> String {
                 .temperature_c
                 .map(|t| format!("{} {}", from_celsius(t, units), unit(units)))
                 .unwrap_or_else(|| "unknown temperature".into());
+            // In the user's zone, with its age: an old reading is easy to spot.
+            let zone = jiff::tz::TimeZone::get(&user.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
             let when = jiff::Timestamp::from_second(at)
-                .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+                .map(|t| t.to_zoned(zone).strftime("%-d %b %H:%M %Z").to_string())
                 .unwrap_or_default();
-            format!("{temp}, checked {when}")
+            let minutes = (system_now() - at).max(0) / 60;
+            let age = match minutes {
+                0 => "just now".to_owned(),
+                m if m < 120 => format!("{m} min ago"),
+                m => format!("{} h ago", m / 60),
+            };
+            format!("{temp}, observed {when} ({age})")
         }
         _ => "not checked yet".into(),
     };
@@ -123,7 +134,7 @@ fn render(v: &View<'_>) -> String {
         );
     }
     for s in v.statuses {
-        out.push_str(&status_card(s, v.auth.user.units, v.csrf));
+        out.push_str(&status_card(s, &v.auth.user, v.csrf));
     }
     out
 }
