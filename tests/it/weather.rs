@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 const PW: &str = "correct-horse-1";
 
-async fn app_with(
+pub(crate) async fn app_with(
     fake: &FakeWeather,
     edit: impl FnOnce(&mut meteomesh::config::Config),
 ) -> TestApp {
@@ -29,7 +29,7 @@ async fn app_with(
     .await
 }
 
-async fn subscribe(t: &TestApp, token: &str, body: Value) -> Value {
+pub(crate) async fn subscribe(t: &TestApp, token: &str, body: Value) -> Value {
     let r = api(
         t.http,
         "POST",
@@ -47,7 +47,7 @@ async fn poll(t: &TestApp, admin: &str) -> Value {
 }
 
 /// An MQTT client logged in as the user, subscribed to their alerts.
-async fn alerts_of(t: &TestApp, user: &str, token: &str, id: i64) -> MqttClient {
+pub(crate) async fn alerts_of(t: &TestApp, user: &str, token: &str, id: i64) -> MqttClient {
     let mut c = MqttClient::connect(mqtt_options(
         t.mqtt.unwrap(),
         &format!("{user}-alerts"),
@@ -59,7 +59,7 @@ async fn alerts_of(t: &TestApp, user: &str, token: &str, id: i64) -> MqttClient 
     c
 }
 
-async fn next_alert(c: &mut MqttClient) -> Value {
+pub(crate) async fn next_alert(c: &mut MqttClient) -> Value {
     let p = c.next_publish(|t| t.ends_with("/alerts")).await;
     serde_json::from_slice(&p.payload).unwrap()
 }

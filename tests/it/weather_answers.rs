@@ -1,53 +1,17 @@
-//! The providers' real answers end to end: OpenWeatherMap's list of conditions, Open-Meteo
-//! readings that are partly unknown, without `current` or old, and the ice constraint —
-//! against the fakes, seen by a real MQTT client on the user's alert topic.
+//! Weather people can rely on, end to end against the fakes (real answer formats) and seen
+//! by a real MQTT client on the user's alert topic: OpenWeatherMap's list of conditions,
+//! Open-Meteo readings that are partly unknown, without `current` or old, the ice
+//! constraint, the quota warning to administrators, no fresh data, and reminders.
 
 use crate::common;
 
+use super::weather::{alerts_of, app_with, next_alert, subscribe};
 use common::fake_weather::{FakeWeather, current, interval_start};
 use common::*;
 use rumqttc::QoS;
 use serde_json::{Value, json};
 
 const PW: &str = "correct-horse-1";
-
-async fn app_with(
-    fake: &FakeWeather,
-    edit: impl FnOnce(&mut meteomesh::config::Config),
-) -> TestApp {
-    let url = fake.url();
-    TestApp::start_with(|c| {
-        c.weather.open_meteo_url = url.clone();
-        c.weather.geocoding_url = url.clone();
-        c.weather.openweathermap_url = url.clone();
-        edit(c);
-    })
-    .await
-}
-
-async fn subscribe(t: &TestApp, token: &str, body: Value) -> Value {
-    let r = post_subscription(t.http, token, &body.to_string()).await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    r.json()
-}
-
-/// An MQTT client logged in as the user, on their alert topic.
-async fn alerts_of(t: &TestApp, user: &str, token: &str, id: i64) -> MqttClient {
-    let mut c = MqttClient::connect(mqtt_options(
-        t.mqtt.unwrap(),
-        &format!("{user}-alerts"),
-        Some((user, token)),
-    ))
-    .await;
-    c.subscribe(&format!("meteomesh/v1/users/{id}/alerts"), QoS::AtLeastOnce)
-        .await;
-    c
-}
-
-async fn next_alert(c: &mut MqttClient) -> Value {
-    let p = c.next_publish(|t| t.ends_with("/alerts")).await;
-    serde_json::from_slice(&p.payload).unwrap()
-}
 
 fn event(v: &Value) -> (&str, &str) {
     (
