@@ -65,6 +65,21 @@ pub struct ChatAccount {
     pub subscriptions: Vec<StoredStatus>,
 }
 
+/// Replies to chat commands that may wait in the outbox for one chat; commands beyond
+/// are still acted on (a link, an unlink) but not answered, so a chat that floods the bot
+/// cannot grow the outbox (it is answered at the per-chat pace anyway).
+pub const MAX_PENDING_REPLIES: i64 = 3;
+
+/// Replies to commands of `chat` still waiting in the outbox.
+fn pending_replies(conn: &Connection, chat: i64) -> Result<i64, StorageError> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM outbox
+         WHERE chat_id = ?1 AND status = 'pending' AND key LIKE 'update:%'",
+        [chat],
+        |r| r.get(0),
+    )?)
+}
+
 /// Applies `updates` and stores the next offset, in one transaction. `reply` turns an
 /// update and its outcome into the message to queue. Returns how many were queued.
 pub fn apply_link_updates(
@@ -76,6 +91,7 @@ pub fn apply_link_updates(
     let tx = conn.transaction()?;
     let mut replies = Vec::new();
     let mut next = 0;
+    let mut waiting = std::collections::HashMap::new();
     for u in updates {
         next = next.max(u.update_id + 1);
         let Some(request) = &u.request else { continue };
@@ -108,7 +124,15 @@ pub fn apply_link_updates(
                     .collect::<Result<_, StorageError>>()?,
             },
         };
-        replies.push(reply(u, &outcome));
+        // The action always happens; the answer only while few wait for this chat.
+        let pending = match waiting.entry(u.chat) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(pending_replies(&tx, u.chat)?),
+        };
+        if *pending < MAX_PENDING_REPLIES {
+            *pending += 1;
+            replies.push(reply(u, &outcome));
+        }
     }
     let n = insert_deliveries(&tx, &replies)?;
     set_telegram_offset(&tx, next)?;

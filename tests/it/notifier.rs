@@ -727,3 +727,36 @@ async fn the_bot_answers_weather_and_alerts_to_linked_chats_only() {
     assert!(!stranger[0].contains("Catania"));
     t.app.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_flooding_the_bot_cannot_grow_the_outbox() {
+    let tg = FakeTelegram::start().await;
+    let t = app_with(&tg, |c| {
+        c.telegram.link = true;
+        c.telegram.poll_timeout = Duration::from_secs(2);
+    })
+    .await;
+    user(&t, "alice", Some(4242)).await;
+    // Telegram asks to wait: the replies stay queued while the test counts them.
+    tg.force(Forced::RateLimited(60));
+    for _ in 0..50 {
+        tg.push_update(999, "/weather");
+    }
+    tg.push_update(4242, "/alerts");
+    let last = 1000 + 51;
+    tg.wait_until(WAIT, |s| s.offsets_asked.iter().any(|o| *o >= last))
+        .await;
+    let queued = |chat: i64| {
+        with_connection(&t.db_path(), |c| {
+            Ok(c.query_row(
+                "SELECT count(*) FROM outbox WHERE chat_id = ?1 AND key LIKE 'update:%'",
+                [chat],
+                |r| r.get::<_, i64>(0),
+            )?)
+        })
+        .unwrap()
+    };
+    assert_eq!(queued(999), 3, "a flood is answered three times at most");
+    assert_eq!(queued(4242), 1, "and others are still answered");
+    t.app.shutdown().await.unwrap();
+}
