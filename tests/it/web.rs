@@ -508,6 +508,34 @@ async fn a_place_picked_from_the_search_keeps_its_region_and_country() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("Catania, Sicily, Italy"));
     assert!(r.body.contains("ice (freezing rain, sleet)"), "{}", r.body);
+    // Reminders: whole hours, 0 to 168; a wrong value is explained and kept.
+    let post_remind = |hours: &'static str| {
+        [
+            ("csrf", csrf.clone()),
+            ("action", "create".to_owned()),
+            ("place", picked.clone()),
+            ("rain", "on".to_owned()),
+            ("remind_hours", hours.to_owned()),
+        ]
+    };
+    for (hours, status, says) in [
+        ("two", 422, "Remind every must be a whole number of hours"),
+        ("200", 422, "Remind every must be between 0 (never) and 168"),
+        ("6", 200, "added."),
+    ] {
+        let fields = post_remind(hours);
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = b.post("/alerts", &fields, &[]).await;
+        assert_eq!(r.status, status, "{hours}: {}", r.body);
+        assert!(r.body.contains(says), "{hours}: {}", r.body);
+        if status == 422 {
+            assert!(
+                r.body.contains(&format!(r#"value="{hours}""#)),
+                "{}",
+                r.body
+            );
+        }
+    }
     // Once fetched, the card says when the reading was observed, in the user's zone, and
     // how old it is.
     let token = post_json(
@@ -520,6 +548,17 @@ async fn a_place_picked_from_the_search_keeps_its_region_and_country() {
         .as_str()
         .unwrap()
         .to_owned();
+    let listed = api(t.http, "GET", "/api/v1/subscriptions", Some(&token), "")
+        .await
+        .json();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["remind_hours"] == 6),
+        "{listed}"
+    );
     poll_weather(t.http, &token).await;
     let deadline = std::time::Instant::now() + WAIT;
     loop {

@@ -227,6 +227,7 @@ fn create_form(v: &View<'_>) -> String {
 <label class="choice"><input type="checkbox" name="rain" id="f-rain"{rain}> Alert on rain</label>
 <label class="choice"><input type="checkbox" name="snow" id="f-snow"{snow}> Alert on snow</label>
 <label class="choice"><input type="checkbox" name="ice" id="f-ice"{ice}> Alert on ice (freezing drizzle, freezing rain, sleet)</label>{cons}
+{remind}
 <button type="submit">Add alert</button></form></div>"#,
         csrf = csrf_input(v.csrf),
         q = escape(v.query),
@@ -247,6 +248,14 @@ fn create_form(v: &View<'_>) -> String {
             field(v.form, "max_temp")
         )
         .error(err("max_temp"))
+        .render(),
+        remind = Field::text(
+            "remind_hours",
+            "Remind every (hours)",
+            field(v.form, "remind_hours")
+        )
+        .error(err("remind_hours"))
+        .hint("Empty: only when it starts and when it ends.")
         .render(),
         rain = check("rain"),
         snow = check("snow"),
@@ -424,6 +433,16 @@ pub async fn alerts_submit(
                     _ => None,
                 },
             };
+            let remind_hours = match field(&form, "remind_hours").trim() {
+                "" => 0,
+                text => text.parse::<u32>().unwrap_or_else(|_| {
+                    errors.insert(
+                        "remind_hours".into(),
+                        "Remind every must be a whole number of hours, 0 to 168.".into(),
+                    );
+                    0
+                }),
+            };
             if place.is_none() {
                 errors.entry("general".into()).or_insert_with(|| {
                     "Search for a place and pick it, or give latitude and longitude.".into()
@@ -448,7 +467,7 @@ pub async fn alerts_submit(
                 rain: field(&form, "rain") == "on",
                 snow: field(&form, "snow") == "on",
                 ice: field(&form, "ice") == "on",
-                remind_hours: 0,
+                remind_hours,
                 notify_on_clear: true,
                 for_observations: 1,
                 enabled: true,
@@ -513,6 +532,7 @@ fn label(field: &str) -> &'static str {
         "label" => "Name",
         "constraints" => "Choose",
         "place.timezone" => "Time zone",
+        "remind_hours" => "Remind every",
         _ => "This field",
     }
 }
