@@ -233,7 +233,9 @@ async fn bench_alert_pipeline() {
             cell_lat: 1000,
             cell_lon: 1000,
             provider: "bench".into(),
-            received_at: 0,
+            // Now: an old reading would (rightly) decide nothing.
+            received_at: jiff::Timestamp::now().as_second(),
+            stretched_interval: 0,
             conditions: Conditions {
                 temperature_c: Some(temp),
                 ..Conditions::default()

@@ -42,6 +42,11 @@ pub struct WeatherObserved {
     pub provider: String,
     /// Unix seconds when meteomesh received it.
     pub received_at: i64,
+    /// Seconds between two fetches of each place when the provider's quota stretches
+    /// them past `weather.poll_interval`; 0 otherwise. A place is not "without fresh
+    /// data" before two such intervals have passed.
+    #[serde(default)]
+    pub stretched_interval: u64,
     pub conditions: crate::domain::weather::Conditions,
 }
 

@@ -159,6 +159,7 @@ pub async fn start(
         paused_until: None,
         resting_until: None,
         resting: 0,
+        stretched_interval: Duration::ZERO,
     };
     let task = tokio::spawn(poller.run(changes, command_rx, session, shutdown));
     Ok((PollerHandle { commands, health }, task))
@@ -188,6 +189,9 @@ struct Poller {
     resting_until: Option<Instant>,
     /// Cycles in a row whose requests failed after every retry (the rest grows with it).
     resting: u32,
+    /// The interval the quota stretches fetches to, when it is longer than the
+    /// configured one (zero otherwise).
+    stretched_interval: Duration,
 }
 
 /// Why a cycle runs.
@@ -314,6 +318,7 @@ impl Poller {
                 cell_lon: cell.1,
                 provider: self.provider.name().to_owned(),
                 received_at,
+                stretched_interval: self.stretched_interval.as_secs(),
                 conditions,
             };
             match self.client.publish(WEATHER_OBSERVED, &msg).await {
@@ -366,6 +371,11 @@ impl Poller {
         }
         h.interval_seconds = interval.as_secs();
         h.places_max = places_max;
+        self.stretched_interval = if interval > self.interval {
+            interval
+        } else {
+            Duration::ZERO
+        };
         h.quota_warning = warning.clone();
         turned.then(|| WeatherNotice {
             provider: self.provider.name().to_owned(),

@@ -28,6 +28,13 @@ pub struct Reading<'a> {
     pub no_data: bool,
 }
 
+/// The age (ms) past which a place has no fresh data: `weather.stale_after`, or two of
+/// the intervals the quota stretches fetches to — a place fetched every 3 hours is not
+/// "without data" after one.
+pub fn no_data_after(stale_after_ms: i64, stretched_ms: i64) -> i64 {
+    stale_after_ms.max(stretched_ms.saturating_mul(2))
+}
+
 /// Whether `kind` is violated by `c`, given whether it was violated before (for
 /// hysteresis). `None` when the observation does not tell.
 pub fn violated(
@@ -604,5 +611,14 @@ mod tests {
                 (5, AlertState::Cleared, "1-too_hot-0:cleared".into()),
             ]
         );
+    }
+
+    #[test]
+    fn a_quota_stretched_interval_is_not_missing_data() {
+        let hour = 3_600_000;
+        assert_eq!(no_data_after(hour, 0), hour);
+        assert_eq!(no_data_after(hour, 15 * 60_000), hour);
+        // Every 3 hours under the quota: no data means none for 6 hours.
+        assert_eq!(no_data_after(hour, 3 * hour), 6 * hour);
     }
 }

@@ -31,7 +31,7 @@ use crate::storage::{Db, StorageError};
 
 mod evaluate;
 
-use evaluate::{Reading, evaluate};
+use evaluate::{Reading, evaluate, no_data_after};
 
 /// Starts the rules loop on its own bus session.
 pub async fn start(ctx: &ModuleCtx<'_>, cfg: &WeatherConfig) -> Result<JoinHandle<()>, BusError> {
@@ -60,6 +60,7 @@ pub async fn start(ctx: &ModuleCtx<'_>, cfg: &WeatherConfig) -> Result<JoinHandl
         hysteresis,
         max_age_ms,
         stale_after_ms: stale_after.as_millis().min(i64::MAX as u128) as i64,
+        stretched_ms: std::sync::atomic::AtomicI64::new(0),
         metrics,
     };
     Ok(tokio::spawn(rules.run(
@@ -76,8 +77,11 @@ struct Rules {
     hysteresis: f64,
     /// Readings older than this decide nothing.
     max_age_ms: i64,
-    /// Readings older than this mean the place has no fresh data.
+    /// Readings older than this mean the place has no fresh data ...
     stale_after_ms: i64,
+    /// ... unless the quota stretches fetches further (the poller says so with each
+    /// observation): then two such intervals.
+    stretched_ms: std::sync::atomic::AtomicI64,
     metrics: Arc<Metrics>,
 }
 
@@ -125,10 +129,18 @@ impl Rules {
         let _ = session.await;
     }
 
+    /// How old the last reading of a place may be before it has "no fresh data".
+    fn no_data_after(&self) -> i64 {
+        no_data_after(
+            self.stale_after_ms,
+            self.stretched_ms.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     /// Re-evaluates the places whose last reading arrived longer than `stale_after` ago
     /// and whose users have not been told: their `no_data` is raised.
     async fn on_stale_check(&self) -> Result<(), RulesError> {
-        let before = (now_ms() - self.stale_after_ms).div_euclid(1000);
+        let before = (now_ms() - self.no_data_after()).div_euclid(1000);
         let stale = self.db.subscriptions().stale_observations(before).await?;
         for (cell, json, received_at) in stale {
             if let Ok(conditions) = serde_json::from_str::<Conditions>(&json) {
@@ -140,6 +152,10 @@ impl Rules {
     }
 
     async fn on_observation(&self, obs: WeatherObserved) -> Result<(), RulesError> {
+        self.stretched_ms.store(
+            i64::try_from(obs.stretched_interval.saturating_mul(1000)).unwrap_or(i64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let cell = (obs.cell_lat, obs.cell_lon);
         let json = serde_json::to_string(&obs.conditions).unwrap_or_default();
         let at = obs.received_at;
@@ -175,7 +191,7 @@ impl Rules {
             conditions,
             observed_ms,
             fresh: now - observed_ms <= self.max_age_ms,
-            no_data: now - observed_ms > self.stale_after_ms,
+            no_data: now - observed_ms > self.no_data_after(),
         };
         // Timed: the evaluation itself, not the database or the bus around it.
         let started = Instant::now();
