@@ -53,6 +53,11 @@ async fn bench_alert_pipeline() {
     config.weather.open_meteo_url = fake.url();
     config.weather.geocoding_url = fake.url();
     config.weather.max_subscriptions_per_user = 1000;
+    // The pipeline's speed, not the provider's quota (which would pace 1,000 places
+    // over hours; benches/bench_quota.rs measures that).
+    config.weather.open_meteo_calls_per_minute = 0;
+    config.weather.open_meteo_calls_per_hour = 0;
+    config.weather.open_meteo_calls_per_day = 0;
 
     // An admin registered normally; then the bulk data straight into the database.
     let app = start_ready(&config).await;
