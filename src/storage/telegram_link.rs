@@ -95,6 +95,16 @@ pub fn apply_link_updates(
     for u in updates {
         next = next.max(u.update_id + 1);
         let Some(request) = &u.request else { continue };
+        // The action always happens; the answer only while few wait for this chat (and
+        // a question nobody will hear is not worked out).
+        let pending = match waiting.entry(u.chat) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(pending_replies(&tx, u.chat)?),
+        };
+        let answer = *pending < MAX_PENDING_REPLIES;
+        if !answer && matches!(request, LinkRequest::Status { .. } | LinkRequest::Hello) {
+            continue;
+        }
         let outcome = match request {
             LinkRequest::Link { code } => {
                 match take_link_code(&tx, &code.to_ascii_uppercase(), now_ms)? {
@@ -124,12 +134,7 @@ pub fn apply_link_updates(
                     .collect::<Result<_, StorageError>>()?,
             },
         };
-        // The action always happens; the answer only while few wait for this chat.
-        let pending = match waiting.entry(u.chat) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(pending_replies(&tx, u.chat)?),
-        };
-        if *pending < MAX_PENDING_REPLIES {
+        if answer {
             *pending += 1;
             replies.push(reply(u, &outcome));
         }
