@@ -29,6 +29,15 @@ pub(crate) async fn app_with(
     .await
 }
 
+/// OpenWeatherMap with a paid plan's limits (600 a minute, no monthly limit): calls 100 ms
+/// apart, so pacing is visible but quick.
+pub(crate) fn openweathermap_paid(c: &mut meteomesh::config::Config) {
+    c.weather.provider = meteomesh::config::ProviderKind::OpenWeatherMap;
+    c.weather.openweathermap_api_key = meteomesh::config::Secret::new("test-key");
+    c.weather.openweathermap_calls_per_minute = 600;
+    c.weather.openweathermap_calls_per_month = 0;
+}
+
 pub(crate) async fn subscribe(t: &TestApp, token: &str, body: Value) -> Value {
     let r = api(
         t.http,
@@ -338,15 +347,7 @@ async fn provider_failures_back_off_and_recover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openweathermap_one_call_per_place_and_string_cod_errors() {
     let fake = FakeWeather::start().await;
-    let t = app_with(&fake, |c| {
-        c.weather.provider = meteomesh::config::ProviderKind::OpenWeatherMap;
-        c.weather.openweathermap_api_key = meteomesh::config::Secret::new("test-key");
-        // 600 per minute and no monthly limit: 100 ms apart, so the pacing is visible
-        // but quick.
-        c.weather.openweathermap_calls_per_minute = 600;
-        c.weather.openweathermap_calls_per_month = 0;
-    })
-    .await;
+    let t = app_with(&fake, openweathermap_paid).await;
     let (token, id) = register(t.http, "alice", PW).await;
     for i in 0..3 {
         subscribe(

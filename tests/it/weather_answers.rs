@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use super::weather::{alerts_of, app_with, next_alert, subscribe};
+use super::weather::{alerts_of, app_with, next_alert, openweathermap_paid, subscribe};
 use common::fake_weather::{FakeWeather, current, interval_start};
 use common::*;
 use rumqttc::QoS;
@@ -44,14 +44,7 @@ fn owm(conditions: &[(u16, &str, &str)], rain_1h: Option<f64>) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openweathermap_reads_every_listed_condition() {
     let fake = FakeWeather::start().await;
-    let t = app_with(&fake, |c| {
-        c.weather.provider = meteomesh::config::ProviderKind::OpenWeatherMap;
-        c.weather.openweathermap_api_key = meteomesh::config::Secret::new("test-key");
-        // A paid plan's limits: the quota does not slow this test down.
-        c.weather.openweathermap_calls_per_minute = 600;
-        c.weather.openweathermap_calls_per_month = 0;
-    })
-    .await;
+    let t = app_with(&fake, openweathermap_paid).await;
     let (token, id) = register(t.http, "alice", PW).await;
     subscribe(
         &t,
