@@ -50,9 +50,11 @@ pub enum LinkOutcome {
     Unlinked {
         usernames: Vec<String>,
     },
-    /// The linked accounts (none: the chat is not linked) with their subscriptions.
+    /// The linked accounts (none: the chat is not linked) with their subscriptions, for
+    /// `/weather` or (`alerts_only`) `/alerts`.
     Status {
         accounts: Vec<ChatAccount>,
+        alerts_only: bool,
     },
 }
 
@@ -120,7 +122,8 @@ pub fn apply_link_updates(
                 usernames: unlink_chat(&tx, u.chat, now_ms)?,
             },
             // Only a chat that proved it belongs to an account learns anything.
-            LinkRequest::Status { .. } => LinkOutcome::Status {
+            LinkRequest::Status { alerts_only } => LinkOutcome::Status {
+                alerts_only: *alerts_only,
                 accounts: accounts_of_chat(&tx, u.chat)?
                     .into_iter()
                     .map(|(id, username, units, timezone)| {

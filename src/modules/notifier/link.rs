@@ -162,12 +162,7 @@ fn link_requests(updates: &[Update]) -> Vec<LinkUpdate> {
 
 /// The outbox row answering one update.
 fn reply_notice(u: &LinkUpdate, outcome: &LinkOutcome, now: i64) -> NewDelivery {
-    let (user, text) = match (outcome, &u.request) {
-        (LinkOutcome::Status { accounts }, Some(LinkRequest::Status { alerts_only })) => {
-            (None, super::render::chat_status(accounts, *alerts_only))
-        }
-        _ => reply(outcome),
-    };
+    let (user, text) = reply(outcome);
     super::notice(format!("update:{}", u.update_id), user, u.chat, text, now)
 }
 
@@ -193,7 +188,10 @@ fn reply(outcome: &LinkOutcome) -> (Option<i64>, String) {
             None,
             "This chat is not linked to any meteomesh account.".to_owned(),
         ),
-        LinkOutcome::Status { accounts } => (None, super::render::chat_status(accounts, false)),
+        LinkOutcome::Status {
+            accounts,
+            alerts_only,
+        } => (None, super::render::chat_status(accounts, *alerts_only)),
         LinkOutcome::Unlinked { usernames } => {
             let names: Vec<String> = usernames
                 .iter()
