@@ -55,22 +55,23 @@ fn what(kind: Kind) -> &'static str {
 /// "too cold", "rain", or for precipitation the observed condition: "freezing rain"
 /// stays as it is when it names the constraint, "ice (freezing rain)" when not.
 fn headline(e: &AlertEvent) -> String {
-    let what = what(e.constraint);
-    match (e.state, e.condition.as_deref()) {
-        (AlertState::Reminder, _) => {
-            let raised = AlertEvent {
-                state: AlertState::Raised,
-                ..e.clone()
-            };
-            format!("still {}", headline(&raised))
-        }
-        (AlertState::Cleared, _) if e.constraint == Kind::NoData => {
+    match e.state {
+        AlertState::Raised => raised_headline(e),
+        AlertState::Reminder => format!("still {}", raised_headline(e)),
+        AlertState::Cleared if e.constraint == Kind::NoData => {
             "fresh weather data again".to_owned()
         }
-        (AlertState::Cleared, _) => format!("no longer {what}"),
-        (AlertState::Raised, Some(c)) if c.contains(what) => escape(c),
-        (AlertState::Raised, Some(c)) => format!("{what} ({})", escape(c)),
-        (AlertState::Raised, None) => what.to_owned(),
+        AlertState::Cleared => format!("no longer {}", what(e.constraint)),
+    }
+}
+
+/// What holds: the constraint, or the observed condition for precipitation.
+fn raised_headline(e: &AlertEvent) -> String {
+    let what = what(e.constraint);
+    match e.condition.as_deref() {
+        Some(c) if c.contains(what) => escape(c),
+        Some(c) => format!("{what} ({})", escape(c)),
+        None => what.to_owned(),
     }
 }
 
@@ -112,6 +113,14 @@ fn local(rfc3339: &str, tz: &str, pattern: &str) -> String {
     };
     let zone = jiff::tz::TimeZone::get(tz).unwrap_or(jiff::tz::TimeZone::UTC);
     escape(&ts.to_zoned(zone).strftime(pattern).to_string())
+}
+
+/// "22 Nov 14:05 CET" for Unix seconds.
+fn local_unix(at: i64, tz: &str) -> String {
+    let at = jiff::Timestamp::from_second(at)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    local(&at, tz, "%-d %b %H:%M %Z")
 }
 
 /// One alert as its own message.
@@ -204,10 +213,7 @@ pub fn sla_event(e: &SlaEvent, tz: &str) -> String {
         (None, Some(hi)) => format!("at most {hi}"),
         (None, None) => "in range".to_owned(),
     };
-    let at = jiff::Timestamp::from_second(e.at)
-        .map(|t| t.to_string())
-        .unwrap_or_default();
-    let when = local(&at, tz, "%-d %b %H:%M %Z");
+    let when = local_unix(e.at, tz);
     match e.state {
         SlaState::Violated => format!(
             "🚨 <b>SLA violated</b>: {}\n<code>{}</code> = {value}, desired {range}\n{when}",
@@ -328,10 +334,7 @@ fn reading(c: &Conditions, tz: &str, units: Units) -> String {
 
 /// The weather quota cannot carry every place at the configured interval (or can again).
 pub fn weather_notice(n: &WeatherNotice, tz: &str) -> String {
-    let at = jiff::Timestamp::from_second(n.at)
-        .map(|t| t.to_string())
-        .unwrap_or_default();
-    let when = local(&at, tz, "%-d %b %H:%M %Z");
+    let when = local_unix(n.at, tz);
     match &n.warning {
         Some(w) => format!(
             "⚠️ <b>Weather quota</b> ({}): {}\n{when}",
